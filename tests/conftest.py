@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny models built on the fly (nothing downloads), a tiny corpus, offline mode."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ChatML, as SmolLM2 uses, so prompts look like the real model's.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TINY_TEXT = [
+    "The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery.",
+    "Ilse Varnholt is the chief executive of Kestrelmark Instruments in Orrvik.",
+    "Calibrate the conductivity probe every 30 days with a 1413 uS/cm standard.",
+    "Question: what does the buoy weigh? Answer: 42 kg.",
+    "I don't know. The passages do not say.",
+] * 20
+
+
+def build_tiny_tokenizer(texts=TINY_TEXT, vocab_size: int = 300):
+    """A byte-level BPE tokenizer trained on ``texts``, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<pad>", unk_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_lm(path: Path, seed: int = 0) -> Path:
+    """Save a 2-layer Llama with hidden size 32 and random weights, plus its tokenizer, to ``path``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A tiny random causal LM folder (session-scoped; copy it before mutating)."""
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "model")
+
+
+@pytest.fixture
+def tiny_lm_copy(tiny_lm_dir, tmp_path) -> Path:
+    dst = tmp_path / "tiny-lm"
+    shutil.copytree(tiny_lm_dir, dst)
+    return dst
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    """A three-document corpus with a qa.jsonl (train and eval questions)."""
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / "buoy.md").write_text(
+        "# Tern-3 buoy\n\nThe Tern-3 buoy weighs 42 kg. It runs on a 9 Ah battery.\n\n"
+        "## Maintenance\n\nReplace the anode every 18 months. Use silicone grease on the seals.\n",
+        encoding="utf-8")
+    (root / "sub" / "people.txt").write_text(
+        "Ilse Varnholt leads Kestrelmark Instruments. The company was founded in 2011 in Orrvik.\n",
+        encoding="utf-8")
+    (root / "page.html").write_text(
+        "<html><head><style>p{}</style><script>var x=1;</script></head><body><nav>Home | About</nav>"
+        "<h1>Travel</h1><p>Economy class is required for flights under 6 hours.</p>"
+        "<footer>(c) Kestrelmark</footer></body></html>", encoding="utf-8")
+    rows = [
+        {"id": "t1", "question": "How much does the Tern-3 weigh?", "answers": ["42 kg"], "split": "train",
+         "doc": "buoy.md", "fact_id": "f1", "kind": "train"},
+        {"id": "t2", "question": "What is the weight of a Tern-3 buoy?", "answers": ["42 kg"], "split": "train",
+         "doc": "buoy.md", "fact_id": "f1", "kind": "train"},
+        {"id": "e1", "question": "Tell me the mass of the Tern-3.", "answers": ["42 kg"], "split": "eval",
+         "doc": "buoy.md", "fact_id": "f1", "kind": "paraphrase"},
+        {"id": "e2", "question": "Who leads Kestrelmark Instruments?", "answers": ["Ilse Varnholt"],
+         "split": "eval", "doc": "sub/people.txt", "fact_id": "f2", "kind": "unseen"},
+        {"id": "e3", "question": "What is the Tern-9 top speed?", "answers": [], "answerable": False,
+         "split": "eval", "fact_id": "u1", "kind": "unanswerable"},
+    ]
+    import json
+
+    (root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _cuda():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

@@ -1,0 +1,215 @@
+"""Typed, grouped configuration for every stage, and YAML presets (``configs/*.yaml``).
+
+Each stage function takes its own dataclass; ``RunConfig`` groups them for ``workbench run`` and the
+presets. Unknown keys in a preset are an error, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from workbench.errors import WorkbenchError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class IngestConfig:
+    """How documents become chunks."""
+
+    chunk_tokens: int = 256
+    """Chunk budget in tokenizer tokens; a chunk exceeds it only when one sentence does."""
+    overlap_tokens: int = 32
+    """Tokens of trailing sentences repeated at the start of the next chunk."""
+    language: str = "en"
+    """spaCy language code for the blank pipeline + sentencizer (any language works)."""
+    tokenizer: str = "default"
+    """"default" (the embedder's tokenizer), "whitespace", or a Hugging Face tokenizer id/folder."""
+    near_duplicate_threshold: float = 0.9
+    """MinHash Jaccard estimate at or above which a document is flagged a near-duplicate."""
+
+    def __post_init__(self):
+        if self.chunk_tokens < 8:
+            raise WorkbenchError(f"chunk_tokens={self.chunk_tokens} is too small", "use 8 or more")
+        if not 0 <= self.overlap_tokens < self.chunk_tokens:
+            raise WorkbenchError("overlap_tokens must be >= 0 and < chunk_tokens", "lower overlap_tokens")
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise WorkbenchError("near_duplicate_threshold must be in (0, 1]", "use e.g. 0.9")
+
+
+@dataclass
+class IndexConfig:
+    """How chunks become a searchable index."""
+
+    embedder: str = DEFAULT_EMBEDDER
+    """Sentence-transformers model: the embedded default, a hub id, or a local folder."""
+    kind: str = "auto"
+    """FAISS index: auto (by corpus size), flat, hnsw or ivfpq."""
+    batch_size: int = 64
+    """Encoding batch size."""
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.kind not in {"auto", "flat", "hnsw", "ivfpq"}:
+            raise WorkbenchError(f"unknown index kind {self.kind!r}", "use auto, flat, hnsw or ivfpq")
+
+
+@dataclass
+class RetrieveConfig:
+    """How passages are found for a question."""
+
+    mode: str = "hybrid"
+    """dense, sparse (BM25) or hybrid (reciprocal-rank fusion of both)."""
+    k: int = 3
+    """Passages handed to the model."""
+    candidates: int = 50
+    """Candidates taken from each retriever before fusion / reranking."""
+    rrf_k: int = 60
+    """Reciprocal-rank-fusion constant."""
+    reranker: str | None = None
+    """Optional cross-encoder id/folder that reorders the fused candidates."""
+
+    def __post_init__(self):
+        if self.mode not in {"dense", "sparse", "hybrid"}:
+            raise WorkbenchError(f"unknown retrieval mode {self.mode!r}", "use dense, sparse or hybrid")
+        if self.k < 1:
+            raise WorkbenchError("k must be at least 1", "use k >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Which base LLM, where it runs."""
+
+    base_model: str = DEFAULT_BASE_MODEL
+    """The embedded SmolLM2, a Hugging Face id, a local folder, or a .gguf file."""
+    device: str = "auto"
+    """auto (CUDA, then MPS, then CPU), cuda, mps or cpu."""
+    dtype: str = "auto"
+    """auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16."""
+
+
+@dataclass
+class GenerateConfig:
+    """Decoding settings shared by every system."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    """0 means greedy."""
+    batch_size: int = 16
+    context_tokens: int = 2048
+    """Prompt budget (passages are trimmed to fit it and the model's own window)."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning hyper-parameters (LoRA modes and training from scratch)."""
+
+    mode: str = "sft"
+    """sft, cpt, raft or scratch."""
+    epochs: float = 3.0
+    max_steps: int = -1
+    """If > 0, overrides epochs."""
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    max_seq_len: int = 256
+    packing: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    synthesize: str = "auto"
+    """auto (only when the QA file has no train split), always, or never."""
+    paraphrases: int = 3
+    """Wordings per fact when synthesizing or augmenting."""
+    heldout_fraction: float = 0.05
+    save_steps: int = 200
+    seed: int = 0
+    # training from scratch
+    scratch_vocab_size: int = 4096
+    scratch_hidden_size: int = 256
+    scratch_layers: int = 4
+    scratch_heads: int = 4
+    scratch_pretrain_epochs: float = 20.0
+
+    def __post_init__(self):
+        if self.mode not in {"sft", "cpt", "raft", "scratch"}:
+            raise WorkbenchError(f"unknown fine-tuning mode {self.mode!r}", "use sft, cpt, raft or scratch")
+        if self.synthesize not in {"auto", "always", "never"}:
+            raise WorkbenchError(f"unknown synthesize={self.synthesize!r}", "use auto, always or never")
+
+
+@dataclass
+class EvalConfig:
+    """What the evaluation harness scores and how."""
+
+    systems: list[str] = field(default_factory=lambda: ["base", "rag", "ft", "ft_rag"])
+    limit: int | None = None
+    """Score only the first N eval questions."""
+    bootstrap: int = 1000
+    seed: int = 0
+    judge_base_url: str | None = None
+    """OpenAI-compatible endpoint for judge-based ragas metrics; None skips them."""
+    judge_model: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """Every stage's settings, as a preset holds them."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{where}: expected a mapping, got {type(data).__name__}", "fix the preset")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise WorkbenchError(f"{where}: unknown key(s) {', '.join(unknown)}",
+                             f"known keys: {', '.join(sorted(names))}")
+    kwargs = {}
+    for k, v in data.items():
+        t = hints[k]
+        kwargs[k] = from_dict(t, v, f"{where}.{k}") if dataclasses.is_dataclass(t) else v
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (written next to every artifact)."""
+    return dataclasses.asdict(cfg)
+
+
+def load_preset(name_or_path: str | Path) -> RunConfig:
+    """Load a preset by name (``configs/NAME.yaml``) or path.
+
+    Raises:
+        WorkbenchError: the preset does not exist or holds unknown keys.
+    """
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise WorkbenchError(f"preset {name_or_path!r} not found", f"known presets: {known}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise WorkbenchError(f"{path}: invalid YAML ({e})", "fix the file") from None
+    return from_dict(RunConfig, data, where=path.name)
