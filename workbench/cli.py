@@ -41,16 +41,144 @@ def user_errors() -> Iterator[None]:
 # @@ingest
 
 # @@index
+@app.command()
+def index(
+    corpus_dir: Path = typer.Argument(..., help="Corpus folder to index."),
+    name: Optional[str] = typer.Option(None, "--name", help="Index name under indices/ (default: the corpus "
+                                       "folder's name)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="FAISS index: auto (flat < 20k chunks, HNSW up to "
+                                       "~1M, IVF-PQ beyond), flat, hnsw or ivfpq (default: the preset's)."),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Sentence-transformers model: the embedded "
+                                           "all-MiniLM-L6-v2, a local folder, or a cached hub id."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Re-encode everything even if a current or "
+                                 "reusable index exists."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Build or update indices/NAME/: chunks, embeddings, FAISS + BM25, manifest (only changed chunks re-encoded)."""
+    with user_errors():
+        from dataclasses import replace
+
+        from workbench.config import IndexConfig, load_preset
+        from workbench.index import build_index
+
+        cfg = load_preset(preset)
+        index_cfg = IndexConfig(**{**vars(cfg.index), **({"kind": kind} if kind else {}),
+                                   **({"embedder": embedder} if embedder else {})})
+        cfg = replace(cfg, index=index_cfg)
+        result = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, rebuild=rebuild, progress=not quiet)
+        typer.echo(result.summary())
+
 
 # @@search
+@app.command()
+def search(
+    name: str = typer.Argument(..., help="Index name (under indices/) or folder."),
+    query: str = typer.Argument(..., help="The question or keywords."),
+    k: int = typer.Option(5, "-k", "--k", help="Number of passages."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid (BM25 + dense, fused by reciprocal rank), dense "
+                             "or sparse."),
+    reranker: Optional[str] = typer.Option(None, "--reranker", help="Cross-encoder folder or cached hub id "
+                                           "that reorders the candidates."),
+):
+    """Print the top-k chunks of an index for a query, with scores, document and heading."""
+    with user_errors():
+        from workbench.config import RetrieveConfig
+        from workbench.index import load_index
+        from workbench.retrieve import Retriever, format_hits
+
+        retriever = Retriever(load_index(name, check_corpus=True), RetrieveConfig(mode=mode, k=k, reranker=reranker))
+        typer.echo(format_hits(retriever.search(query)))
+
 
 # @@ask
 
 # @@finetune
+@app.command()
+def finetune(
+    corpus_dir: Path = typer.Argument(..., help="Corpus folder (documents + optional qa.jsonl)."),
+    mode: str = typer.Option("sft", "--mode", help="sft (LoRA on QA pairs), cpt (LoRA on the corpus text), "
+                             "raft (QA pairs with retrieved passages), scratch (small model from zero)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id "
+                                       "(default: the preset's)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Adapter name under adapters/ (default CORPUS-MODE)."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Retrain even if a current adapter exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Fine-tune on a corpus and write adapters/NAME/ (a PEFT folder; scratch: a full model).
+
+    Runs unchanged on several processes: torchrun --nproc_per_node N -m workbench.cli finetune ...
+    """
+    with user_errors():
+        from dataclasses import replace
+
+        from workbench.config import load_preset
+        from workbench.finetune import finetune as run_finetune
+
+        cfg = load_preset(preset)
+        cfg.finetune = replace(cfg.finetune, mode=mode,
+                               max_steps=max_steps if max_steps is not None else cfg.finetune.max_steps)
+        if base:
+            cfg.model = replace(cfg.model, base_model=base)
+        result = run_finetune(corpus_dir, cfg.finetune, cfg.model, name=name, qa_path=qa, resume=resume,
+                              progress=not quiet, run_cfg=cfg, rebuild=rebuild)
+        typer.echo(result.summary())
+
 
 # @@eval
+@app.command("eval")
+def eval_(
+    corpus_dir: Path = typer.Argument(..., help="Corpus folder (documents + qa.jsonl)."),
+    qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl); only "
+                                      "its eval split is scored."),
+    systems: Optional[str] = typer.Option(None, "--systems", help="Comma-separated systems: base, rag, ft, "
+                                          "ft_rag, raft, scratch (default: the preset's)."),
+    index: Optional[str] = typer.Option(None, "--index", help="Index name or folder (default: the corpus "
+                                        "folder's name; built when missing or stale)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter for ft / ft_rag (default "
+                                          "<corpus>-sft)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N eval questions."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<corpus>-<time>)."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL of a judge "
+                                            "model for faithfulness / relevancy / factual correctness."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (default: the "
+                                              "first the endpoint lists)."),
+):
+    """Score systems side by side on the eval questions: results.jsonl, summary.json, report.md, plots/."""
+    with user_errors():
+        from workbench.config import load_preset
+        from workbench.evaluate import evaluate, with_overrides
+        from workbench.pipeline import print_summary
+
+        cfg = with_overrides(load_preset(preset), systems=systems.split(",") if systems else None, limit=limit,
+                             judge_base_url=judge_url, judge_model=judge_model)
+        folder = evaluate(corpus_dir, cfg, qa_path=qa, index=index, adapter=adapter, out=out)
+        print_summary(folder)
+        typer.echo(str(folder))
+
 
 # @@run
+@app.command("run")
+def run_(
+    corpus_dir: Path = typer.Argument(..., help="Corpus folder (documents + qa.jsonl)."),
+    qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl)."),
+    profile: str = typer.Option("quick", "--profile", help="quick (CPU, embedded models) or full (GPU), or a "
+                                "preset YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<corpus>-<time>)."),
+):
+    """Ingest, index, fine-tune, evaluate and report in one go, reusing every artifact that is current."""
+    with user_errors():
+        from workbench.config import load_preset
+        from workbench.pipeline import run
+
+        folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=out)
+        typer.echo(str(folder))
+
 
 
 if __name__ == "__main__":  # pragma: no cover

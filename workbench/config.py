@@ -72,12 +72,16 @@ class RetrieveConfig:
     """Reciprocal-rank-fusion constant."""
     reranker: str | None = None
     """Optional cross-encoder id/folder that reorders the fused candidates."""
+    max_query_chars: int = 2000
+    """Longer queries are refused (an embedder reads only its first few hundred tokens)."""
 
     def __post_init__(self):
         if self.mode not in {"dense", "sparse", "hybrid"}:
             raise WorkbenchError(f"unknown retrieval mode {self.mode!r}", "use dense, sparse or hybrid")
         if self.k < 1:
             raise WorkbenchError("k must be at least 1", "use k >= 1")
+        if self.candidates < 1 or self.rrf_k < 0 or self.max_query_chars < 1:
+            raise WorkbenchError("candidates and max_query_chars must be >= 1 and rrf_k >= 0", "fix the preset")
 
 
 @dataclass
@@ -125,8 +129,22 @@ class FinetuneConfig:
     target_modules: str = "all-linear"
     synthesize: str = "auto"
     """auto (only when the QA file has no train split), always, or never."""
+    synth_generator: str = "rules"
+    """rules (spaCy spans -> questions and cloze prompts) or llm (synth_endpoint, else the base model)."""
+    synth_endpoint: str | None = None
+    """OpenAI-compatible base URL for synth_generator: llm (key from $OPENAI_API_KEY); None = base model."""
+    synth_model: str | None = None
+    """Model name sent to synth_endpoint."""
+    synth_per_chunk: int = 4
+    """Answer spans (rules) or QA pairs (llm) synthesized per chunk."""
     paraphrases: int = 3
-    """Wordings per fact when synthesizing or augmenting."""
+    """Extra rule-based rewordings added per training question (0 = none)."""
+    anchor_questions: int = 0
+    """Per trained fact, questions synthesized from the document sentence holding its answer."""
+    raft_passages: int = 3
+    """RAFT: passages per prompt (the gold one plus distractors)."""
+    raft_distractor_only: float = 0.2
+    """RAFT: share of examples whose passages leave out the gold one."""
     heldout_fraction: float = 0.05
     save_steps: int = 200
     seed: int = 0
@@ -136,12 +154,21 @@ class FinetuneConfig:
     scratch_layers: int = 4
     scratch_heads: int = 4
     scratch_pretrain_epochs: float = 20.0
+    scratch_learning_rate: float = 1e-3
+    """Peak learning rate of scratch pre-training (instruction tuning uses half)."""
 
     def __post_init__(self):
         if self.mode not in {"sft", "cpt", "raft", "scratch"}:
             raise WorkbenchError(f"unknown fine-tuning mode {self.mode!r}", "use sft, cpt, raft or scratch")
         if self.synthesize not in {"auto", "always", "never"}:
             raise WorkbenchError(f"unknown synthesize={self.synthesize!r}", "use auto, always or never")
+        if self.synth_generator not in {"rules", "llm"}:
+            raise WorkbenchError(f"unknown synth_generator={self.synth_generator!r}", "use rules or llm")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_seq_len < 16:
+            raise WorkbenchError("batch_size and grad_accum must be >= 1 and max_seq_len >= 16", "fix the preset")
+        if not 0 <= self.heldout_fraction < 0.5 or not 0 <= self.raft_distractor_only <= 1:
+            raise WorkbenchError("heldout_fraction must be in [0, 0.5) and raft_distractor_only in [0, 1]",
+                                 "fix the preset")
 
 
 @dataclass

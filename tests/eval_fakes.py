@@ -1,0 +1,53 @@
+"""Fakes for the evaluation tests: systems that answer from a table, no model needed."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from workbench.records import Chunk, Hit
+
+
+@dataclass
+class FakeAnswer:
+    """Shaped like workbench.answer.Answer."""
+
+    question: str
+    text: str
+    hits: list = field(default_factory=list)
+    citations: list = field(default_factory=list)
+    latency_s: float = 0.1
+    n_new_tokens: int = 4
+
+
+def idk(text: str) -> bool:
+    return "don't know" in text.lower()
+
+
+def passage(doc: str, text: str, rank: int = 1) -> Hit:
+    return Hit(Chunk(id=f"{doc}#{rank}", text=text, doc=doc, span=(0, len(text))), score=1.0 / rank, rank=rank)
+
+
+def table_system(name: str, answers: dict[str, str], retrieval: bool = False, hits: dict | None = None,
+                 latency: float = 0.1):
+    """A SystemSpec answering question text -> answers[question] (default "I don't know")."""
+    from workbench.systems import SystemSpec
+
+    def build(ctx):
+        def answer(items):
+            return [FakeAnswer(q.question, answers.get(q.question, "I don't know"),
+                               (hits or {}).get(q.question, []), latency_s=latency) for q in items]
+        return answer
+
+    return SystemSpec(name, f"fake {name}", retrieval=retrieval, build=build)
+
+
+@pytest.fixture
+def fake_abstention(monkeypatch):
+    """Use the real workbench.answer.is_abstention when it exists, else a stand-in (same idea)."""
+    import workbench.metrics as metrics
+
+    try:
+        from workbench.answer import is_abstention  # noqa: F401
+    except ImportError:
+        monkeypatch.setattr(metrics, "_default_abstention", lambda: idk)

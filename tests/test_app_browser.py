@@ -1,0 +1,158 @@
+"""The app in a real headless Chromium: ask a question, wait for every system's answer, take a screenshot.
+
+Chromium is Debian's package (installed by tests/browser_setup.sh, which `make test` runs via
+`make browser`); the test skips where it cannot be installed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOT_COPY = Path("/work/staging/app_screenshot.png")
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        subprocess.run(["bash", str(REPO / "tests" / "browser_setup.sh")], check=False, timeout=900)
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (tests/browser_setup.sh could not install it)")
+    pytest.importorskip("playwright.sync_api")
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_lm_dir, chromium):
+    """`streamlit run streamlit_app.py` on localhost over a tiny project (index, adapter, run)."""
+    pytest.importorskip("workbench.index")
+    from app_project import build_tiny_embedder, build_tiny_project
+
+    base = tmp_path_factory.mktemp("browser")
+    project = build_tiny_project(base / "project", tiny_lm_dir, build_tiny_embedder(base / "embedder"))
+    port = _free_port()
+    env = dict(os.environ, WORKBENCH_HOME=str(project), WORKBENCH_BASE_MODEL=str(tiny_lm_dir),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log = open(base / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read().strip() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start:\n{(base / 'streamlit.log').read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _ask(page, question: str) -> None:
+    box = page.locator("[data-testid='stChatInput'] textarea")
+    box.wait_for(timeout=60_000)
+    box.fill(question)
+    box.press("Enter")
+
+
+def _wait_for_answers(page, n: int, timeout_s: float = 180) -> None:
+    """Wait until ``n`` answers show their metrics line (the last thing a column writes)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if page.get_by_text("tokens/s").count() + page.get_by_text(" 0 tokens").count() >= n:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"only {page.get_by_text('tokens/s').count()} of {n} answers appeared")
+
+
+def test_browser_chat_side_by_side_with_sources(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1100})
+            page.goto(server, wait_until="domcontentloaded")
+            _ask(page, "How do I grease the seals with silicone?")
+            _wait_for_answers(page, 4)
+            # every system answered in its own column, under its name
+            for name in ("base", "rag", "ft", "ft_rag"):
+                assert page.get_by_role("heading", name=name, exact=True).count() == 1
+            assert page.get_by_text("latency").count() >= 4
+            # rag columns list their sources; open them so the screenshot shows passages
+            sources = page.get_by_text("Sources (")
+            assert sources.count() == 2
+            for i in range(sources.count()):
+                sources.nth(i).click()
+            page.wait_for_timeout(800)
+            # document HTML is shown as text, never run or rendered
+            assert page.evaluate("window.__pwned") is None
+            assert page.get_by_text("<script>", exact=False).count() >= 1
+            shot = tmp_path / "app.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+            try:
+                SCREENSHOT_COPY.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, SCREENSHOT_COPY)
+            except OSError:
+                pass  # the copy is for people reviewing the run; the test's own file is the evidence
+        finally:
+            browser.close()
+
+
+def test_browser_concurrent_sessions_get_their_own_answers(server):
+    """Three browser sessions ask different questions at once; each shows its own question and answers."""
+    from playwright.sync_api import sync_playwright
+
+    questions = ["Who leads Kestrelmark Instruments?", "How much does the Tern-3 weigh?",
+                 "When must the anode be replaced?"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            pages = [browser.new_context().new_page() for _ in questions]
+            for p in pages:
+                p.goto(server, wait_until="domcontentloaded")
+            for p, q in zip(pages, questions):
+                _ask(p, q)
+            for p in pages:
+                _wait_for_answers(p, 4, timeout_s=240)
+            for p, q in zip(pages, questions):
+                body = p.inner_text("section[data-testid='stMain']") if p.locator(
+                    "section[data-testid='stMain']").count() else p.inner_text("body")
+                assert body.count(q) == 4, f"{q!r} not shown once per column"
+                for other in questions:
+                    if other != q:
+                        assert other not in body
+        finally:
+            browser.close()

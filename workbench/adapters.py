@@ -1,0 +1,127 @@
+"""Fine-tuned artifacts in ``adapters/``: naming, staleness, and loading onto the base model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from workbench.artifacts import hash_file, read_manifest
+from workbench.config import FinetuneConfig, ModelConfig, to_dict
+from workbench.errors import WorkbenchError
+from workbench.paths import adapters_dir
+
+KIND = "adapter"
+FORMAT_VERSION = 1
+
+
+def default_adapter_name(corpus_dir: Path, mode: str) -> str:
+    """``<corpus folder name>-<mode>``, e.g. ``demo-sft``."""
+    return f"{Path(corpus_dir).resolve().name}-{mode}"
+
+
+def adapter_dir(name_or_dir: str | Path) -> Path:
+    """The folder of an adapter given its name (under ``adapters/``) or a path to it."""
+    p = Path(name_or_dir)
+    if p.is_dir() or len(p.parts) > 1:
+        return p
+    return adapters_dir() / str(name_or_dir)
+
+
+def read_adapter_manifest(folder: Path) -> dict[str, Any]:
+    """The adapter's manifest, checked for kind and format version."""
+    return read_manifest(folder, KIND, FORMAT_VERSION)
+
+
+def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | None = None,
+                   model_cfg: ModelConfig | None = None, qa_path: Path | None = None) -> str:
+    """Whether ``adapters/NAME`` is up to date for this corpus, question file, settings and base model.
+
+    Args:
+        name: adapter name or folder.
+        corpus_dir: the corpus it should have been trained on.
+        cfg: fine-tuning settings to compare (None: not compared).
+        model_cfg: base model to compare (None: not compared).
+        qa_path: question file (default ``CORPUS_DIR/qa.jsonl``).
+
+    Returns:
+        "current", "missing", or "stale: <why>".
+    """
+    from workbench.ingest import corpus_fingerprint
+
+    folder = adapter_dir(name)
+    if not (folder / "manifest.json").exists():
+        return "missing"
+    try:
+        m = read_adapter_manifest(folder)
+    except WorkbenchError as e:
+        return f"stale: {e.message}"
+    if m.get("corpus_fingerprint") != corpus_fingerprint(Path(corpus_dir)):
+        return "stale: the corpus changed since it was trained"
+    qa_file = Path(qa_path) if qa_path else Path(corpus_dir) / "qa.jsonl"
+    if m.get("qa_hash") != (hash_file(qa_file) if qa_file.exists() else None):
+        return "stale: the question file changed since it was trained"
+    if cfg is not None and m.get("hyperparameters") != to_dict(cfg):
+        old = m.get("hyperparameters") or {}
+        changed = sorted(k for k, v in to_dict(cfg).items() if old.get(k) != v)
+        return f"stale: settings changed ({', '.join(changed) or 'format'})"
+    if model_cfg is not None and m.get("mode") != "scratch":
+        from workbench.models import model_fingerprint
+
+        if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
+            return f"stale: trained on base model {m.get('base_model')}, not {model_cfg.base_model}"
+    return "current"
+
+
+def load_finetuned(name_or_dir: str | Path, model_cfg: ModelConfig, merge: bool = True
+                   ) -> tuple[Any, Any, dict[str, Any]]:
+    """Load a fine-tuned model: the LoRA adapter on its base model, or a from-scratch model.
+
+    Args:
+        name_or_dir: adapter name (under ``adapters/``) or folder.
+        model_cfg: the base model to load the adapter onto (and device/dtype); it must be the base the
+            adapter was trained on.
+        merge: fold the LoRA weights into the base for faster generation.
+
+    Returns:
+        (model in eval mode, tokenizer with left padding, manifest).
+
+    Raises:
+        WorkbenchError: missing adapter, or an adapter trained on another base model.
+    """
+    folder = adapter_dir(name_or_dir)
+    if not (folder / "manifest.json").exists():
+        raise WorkbenchError(f"no adapter {str(name_or_dir)!r} at {folder}",
+                             "build it with `workbench finetune CORPUS_DIR --mode sft`")
+    m = read_adapter_manifest(folder)
+    if m.get("mode") == "scratch":
+        return (*_load_full(folder, model_cfg), m)
+    from peft import PeftModel
+
+    from workbench.models import load_base_model, model_fingerprint
+
+    if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
+        raise WorkbenchError(
+            f"adapter {folder.name} was trained on base model {m.get('base_model')!r}, "
+            f"not {model_cfg.base_model!r}",
+            f"load it with --base {m.get('base_model')} or retrain it on this base")
+    base, tokenizer = load_base_model(model_cfg)
+    model = PeftModel.from_pretrained(base, str(folder))
+    if merge:
+        model = model.merge_and_unload()
+    model.eval()
+    return model, tokenizer, m
+
+
+def _load_full(folder: Path, model_cfg: ModelConfig) -> tuple[Any, Any]:
+    """A from-scratch model folder, on the configured device, tokenizer padded on the left."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.models import pick_device, pick_dtype
+
+    device = pick_device(model_cfg.device)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(model_cfg.dtype, device)).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer

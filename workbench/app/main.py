@@ -1,0 +1,33 @@
+"""The app's entry: page config, navigation, and the empty-project guidance."""
+from __future__ import annotations
+
+import streamlit as st
+
+PAGES = ("Chat", "Results", "Build")
+
+
+def main() -> None:
+    """Render the app (called by ``streamlit_app.py`` on every rerun)."""
+    st.set_page_config(page_title="workbench: RAG vs fine-tuning", page_icon=":material/balance:", layout="wide")
+    from workbench import paths
+    from workbench.app import artifacts
+
+    page = st.sidebar.radio("Page", PAGES, key="page")
+    st.sidebar.caption(f"Project: {paths.project_root()}")
+    empty = artifacts.is_empty_project()
+    if page == "Chat":
+        from workbench.app import chat
+
+        chat.page(empty)
+    elif page == "Results":
+        from workbench.app import results
+
+        if empty:
+            from workbench.app.build import empty_project_guide
+
+            empty_project_guide()
+        results.page()
+    else:
+        from workbench.app import build
+
+        build.page()

@@ -1,0 +1,470 @@
+"""The evaluation harness: every system answers the same eval questions; one scorer; one run folder.
+
+``evaluate`` writes ``runs/RUN/`` (results.jsonl, summary.json, report.md, plots/*.png) atomically: the
+folder is built under a temporary name and renamed into place, so a failed run never replaces a
+previous one. ``build_results`` is the pure part (answers in, rows and summary out), tested without
+models.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from workbench.config import RunConfig, to_dict
+from workbench.errors import WorkbenchError
+from workbench.metrics import ANSWER_METRICS, bootstrap_ci, mean, normalize_answer, paired_test, score_answers
+from workbench.qa import QAItem
+
+RETRIEVAL_KS = (1, 3, 5, 10)
+SUMMARY_VERSION = 1
+NO_KIND = "other"
+
+
+def log(msg: str) -> None:
+    """Progress messages go to stderr so stdout stays clean for results."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+def load_eval_items(corpus_dir: Path, qa_path: Path | None, limit: int | None) -> tuple[Path, list[QAItem]]:
+    """The eval split of the corpus's (or the given) question file, first ``limit`` questions.
+
+    Raises:
+        WorkbenchError: missing corpus folder or question file, bad lines, no eval questions.
+    """
+    from workbench.qa import QA_FILE, eval_items, load_qa
+
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise WorkbenchError(f"corpus folder {corpus_dir} not found", "pass the folder that holds the documents")
+    qa = Path(qa_path) if qa_path else corpus_dir / QA_FILE
+    items = eval_items(load_qa(qa))
+    if limit is not None:
+        if limit < 1:
+            raise WorkbenchError(f"--limit {limit} leaves no questions", "use a positive limit")
+        items = items[:limit]
+    return qa, items
+
+
+def run_folder(corpus_dir: Path, out: Path | None) -> Path:
+    """Where the run goes: ``out``, or ``runs/<corpus>-<timestamp>``.
+
+    Raises:
+        WorkbenchError: ``out`` exists and is not an earlier run folder (it would be replaced).
+    """
+    from workbench.paths import runs_dir
+
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return runs_dir() / f"{Path(corpus_dir).resolve().name}-{stamp}"
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "summary.json").exists())):
+        raise WorkbenchError(f"{out} exists and is not a run folder; it would be replaced",
+                             "pass a new folder to --out, or an earlier run folder to overwrite")
+    return out
+
+
+def ensure_index(corpus_dir: Path, cfg: RunConfig, name: str | None, progress: bool = True) -> tuple[Any, dict]:
+    """Load the corpus's index, building it first when it is missing or stale.
+
+    Returns:
+        ``(index, cost)`` where cost holds ``index_build_s`` (from this build, or from the manifest
+        of the reused index) and ``index_reused``.
+    """
+    from workbench.index import build_index, index_status, load_index
+
+    name = name or Path(corpus_dir).resolve().name
+    status = index_status(name, corpus_dir)
+    reused = status == "current"
+    if not reused:
+        log(f"index {name}: {status}; building it")
+        res = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, progress=progress)
+        name = str(res.path)
+    index = load_index(name, corpus_dir)
+    manifest = getattr(index, "manifest", {}) or {}
+    build_s = res.seconds if not reused else _first(manifest, "seconds", "build_seconds", "build_s", "wall_s")
+    return index, {"index": str(name), "index_build_s": build_s, "index_reused": reused}
+
+
+def _first(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def adapter_cost(adapters: dict[str, str], roles: set[str]) -> dict:
+    """Fine-tuning time and tokens of the adapters used, read from their manifests."""
+    import json
+
+    from workbench.adapters import adapter_dir
+
+    per: dict[str, dict] = {}
+    for role in sorted(roles):
+        path = adapter_dir(adapters[role]) / "manifest.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text(encoding="utf-8"))
+        per[adapters[role]] = {
+            "mode": m.get("mode"),
+            "seconds": _first(m, "seconds", "train_seconds", "wall_s", "wall_time_s"),
+            "tokens": _first(m, "tokens_seen", "tokens", "train_tokens"),
+            "data_source": m.get("data_source"),
+        }
+    secs = [v["seconds"] for v in per.values() if v["seconds"] is not None]
+    toks = [v["tokens"] for v in per.values() if v["tokens"] is not None]
+    return {"finetune_s": sum(secs) if secs else None, "finetune_tokens": sum(toks) if toks else None,
+            "adapters": per}
+
+
+def reference_contexts(items: list[QAItem], chunks: list[Any]) -> list[list[str]]:
+    """Per question, the index chunks that hold a gold answer (from its ``doc`` when it names one).
+
+    These are the "reference contexts" of ragas' context recall/precision.
+    """
+    norm = [f" {normalize_answer(c.text)} " for c in chunks]
+    out = []
+    for q in items:
+        golds = [f" {normalize_answer(a)} " for a in q.answers if normalize_answer(a)]
+        refs = [c.text for c, t in zip(chunks, norm)
+                if (not q.doc or c.doc == q.doc) and any(g in t for g in golds)]
+        out.append(refs)
+    return out
+
+
+# --- the harness ---------------------------------------------------------------------------------
+
+def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, index: str | None = None,
+             adapter: str | None = None, out: Path | None = None, progress: bool = True,
+             extra_cost: dict | None = None, adapters: dict[str, str] | None = None) -> Path:
+    """Score every configured system on the corpus's eval questions and write a run folder.
+
+    Args:
+        corpus_dir: the corpus folder.
+        cfg: resolved configuration (``cfg.eval.systems`` picks the systems).
+        qa_path: question file (default: ``CORPUS/qa.jsonl``); only its eval split is used.
+        index: index name or folder (default: the corpus folder's name; built if missing or stale).
+        adapter: adapter for the ``ft`` / ``ft_rag`` systems (default ``<corpus>-sft``).
+        out: run folder (default ``runs/<corpus>-<timestamp>``).
+        progress: progress bars and stage messages.
+        extra_cost: cost entries measured by the caller (``workbench run``), merged into ``cost``.
+        adapters: adapter role ("ft", "raft", "scratch") -> name or folder, overriding the defaults
+            (``<corpus>-sft``, ``<corpus>-raft``, ``<corpus>-scratch``); ``adapter`` overrides "ft".
+
+    Returns:
+        The run folder.
+    """
+    from workbench.systems import (CachedRetriever, SystemContext, check_adapters, default_adapters,
+                                   order_by_weights, resolve_systems, run_system)
+
+    t_start = time.perf_counter()
+    corpus_dir = Path(corpus_dir)
+    qa, items = load_eval_items(corpus_dir, qa_path, cfg.eval.limit)
+    specs = resolve_systems(cfg.eval.systems)
+    adapters = {**default_adapters(corpus_dir), **(adapters or {})}
+    if adapter:
+        adapters["ft"] = adapter
+    check_adapters(specs, adapters, corpus_dir)
+    folder = run_folder(corpus_dir, out)
+
+    ctx = SystemContext(cfg=cfg, adapters=adapters, progress=progress)
+    cost: dict[str, Any] = {"index_build_s": None, "finetune_s": None, "finetune_tokens": None}
+    retrieval: dict[str, Any] = {}
+    refs: list[list[str]] | None = None
+    hits: list[list[Any]] | None = None
+    if any(s.retrieval and s.build is None for s in specs):
+        from workbench.retrieve import Retriever
+
+        idx, index_cost = ensure_index(corpus_dir, cfg, index, progress)
+        cost.update(index_cost)
+        live = Retriever(idx, cfg.retrieve)
+        k_max = max(max(RETRIEVAL_KS), cfg.retrieve.k)
+        t0 = time.perf_counter()
+        hits = live.search_batch([q.question for q in items], k=k_max)
+        retrieval_s = time.perf_counter() - t0
+        ctx.retriever = CachedRetriever(live, [q.question for q in items], hits)
+        retrieval = retrieval_block(items, hits, cfg, retrieval_s)
+        refs = reference_contexts(items, idx.chunks)
+    cost.update(adapter_cost(adapters, {s.adapter for s in specs if s.adapter and s.build is None}))
+
+    runs = []
+    for spec in order_by_weights(specs):
+        if progress:
+            log(f"answering {len(items)} questions with {spec.name} ({spec.description})")
+        runs.append(run_system(spec, ctx, items))
+    ctx.release()
+    runs.sort(key=lambda r: [s.name for s in specs].index(r.name))  # back to the requested order
+
+    cost["eval_s"] = time.perf_counter() - t_start
+    cost["peak_rss_mb"] = peak_rss_mb()
+    cost.update(extra_cost or {})
+    if progress:
+        log("scoring (metrics, bootstrap intervals, paired tests, ragas)")
+    rows, summary = build_results(items, runs, cfg, corpus=str(corpus_dir), qa=str(qa), retrieval=retrieval,
+                                  cost=cost, reference_contexts=refs)
+    summary["config"]["adapters"] = {r: adapters[r] for r in {s.adapter for s in specs if s.adapter}}
+    summary["config"]["index"] = cost.get("index")
+    return write_run(folder, rows, summary)
+
+
+def retrieval_block(items: list[QAItem], hits: list[list[Any]], cfg: RunConfig, seconds: float) -> dict:
+    """summary.json's ``retrieval``: the scalar retrieval metrics, plus mode, k and timing."""
+    from workbench.retrieval_eval import retrieval_metrics
+
+    m = retrieval_metrics(items, hits, ks=RETRIEVAL_KS)
+    block = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    block.update(mode=cfg.retrieve.mode, k=cfg.retrieve.k, n=sum(q.answerable for q in items),
+                 query_s_mean=seconds / max(1, len(items)))
+    return block
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and finished children), in MB."""
+    import resource
+
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / (1024 * 1024)  # KB on Linux, bytes on macOS
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) * scale, 1)
+
+
+# --- scoring (pure) ------------------------------------------------------------------------------
+
+def build_results(items: list[QAItem], runs: list[Any], cfg: RunConfig, *, corpus: str, qa: str,
+                  retrieval: dict | None = None, cost: dict | None = None,
+                  reference_contexts: list[list[str]] | None = None,
+                  is_abstention: Callable[[str], bool] | None = None) -> tuple[list[dict], dict]:
+    """Score the systems' answers: results.jsonl rows and the summary.json dict (design.md contract).
+
+    Args:
+        items: the eval questions.
+        runs: one ``SystemRun`` per system (answers in question order).
+        cfg: the run's config (bootstrap size, seed, judge).
+        corpus: corpus path (for the summary).
+        qa: question file path.
+        retrieval: the retrieval block.
+        cost: the cost block (build times, peak memory).
+        reference_contexts: per question, passages holding the answer (for ragas context metrics).
+        is_abstention: abstention rule (default ``workbench.answer.is_abstention``).
+
+    Returns:
+        ``(rows, summary)``.
+    """
+    from workbench.ragas_metrics import JudgeConfig, RagasSample, ragas_scores, resolve_judge
+
+    golds = [q.answers for q in items]
+    answerable = [q.answerable for q in items]
+    judge, judge_skipped = None, None
+    if cfg.eval.judge_base_url:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported below as one line, and in the summary
+            judge, judge_skipped = resolve_judge(JudgeConfig(cfg.eval.judge_base_url, cfg.eval.judge_model,
+                                                             embedder=cfg.index.embedder))
+        if judge_skipped:
+            log(f"warning: {judge_skipped}; judge metrics (faithfulness, answer relevancy, factual "
+                f"correctness) are skipped, everything else is scored")
+    rows: list[dict] = []
+    systems: dict[str, dict] = {}
+    per_system_items: dict[str, list[dict]] = {}
+    for run in runs:
+        texts = [a.text for a in run.answers]
+        scored = score_answers(texts, golds, answerable, is_abstention)
+        samples = [RagasSample(q.question, t, q.answers, _contexts(a),
+                               reference_contexts[i] if reference_contexts else None, s["abstained"])
+                   for i, (q, t, a, s) in enumerate(zip(items, texts, run.answers, scored["per_item"]))]
+        rg = ragas_scores(samples, judge, judge_skipped)
+        per_system_items[run.name] = scored["per_item"]
+        systems[run.name] = _system_block(run, items, scored, rg, cfg)
+        for q, a, s, r in zip(items, run.answers, scored["per_item"], rg.per_item):
+            rows.append(_row(q, run.name, a, s, r))
+    summary = {
+        "version": SUMMARY_VERSION,
+        "corpus": corpus, "qa": qa, "n_questions": len(items),
+        "n_answerable": sum(answerable), "n_unanswerable": len(items) - sum(answerable),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": to_dict(cfg),
+        "systems": systems,
+        "retrieval": retrieval or {},
+        "cost": cost or {},
+        "pairwise": pairwise(items, per_system_items, cfg),
+        "pairwise_by_kind": pairwise_by_kind(items, per_system_items, cfg),
+    }
+    return rows, summary
+
+
+def _contexts(answer: Any) -> list[str] | None:
+    hits = getattr(answer, "hits", None)
+    return [h.chunk.text for h in hits] if hits else None
+
+
+def _round(x: Any, nd: int = 4) -> Any:
+    return round(x, nd) if isinstance(x, float) else x
+
+
+def _system_block(run: Any, items: list[QAItem], scored: dict, rg: Any, cfg: RunConfig) -> dict:
+    per = scored["per_item"]
+    s = scored["score"]
+    n_boot, seed = cfg.eval.bootstrap, cfg.eval.seed
+    block: dict[str, Any] = {m: _round(s[m]) for m in ANSWER_METRICS}
+    ci = {m: bootstrap_ci([p[m] for p in per if p[m] is not None], n_boot, seed) for m in ANSWER_METRICS}
+    abst = [float(p["abstained"]) for p, q in zip(per, items) if not q.answerable]
+    ci["abstain_unanswerable"] = bootstrap_ci(abst, n_boot, seed)
+    block["ci95"] = {k: [_round(v[0]), _round(v[1])] if v else None for k, v in ci.items()}
+    block["abstain_unanswerable"] = _round(s["abstain_unanswerable"])
+    block["abstain_answerable"] = _round(s["abstain_answerable"])
+    block["n_answerable"], block["n_unanswerable"] = s["n_answerable"], s["n_unanswerable"]
+    lat = [float(a.latency_s) for a in run.answers if getattr(a, "latency_s", None) is not None]
+    new_tokens = sum(int(getattr(a, "n_new_tokens", 0) or 0) for a in run.answers)
+    block["latency_p50_s"] = _round(_quantile(lat, 0.5))
+    block["latency_p95_s"] = _round(_quantile(lat, 0.95))
+    block["tokens_per_s"] = _round(new_tokens / run.seconds) if run.seconds > 0 else None
+    block["answer_s"] = _round(run.seconds)
+    block["new_tokens"] = new_tokens
+    block["weights"] = run.weights
+    block["description"] = run.description
+    block["retrieval"] = bool(getattr(run, "retrieval", False))
+    block["ragas"] = {k: _round(v) for k, v in sorted(rg.scores.items())}
+    block["ragas_n"] = dict(sorted(rg.n_scored.items()))
+    block["ragas_skipped"] = dict(sorted(rg.skipped.items()))
+    block["ragas_failures"] = dict(sorted(rg.failures.items()))
+    block["by_kind"] = by_kind(items, per, cfg)
+    return block
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    import numpy as np
+
+    return float(np.quantile(np.asarray(values), q))
+
+
+def _kinds(items: list[QAItem]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, q in enumerate(items):
+        out.setdefault(q.kind or NO_KIND, []).append(i)
+    return out
+
+
+def by_kind(items: list[QAItem], per: list[dict], cfg: RunConfig) -> dict[str, dict]:
+    """Per ``kind``: F1/EM/contains over its answerable questions, abstention over its unanswerable ones."""
+    out = {}
+    for kind, idx in _kinds(items).items():
+        f1 = [per[i]["f1"] for i in idx if items[i].answerable]
+        abst = [float(per[i]["abstained"]) for i in idx if not items[i].answerable]
+        ci = bootstrap_ci(f1, cfg.eval.bootstrap, cfg.eval.seed) if f1 else None
+        out[kind] = {
+            "n": len(idx),
+            "f1": _round(mean(f1)),
+            "em": _round(mean([per[i]["em"] for i in idx if items[i].answerable])),
+            "contains": _round(mean([per[i]["contains"] for i in idx if items[i].answerable])),
+            "abstain": _round(mean(abst)),
+            "f1_ci95": [_round(ci[0]), _round(ci[1])] if ci else None,
+        }
+    return out
+
+
+def _metric_values(items: list[QAItem], per: list[dict], idx: list[int], metric: str) -> list[float]:
+    if metric == "abstain":
+        return [float(per[i]["abstained"]) for i in idx if not items[i].answerable]
+    return [per[i][metric] for i in idx if items[i].answerable]
+
+
+def _compare(items: list[QAItem], per_sys: dict[str, list[dict]], idx: list[int], metric: str,
+             cfg: RunConfig) -> dict[str, dict]:
+    out = {}
+    for a, b in itertools.combinations(per_sys, 2):
+        va, vb = (_metric_values(items, per_sys[s], idx, metric) for s in (a, b))
+        if not va:
+            continue
+        t = paired_test(va, vb, n_resamples=max(2000, cfg.eval.bootstrap), seed=cfg.eval.seed)
+        out[f"{a}_vs_{b}"] = {"metric": metric, "delta": _round(t["delta"]), "p_value": _round(t["p_value"]),
+                              "ci95": [_round(x) for x in t["ci95"]], "n": t["n"]}
+    return out
+
+
+def pairwise(items: list[QAItem], per_sys: dict[str, list[dict]], cfg: RunConfig) -> dict[str, dict]:
+    """Every pair of systems (in run order): F1 difference on answerable questions with its p-value,
+    and the abstention difference on unanswerable ones."""
+    idx = list(range(len(items)))
+    f1 = _compare(items, per_sys, idx, "f1", cfg)
+    em = _compare(items, per_sys, idx, "em", cfg)
+    ab = _compare(items, per_sys, idx, "abstain", cfg)
+    out = {}
+    for a, b in itertools.combinations(per_sys, 2):
+        key = f"{a}_vs_{b}"
+        d: dict[str, Any] = {}
+        if key in f1:
+            d.update(delta_f1=f1[key]["delta"], p_value=f1[key]["p_value"], ci95_f1=f1[key]["ci95"],
+                     delta_em=em[key]["delta"], p_value_em=em[key]["p_value"])
+        if key in ab:
+            d.update(delta_abstain=ab[key]["delta"], p_value_abstain=ab[key]["p_value"])
+        out[key] = d
+    return out
+
+
+def pairwise_by_kind(items: list[QAItem], per_sys: dict[str, list[dict]], cfg: RunConfig) -> dict[str, dict]:
+    """Per kind, every pair on the kind's own measure: F1 when it has answerable questions, else abstention."""
+    out = {}
+    for kind, idx in _kinds(items).items():
+        metric = "f1" if any(items[i].answerable for i in idx) else "abstain"
+        out[kind] = _compare(items, per_sys, idx, metric, cfg)
+    return out
+
+
+def _row(q: QAItem, system: str, answer: Any, scores: dict, ragas: dict) -> dict:
+    hits = getattr(answer, "hits", None) or []
+    return {
+        "id": q.id, "system": system, "question": q.question, "kind": q.kind, "answerable": q.answerable,
+        "gold": q.answers, "doc": q.doc, "prediction": answer.text,
+        "abstained": scores["abstained"], **{m: scores[m] for m in ANSWER_METRICS},
+        "retrieved": [{"id": h.chunk.id, "doc": h.chunk.doc, "heading": h.chunk.heading,
+                       "score": _round(float(h.score)), "rank": h.rank, "text": h.chunk.text} for h in hits],
+        "citations": _jsonable(getattr(answer, "citations", None)),
+        "latency_s": _round(getattr(answer, "latency_s", None)),
+        "n_new_tokens": getattr(answer, "n_new_tokens", None),
+        "ragas": {k: _round(v) for k, v in ragas.items()},
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x))
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def write_run(folder: Path, rows: list[dict], summary: dict) -> Path:
+    """Write results.jsonl, summary.json, report.md and plots/ into ``folder`` atomically."""
+    from workbench.artifacts import atomic_dir, write_json
+    from workbench.plots import make_plots
+    from workbench.records import write_jsonl
+    from workbench.report import build_report
+
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        write_jsonl(tmp / "results.jsonl", rows)
+        write_json(tmp / "summary.json", summary)
+        plots = make_plots(summary, tmp / "plots")
+        (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
+    return folder
+
+
+def with_overrides(cfg: RunConfig, **eval_fields: Any) -> RunConfig:
+    """A copy of ``cfg`` with some ``eval`` fields replaced (None values are ignored)."""
+    fields = {k: v for k, v in eval_fields.items() if v is not None}
+    return replace(cfg, eval=replace(cfg.eval, **fields)) if fields else cfg

@@ -1,0 +1,219 @@
+"""Batched and streaming text generation over a chat model, shared by every system and the app.
+
+Prompts are rendered with the tokenizer's chat template (a plain "Question:/Answer:" layout when it has
+none), sorted by token length and cut into batches so each batch carries little left padding, generated
+greedily (temperature 0) or sampled, and returned in input order. Generation stops at the model's end
+of turn, at a stop string, or at ``max_new_tokens``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from workbench.config import GenerateConfig
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass
+class Generation:
+    """One generated reply.
+
+    Attributes:
+        text: the reply, special tokens removed, cut before any stop string, stripped.
+        n_prompt_tokens: prompt length in tokens (after any truncation).
+        n_new_tokens: tokens generated (end-of-turn and padding not counted).
+        latency_s: wall time of the batch that produced it.
+    """
+
+    text: str
+    n_prompt_tokens: int
+    n_new_tokens: int
+    latency_s: float
+
+
+def render_prompt(tokenizer: Any, messages: Conversation) -> str:
+    """The prompt text exactly as the model sees it: chat template plus the assistant generation prompt.
+
+    Tokenizers without a chat template get a plain layout: the system text, then ``Question: ...`` /
+    ``Answer: ...`` per turn, ending with ``Answer:``.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    parts = []
+    for m in messages:
+        label = {"system": "", "user": "Question: ", "assistant": "Answer: "}.get(m["role"], f"{m['role']}: ")
+        parts.append(label + m["content"].strip())
+    return "\n\n".join(parts) + "\nAnswer:"
+
+
+def _padded_after(ids: list[int], j: int) -> bool:
+    """Whether ``ids[j:]`` is all one token (the pad run that ends a finished row)."""
+    return all(t == ids[j] for t in ids[j:])
+
+
+def _stop_prefix_len(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that begins some stop string."""
+    return max((n for s in stop for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Generator:
+    """Generates replies to conversations with one loaded model.
+
+    Args:
+        model: a causal LM (eval mode, on its device).
+        tokenizer: its tokenizer; left padding and a pad token are set here if missing.
+        cfg: max new tokens, temperature (0 = greedy), batch size.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, cfg: GenerateConfig | None = None):
+        from workbench.models import prepare_tokenizer
+
+        self.model = model
+        self.tokenizer = prepare_tokenizer(tokenizer, model)
+        self.cfg = cfg or GenerateConfig()
+        self.chat = bool(getattr(tokenizer, "chat_template", None))
+
+    # --- prompt side ---------------------------------------------------------------------------
+
+    def encode(self, conversation: Conversation) -> list[int]:
+        """Token ids of a rendered conversation, left-truncated to leave room for the reply."""
+        text = render_prompt(self.tokenizer, conversation)
+        # Chat templates already hold their special tokens; the plain layout gets the tokenizer's BOS.
+        ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+        limit = self.window() - self.cfg.max_new_tokens
+        return ids[-limit:] if len(ids) > limit > 0 else ids
+
+    def window(self) -> int:
+        """The model's context length in tokens (position embeddings, else the tokenizer's limit)."""
+        n = getattr(self.model.config, "max_position_embeddings", None) or 0
+        t = getattr(self.tokenizer, "model_max_length", 0) or 0
+        n = n or (t if t < 1_000_000 else 2048)
+        return int(n)
+
+    def stop_ids(self) -> list[int]:
+        """End-of-turn token ids: the tokenizer's eos, the model's configured eos ids, and ChatML's."""
+        ids: list[int] = []
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids += eos if isinstance(eos, list) else [eos]
+        ids.append(self.tokenizer.eos_token_id)
+        for t in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(t) if t in self.tokenizer.get_vocab() else None
+            ids.append(tid)
+        return sorted({i for i in ids if isinstance(i, int) and i >= 0})
+
+    def _gen_kwargs(self, stop: Sequence[str]) -> dict[str, Any]:
+        kw: dict[str, Any] = dict(max_new_tokens=self.cfg.max_new_tokens, eos_token_id=self.stop_ids(),
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        if self.cfg.temperature > 0:
+            kw.update(do_sample=True, temperature=self.cfg.temperature, top_p=1.0, top_k=0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            kw.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        return kw
+
+    # --- batched generation --------------------------------------------------------------------
+
+    def generate(self, conversations: list[Conversation], progress: bool = False,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        """Reply to each conversation, batched; results come back in input order.
+
+        Prompts are sorted by length and batched ``cfg.batch_size`` at a time, left-padded, so greedy
+        outputs match one-at-a-time generation while the model runs on full batches.
+
+        Args:
+            conversations: chat messages (``{"role", "content"}`` dicts) per prompt.
+            progress: show a progress bar over prompts.
+            stop: strings that end a reply early (the reply is cut before them).
+
+        Returns:
+            One ``Generation`` per conversation.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        encoded = [self.encode(c) for c in conversations]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out: list[Generation | None] = [None] * len(encoded)
+        kw = self._gen_kwargs(stop)
+        eos = set(kw["eos_token_id"])
+        pad = self.tokenizer.pad_token_id
+        bs = max(1, self.cfg.batch_size)
+        device = self.model.device
+        with tqdm(total=len(encoded), desc="generate", unit="prompt", disable=not progress) as bar:
+            for start in range(0, len(order), bs):
+                idx = order[start:start + bs]
+                width = max(len(encoded[i]) for i in idx)
+                input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx])
+                mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx])
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kw)
+                latency = time.perf_counter() - t0
+                for row, i in enumerate(idx):
+                    new = seqs[row, width:].tolist()
+                    # a finished row is filled with pad after its end of turn (or its stop string)
+                    n_new = next((j for j, t in enumerate(new) if t in eos), len(new))
+                    while n_new and new[n_new - 1] == pad and pad not in eos and _padded_after(new, n_new - 1):
+                        n_new -= 1
+                    text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
+                    text, _ = cut_at_stop(text, stop)
+                    out[i] = Generation(text.strip(), len(encoded[i]), n_new, latency)
+                bar.update(len(idx))
+        return [g for g in out if g is not None]
+
+    # --- streaming -----------------------------------------------------------------------------
+
+    def stream(self, conversation: Conversation, stop: Sequence[str] = ()) -> Iterator[str]:
+        """Yield the reply to one conversation piece by piece as it is generated.
+
+        The pieces join to exactly ``generate([conversation], stop=stop)[0].text``: leading and
+        trailing whitespace is held back, and nothing from a stop string on is yielded.
+        """
+        import torch
+        from transformers import TextIteratorStreamer
+
+        ids = self.encode(conversation)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=torch.tensor([ids], device=self.model.device),
+                                        attention_mask=torch.ones(1, len(ids), dtype=torch.long,
+                                                                  device=self.model.device),
+                                        streamer=streamer, **self._gen_kwargs(stop))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
+                failure.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text, sent, done = "", 0, False
+        for piece in streamer:
+            if done:
+                continue  # drain until generation stops
+            text += piece
+            visible, done = cut_at_stop(text, stop)
+            ready = visible.strip()
+            if not done:  # hold back a tail that may be the start of a stop string
+                ready = ready[:len(ready) - _stop_prefix_len(ready, stop)]
+            if len(ready) > sent:
+                yield ready[sent:]
+                sent = len(ready)
+        thread.join()
+        if failure:
+            raise failure[0]
+        final = cut_at_stop(text, stop)[0].strip()
+        if len(final) > sent:
+            yield final[sent:]

