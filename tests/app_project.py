@@ -126,7 +126,10 @@ EMBED_TEXT = [
 def build_tiny_embedder(path: Path) -> Path:
     """A 1-layer random BERT sentence-transformers model (mean pooling, normalised) saved to ``path``."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as st_models
+    try:
+        from sentence_transformers.sentence_transformer import modules as st_models
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models as st_models
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -151,13 +154,27 @@ def build_tiny_embedder(path: Path) -> Path:
 
 
 def build_tiny_index(root: Path, corpus: Path, embedder_dir: Path) -> Path:
-    """``root/indices/<corpus name>`` built by the real ``build_index`` with the tiny embedder."""
-    from workbench.config import IndexConfig, IngestConfig
-    from workbench.index import build_index
+    """``root/indices/<corpus name>``: one chunk per paragraph of each document (raw text, so HTML inside a
+    document stays in the passage), written by the real ``build_from_chunks`` with the tiny embedder."""
+    from workbench.config import IndexConfig
+    from workbench.index import build_from_chunks
+    from workbench.records import Chunk
 
-    res = build_index(corpus, IndexConfig(embedder=str(embedder_dir), kind="flat", device="cpu"),
-                      IngestConfig(chunk_tokens=32, overlap_tokens=0, tokenizer="whitespace"),
-                      name=corpus.name, progress=False)
+    chunks = []
+    for doc in sorted(p for p in corpus.rglob("*") if p.is_file() and p.name != "qa.jsonl"):
+        rel, heading, pos = doc.relative_to(corpus).as_posix(), "", 0
+        text = doc.read_text(encoding="utf-8")
+        for para in text.split("\n\n"):
+            start = text.index(para, pos)
+            pos = start + len(para)
+            if para.startswith("#"):
+                heading = para.lstrip("# ").strip()
+            elif para.strip():
+                chunks.append(Chunk(f"{rel}#{len(chunks)}", para.strip(), rel, (start, pos), heading,
+                                    len(para.split())))
+    res = build_from_chunks(chunks, root / "indices" / corpus.name,
+                            IndexConfig(embedder=str(embedder_dir), kind="flat", device="cpu"),
+                            corpus=corpus, progress=False)
     return Path(res.path)
 
 
@@ -172,8 +189,8 @@ def build_tiny_adapter(root: Path, base_dir: Path, corpus: Path, name: str = "ti
 
     out = root / "adapters" / name
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     torch.manual_seed(1)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():  # non-zero B so the adapter really changes the outputs
         for n, p in peft.named_parameters():
             if "lora_B" in n:
@@ -200,16 +217,28 @@ def build_tiny_project(root: Path, base_dir: Path, embedder_dir: Path) -> Path:
 
 
 def build_app_lm(path: Path, seed: int = 0) -> Path:
-    """conftest's tiny random LM, made to always write visible text: its generation config suppresses
-    the end-of-turn, padding and special tokens and every token that decodes to a line break or to
-    partial UTF-8, so a greedy reply is never empty (a random model otherwise often ends at once)."""
+    """conftest's tiny random LM, made to give visible replies that differ from question to question.
+
+    Its attention and MLP weights are scaled up 8x (at the default init the last prompt tokens, which
+    every question shares, decide the reply alone), and its generation config suppresses the
+    end-of-turn, padding and special tokens and every token that decodes to a line break, a control
+    character or partial UTF-8, so a greedy reply is never empty.
+    """
+    import torch
     from conftest import build_tiny_lm
-    from transformers import AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     build_tiny_lm(path, seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        for name, w in model.named_parameters():
+            if any(k in name for k in ("q_proj", "k_proj", "v_proj", "o_proj", "mlp")):
+                w.mul_(8.0)
+    model.save_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
-    bad = [i for t, i in tok.get_vocab().items()
-           if i in tok.all_special_ids or "\n" in (s := tok.decode([i])) or "\ufffd" in s or not s.strip()]
+    bad = [i for i in tok.get_vocab().values()
+           if i in tok.all_special_ids or not (s := tok.decode([i])).strip() or "\ufffd" in s
+           or not s.replace(" ", "").isprintable()]
     gen = GenerationConfig.from_pretrained(path)
     gen.suppress_tokens = sorted(set(bad))
     gen.save_pretrained(path)

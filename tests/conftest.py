@@ -126,3 +126,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_st_dir(tmp_path_factory) -> Path:
+    """A tiny random sentence-transformers folder (2-layer BERT, dim 32; session-scoped, read-only)."""
+    from rag_fakes import build_tiny_sentence_encoder
+
+    return build_tiny_sentence_encoder(tmp_path_factory.mktemp("tiny-st") / "encoder")

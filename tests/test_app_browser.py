@@ -42,15 +42,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_lm_dir, chromium):
+def server(tmp_path_factory, chromium):
     """`streamlit run streamlit_app.py` on localhost over a tiny project (index, adapter, run)."""
-    pytest.importorskip("workbench.index")
-    from app_project import build_tiny_embedder, build_tiny_project
+    from app_project import build_app_lm, build_tiny_embedder, build_tiny_project
 
     base = tmp_path_factory.mktemp("browser")
-    project = build_tiny_project(base / "project", tiny_lm_dir, build_tiny_embedder(base / "embedder"))
+    lm = build_app_lm(base / "lm")
+    project = build_tiny_project(base / "project", lm, build_tiny_embedder(base / "embedder"))
     port = _free_port()
-    env = dict(os.environ, WORKBENCH_HOME=str(project), WORKBENCH_BASE_MODEL=str(tiny_lm_dir),
+    env = dict(os.environ, WORKBENCH_HOME=str(project), WORKBENCH_BASE_MODEL=str(lm),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log = open(base / "streamlit.log", "wb")
     proc = subprocess.Popen(

@@ -82,26 +82,30 @@ def assemble(blocks: Iterable[Block]) -> CleanDoc:
     parts: list[str] = []
     sections: list[Section] = []
     pos = 0
+    has_body = False  # whether the current section holds more than its heading line
     for raw, is_heading in blocks:
         text = clean_text(raw)
         if not text:
             continue
-        if is_heading:
-            text = " ".join(text.split())  # a heading is one line
         if parts:
             pos += 2  # the "\n\n" joining this block to the previous one
-        if is_heading and sections and sections[-1].heading and sections[-1].end == sections[-1].start:
-            # the previous heading has no body of its own (a heading right above a sub-heading): one
-            # section, named by the more specific heading, holds both heading lines
-            sections[-1].heading = text
-        elif is_heading or not sections:
-            if sections:
-                sections[-1].end = pos - 2
-            sections.append(Section(text if is_heading else "", pos, pos))
+        if is_heading:
+            text = " ".join(text.split())  # a heading is one line
+            if sections and sections[-1].heading and not has_body:
+                # a heading right above a sub-heading: one section, named by the more specific heading,
+                # holds both heading lines (no chunk of a lone heading)
+                sections[-1].heading = text
+            else:
+                if sections:
+                    sections[-1].end = pos - 2
+                sections.append(Section(text, pos, pos))
+            has_body = False
+        else:
+            if not sections:
+                sections.append(Section("", pos, pos))
+            has_body = True
         parts.append(text)
         pos += len(text)
-        if not is_heading:
-            sections[-1].end = pos + len(text)  # provisional: moved on by later blocks of this section
     if sections:
         sections[-1].end = pos
     return CleanDoc("\n\n".join(parts), sections)

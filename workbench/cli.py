@@ -59,14 +59,12 @@ def index(
     with user_errors():
         from dataclasses import replace
 
-        from workbench.config import IndexConfig, load_preset
+        from workbench.config import load_preset
         from workbench.index import build_index
 
         cfg = load_preset(preset)
-        index_cfg = IndexConfig(**{**vars(cfg.index), **({"kind": kind} if kind else {}),
-                                   **({"embedder": embedder} if embedder else {})})
-        cfg = replace(cfg, index=index_cfg)
-        result = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, rebuild=rebuild, progress=not quiet)
+        index_cfg = replace(cfg.index, kind=kind or cfg.index.kind, embedder=embedder or cfg.index.embedder)
+        result = build_index(corpus_dir, index_cfg, cfg.ingest, name=name, rebuild=rebuild, progress=not quiet)
         typer.echo(result.summary())
 
 

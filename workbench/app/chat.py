@@ -175,7 +175,7 @@ def ask(system: ChatSystem, question: str, index: str | None, settings: engine.C
     slot = st.empty()
     try:
         loaded = engine.get_model(settings, system.adapter)
-        retriever = engine.get_retriever(index, settings.mode) if system.retrieval and index else None
+        retriever = engine.get_retriever(index) if system.retrieval and index else None
         text = ""
         for piece in engine.stream_answer(turn, loaded, retriever, settings):
             text += piece

@@ -1,7 +1,7 @@
 """Models, indices and retrievers for the app: loaded once per server process, shared by sessions.
 
 ``st.cache_resource`` keeps one loaded model per (base model, adapter, device, dtype) and one retriever
-per (index, mode); a cache key also carries the artifact's manifest time, so a rebuilt artifact is
+per index; a cache key also carries the artifact's manifest time, so a rebuilt artifact is
 loaded afresh instead of being served stale. Every loaded model carries its own ``threading.Lock``:
 generation on one model is serialised, so concurrent sessions neither crash nor interleave outputs,
 while different models still answer in parallel.
@@ -125,23 +125,22 @@ def get_model(settings: ChatSettings, adapter: str | None) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner="Loading index…", max_entries=6)
-def _load_retriever(index: str, stamp: str, mode: str) -> LoadedRetriever:
-    from workbench.config import RetrieveConfig
+def _load_retriever(index: str, stamp: str) -> LoadedRetriever:
     from workbench.index import load_index
     from workbench.retrieve import Retriever
 
     folder = artifacts.resolve("index", index).path
-    return LoadedRetriever(Retriever(load_index(folder), RetrieveConfig(mode=mode)), index)
+    return LoadedRetriever(Retriever(load_index(folder)), index)
 
 
-def get_retriever(index: str, mode: str) -> LoadedRetriever:
-    """The shared retriever over ``indices/INDEX`` in the given mode.
+def get_retriever(index: str) -> LoadedRetriever:
+    """The shared retriever over ``indices/INDEX`` (one per index; the mode is chosen per search).
 
     Raises:
         WorkbenchError: the index is not in this project, or it cannot be loaded.
     """
     art = artifacts.resolve("index", index)
-    return _load_retriever(index, str(art.info.get("created", "")), mode)
+    return _load_retriever(index, str(art.info.get("created", "")))
 
 
 # --- answering -----------------------------------------------------------------------------------
@@ -179,7 +178,7 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     hits = None
     if retriever is not None:
         with retriever.lock:
-            hits = retriever.retriever.search(turn.question, k=settings.k)
+            hits = retriever.retriever.search(turn.question, k=settings.k, mode=settings.mode)
         turn.retrieval_s = time.perf_counter() - t0
     messages, used = build_prompt(turn.question, hits, loaded.tokenizer, context_tokens=settings.context_tokens)
     turn.hits = [hit_dict(h) for h in used]  # the passages in the prompt: [n] is hits[n-1]

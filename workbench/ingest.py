@@ -1,0 +1,362 @@
+"""The ingestion stage: a corpus directory becomes clean, deduplicated, sentence-aware chunks.
+
+Documents are streamed one at a time (read, decoded, cleaned, deduplicated, chunked), so only the
+chunks of the corpus stay in memory. Parsing lives in :mod:`workbench.cleaning`, sentence packing in
+:mod:`workbench.chunking`, duplicate detection in :mod:`workbench.dedup`.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from workbench.chunking import chunk_document, get_splitter, load_token_counter
+from workbench.cleaning import FORMATS, clean_document
+from workbench.config import IngestConfig
+from workbench.dedup import NearDuplicateIndex, minhash, text_hash
+from workbench.errors import WorkbenchError
+from workbench.records import Chunk, write_jsonl
+
+__all__ = ["IngestReport", "IngestResult", "chunks_manifest", "corpus_fingerprint", "decode_bytes",
+           "ingest_corpus", "list_documents", "load_token_counter", "write_chunks"]
+
+QA_FILE = "qa.jsonl"
+CHUNKS_FORMAT_VERSION = 1
+_SHOWN = 8  # names listed per category in one-line messages and summaries
+
+
+def _pdf_available() -> bool:
+    return find_spec("pypdf") is not None
+
+
+def _supported() -> str:
+    return " ".join(s for s in FORMATS if s != ".pdf" or _pdf_available())
+
+
+# --- finding documents ------------------------------------------------------------------------------
+
+def _check_dir(corpus_dir: Path) -> Path:
+    root = Path(corpus_dir).expanduser()
+    if not root.exists():
+        raise WorkbenchError(f"corpus folder {root} not found", "pass an existing directory of documents")
+    if not root.is_dir():
+        raise WorkbenchError(f"{root} is not a directory", "pass the folder that holds the documents")
+    return root
+
+
+def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The documents of a corpus per the corpus contract, and the files that are not documents.
+
+    Documents are files under ``corpus_dir`` (recursively) with a supported extension; hidden files and
+    folders are ignored, and ``qa.jsonl`` at the root is never a document.
+
+    Args:
+        corpus_dir: the corpus folder.
+
+    Returns:
+        (documents sorted by path, skipped files as ``(relative path, reason)``).
+
+    Raises:
+        WorkbenchError: the folder does not exist or is not a directory.
+    """
+    root = _check_dir(corpus_dir)
+    pdf = _pdf_available()
+    docs: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            if name.startswith(".") or rel == QA_FILE:
+                continue
+            suffix = path.suffix.lower()
+            if suffix not in FORMATS:
+                skipped.append((rel, f"unsupported extension {suffix!r}" if suffix else "no extension"))
+            elif suffix == ".pdf" and not pdf:
+                skipped.append((rel, "PDF support needs pypdf (pip install pypdf)"))
+            else:
+                docs.append(path)
+    return sorted(docs), sorted(skipped)
+
+
+def _fingerprint(entries: list[tuple[str, str]]) -> str:
+    # same construction as artifacts.hash_tree: relative path + content hash per file, in path order
+    h = hashlib.sha256()
+    for rel, file_hash in entries:
+        h.update(rel.encode())
+        h.update(file_hash.encode())
+    return h.hexdigest()[:16]
+
+
+def corpus_fingerprint(corpus_dir: Path) -> str:
+    """Content hash of a corpus's documents (names and bytes; ``qa.jsonl`` and non-documents excluded).
+
+    An index or adapter built from a corpus stores it; a different value means the corpus changed.
+    """
+    from workbench.artifacts import hash_file
+
+    root = _check_dir(corpus_dir)
+    docs, _ = list_documents(root)
+    return _fingerprint([(p.relative_to(root).as_posix(), hash_file(p)) for p in docs])
+
+
+# --- reading one document -----------------------------------------------------------------------------
+
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+
+
+def decode_bytes(data: bytes) -> tuple[str | None, str | None]:
+    """Decode a document's bytes.
+
+    UTF-8 (with or without BOM) and BOM-marked UTF-16/32 decode silently. Text that is UTF-8 apart from
+    some invalid bytes is decoded with U+FFFD replacements and a warning; text with no valid UTF-8
+    beyond ASCII is decoded in the encoding charset-normalizer detects, with a warning.
+
+    Args:
+        data: file contents.
+
+    Returns:
+        (text, warning): text None when the bytes are binary or in no detectable encoding; warning None
+        when nothing needs saying.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), None
+            except UnicodeDecodeError:
+                break
+    if b"\x00" in data[:8192]:
+        return None, None
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    valid_non_ascii = len(text) - len(text.encode("ascii", "ignore")) - bad
+    if valid_non_ascii > 0:  # genuine UTF-8 with some corrupt bytes: a legacy guess would garble it
+        return text, f"{bad} invalid UTF-8 byte sequence(s) replaced with U+FFFD"
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is not None and best.encoding:
+        return str(best), f"not valid UTF-8; decoded as {best.encoding} (detected)"
+    if bad <= 0.01 * len(text):
+        return text, f"{bad} invalid UTF-8 byte sequence(s) replaced with U+FFFD"
+    return None, None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
+
+
+def _looks_binary(text: str) -> bool:
+    sample = text[:65536]
+    return len(_CONTROL.findall(sample)) > 0.05 * max(1, len(sample))
+
+
+def _read(path: Path, kind: str) -> tuple[str | None, str | None, str | None, bytes | None]:
+    """Returns (text, skip reason, warning, raw bytes)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"could not read ({type(e).__name__})", None, None
+    if not data.strip():
+        return None, "empty file", None, data
+    if kind == "pdf":
+        try:
+            from pypdf import PdfReader
+
+            text = "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+        except Exception as e:  # pypdf raises many types for damaged/encrypted files
+            return None, f"unreadable PDF ({type(e).__name__})", None, data
+        return text, None, None, data
+    text, warning = decode_bytes(data)
+    if text is None or _looks_binary(text):
+        return None, "binary content" if text is None or b"\x00" in data[:8192] else "unreadable", None, data
+    return text, None, warning, data
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+@dataclass
+class IngestReport:
+    """What ingestion did: read, skipped, dropped and flagged documents, and the chunk totals."""
+
+    corpus: str
+    tokenizer: str = ""
+    documents_read: int = 0
+    """Documents chunked (exact duplicates and skipped files excluded)."""
+    bytes_read: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(relative path, reason) of files that are not documents or could not be read."""
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    """(dropped document, the earlier document with the same cleaned text)."""
+    near_duplicates: list[tuple[str, str, float]] = field(default_factory=list)
+    """(flagged document, the earlier document it nearly repeats, estimated Jaccard); both are kept."""
+    warnings: list[str] = field(default_factory=list)
+    n_chunks: int = 0
+    n_tokens: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """A few human-readable lines: counts, reasons, timing."""
+        mb = self.bytes_read / 1e6
+        rate = mb / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"read {self.documents_read} document(s) ({_size(self.bytes_read)}) from {self.corpus}: "
+                 f"{self.n_chunks} chunks, {self.n_tokens:,} tokens ({self.tokenizer}) "
+                 f"in {self.seconds:.1f} s ({rate:.2f} MB/s)"]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s): " + _listing(f"{p} ({why})" for p, why in self.skipped))
+        if self.duplicates:
+            lines.append(f"dropped {len(self.duplicates)} exact duplicate(s): "
+                         + _listing(f"{d} (same text as {of})" for d, of in self.duplicates))
+        if self.near_duplicates:
+            lines.append(f"flagged {len(self.near_duplicates)} near-duplicate(s), kept: "
+                         + _listing(f"{d} (~{of}, Jaccard {j:.2f})" for d, of, j in self.near_duplicates))
+        for w in self.warnings[:_SHOWN]:
+            lines.append(f"warning: {w}")
+        if len(self.warnings) > _SHOWN:
+            lines.append(f"warning: ... and {len(self.warnings) - _SHOWN} more warnings")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+
+
+def _listing(items) -> str:
+    items = list(items)
+    more = f", ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return "; ".join(items[:_SHOWN]) + more
+
+
+@dataclass
+class IngestResult:
+    """Chunks of a corpus, the report of how they were made, and the corpus fingerprint."""
+
+    chunks: list[Chunk]
+    report: IngestReport
+    fingerprint: str
+
+
+def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: bool = True) -> IngestResult:
+    """Read, clean, deduplicate and chunk every document of a corpus.
+
+    Args:
+        corpus_dir: the corpus folder (see the corpus contract in design.md).
+        cfg: chunking settings (token budget, overlap, language, tokenizer, near-duplicate threshold).
+        progress: show a progress bar (on stderr) for corpora over 1 MB.
+
+    Returns:
+        IngestResult with chunks in document order; chunk ids are ``"<doc>#<n>"``.
+
+    Raises:
+        WorkbenchError: the folder is missing, holds no documents, or none of them could be read; the
+            language or tokenizer cannot be loaded.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or IngestConfig()
+    t0 = time.perf_counter()
+    root = _check_dir(corpus_dir)
+    docs, skipped = list_documents(root)
+    if not docs:
+        raise _no_documents(root, skipped)
+    counter = load_token_counter(cfg.tokenizer)
+    splitter = get_splitter(cfg.language)
+    report = IngestReport(corpus=str(corpus_dir), tokenizer=counter.name, skipped=list(skipped))
+    chunks: list[Chunk] = []
+    file_hashes: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}  # cleaned-text hash -> first document with it
+    near = NearDuplicateIndex(cfg.near_duplicate_threshold)
+    total = sum(p.stat().st_size for p in docs)
+    unreadable: list[tuple[str, str]] = []
+    with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not progress or total < 1e6,
+              leave=False) as bar:
+        for path in docs:
+            rel = path.relative_to(root).as_posix()
+            text, why, warning, data = _read(path, FORMATS[path.suffix.lower()])
+            if data is not None:
+                file_hashes.append((rel, hashlib.sha256(data).hexdigest()[:16]))
+                report.bytes_read += len(data)
+                bar.update(len(data))
+            del data
+            if warning:
+                report.warnings.append(f"{rel}: {warning}")
+            if text is None:
+                unreadable.append((rel, why or "unreadable"))
+                continue
+            doc = clean_document(text, FORMATS[path.suffix.lower()])
+            del text
+            if not doc.text:
+                report.skipped.append((rel, "no text after cleaning"))
+                continue
+            digest = text_hash(doc.text)
+            if digest in seen:
+                report.duplicates.append((rel, seen[digest]))
+                continue
+            seen[digest] = rel
+            meta: dict[str, Any] = {}
+            match = near.add(rel, minhash(doc.text))
+            if match:
+                meta["near_duplicate_of"] = match[0]
+                report.near_duplicates.append((rel, match[0], round(match[1], 3)))
+            for chunk in chunk_document(doc, rel, cfg.chunk_tokens, cfg.overlap_tokens, counter, splitter, meta):
+                chunks.append(chunk)
+                report.n_tokens += chunk.n_tokens
+            report.documents_read += 1
+            bar.set_postfix(chunks=len(chunks), refresh=False)
+    report.skipped = sorted(report.skipped + unreadable)
+    if report.documents_read == 0:
+        if unreadable:
+            raise WorkbenchError(
+                f"none of the {len(docs)} document(s) in {root} could be read: "
+                + _listing(f"{p} ({why})" for p, why in unreadable),
+                "documents must be text files (UTF-8 or a detectable encoding); remove or convert the others")
+        raise WorkbenchError(f"no text in the {len(docs)} document(s) in {root} (all empty after cleaning)",
+                             "add documents with some text")
+    report.n_chunks = len(chunks)
+    report.seconds = time.perf_counter() - t0
+    return IngestResult(chunks=chunks, report=report, fingerprint=_fingerprint(file_hashes))
+
+
+def _no_documents(root: Path, skipped: list[tuple[str, str]]) -> WorkbenchError:
+    hint = f"add documents with one of the extensions {_supported()} (searched recursively)"
+    if not skipped:
+        return WorkbenchError(f"no documents in {root}: the folder has no files (hidden files and {QA_FILE} "
+                              "do not count)", hint)
+    return WorkbenchError(f"no documents in {root}: {len(skipped)} file(s) skipped: "
+                          + _listing(f"{p} ({why})" for p, why in skipped), hint)
+
+
+def write_chunks(chunks: list[Chunk], path: Path) -> int:
+    """Write chunks as JSON Lines, atomically (a failed write leaves any previous file untouched).
+
+    Returns:
+        The number of chunks written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise WorkbenchError(f"{path} is a directory", "pass a file path such as chunks.jsonl to --out")
+    return write_jsonl(path, (c.to_json() for c in chunks))
+
+
+def chunks_manifest(result: IngestResult, cfg: IngestConfig, corpus_dir: Path) -> dict[str, Any]:
+    """The manifest written next to a chunks file: corpus, fingerprint, resolved config, report."""
+    from workbench.artifacts import make_manifest
+    from workbench.config import to_dict
+
+    return make_manifest("chunks", CHUNKS_FORMAT_VERSION, corpus=str(Path(corpus_dir).resolve()),
+                         corpus_fingerprint=result.fingerprint, config=to_dict(cfg),
+                         seconds=round(result.report.seconds, 3), report=result.report.to_json())
