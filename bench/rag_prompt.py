@@ -68,25 +68,47 @@ class BM25Retriever:
                 for row, srow in zip(ids, scores)]
 
 
+class CachedRetriever:
+    """Serves the top-k of hits retrieved once (so variants differ only in what is being measured)."""
+
+    def __init__(self, questions: list[str], hits: list[list[Hit]]):
+        self.by_q = dict(zip(questions, hits))
+
+    def search_batch(self, queries: list[str], k: int | None = None) -> list[list[Hit]]:
+        return [self.by_q[q][:k] for q in queries]
+
+
+def parse_variant(text: str) -> dict[str, float]:
+    """``"k=3,sentences=2,few_shot=0"`` -> dict (k: passages, sentences: PASSAGE_SENTENCES, few_shot: 0/1)."""
+    out = {"k": 3, "sentences": None, "few_shot": 1, "max_new_tokens": None}
+    for part in filter(None, text.split(",")):
+        key, _, val = part.partition("=")
+        if key.strip() not in out:
+            raise SystemExit(f"unknown variant key {key!r}; known: {', '.join(out)}")
+        out[key.strip()] = int(val)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--qa", type=Path, default=None)
-    ap.add_argument("--index", default=None, help="index name/folder: use the project's Retriever")
-    ap.add_argument("--k", type=int, action="append", help="passages per question (repeatable)")
-    ap.add_argument("--limit", type=int, default=60, help="answerable questions scored")
-    ap.add_argument("--unanswerable", type=int, default=15, help="unanswerable questions scored")
+    ap.add_argument("--index", default=None, help="index name/folder: use the project's hybrid Retriever")
+    ap.add_argument("--variant", action="append", help='e.g. "k=3,sentences=3,few_shot=1" (repeatable; '
+                    "default: the built-in defaults)")
+    ap.add_argument("--limit", type=int, default=40, help="answerable questions scored (spread over the file)")
+    ap.add_argument("--unanswerable", type=int, default=10, help="unanswerable questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--show", type=int, default=0, help="print this many answers")
+    ap.add_argument("--show", type=int, default=0, help="print this many answers per variant")
     args = ap.parse_args()
 
     import torch
 
-    from workbench.answer import answer_questions, is_abstention
+    from workbench import answer as A
     from workbench.config import GenerateConfig, ModelConfig, RetrieveConfig
     from workbench.generate import Generator
-    from workbench.metrics import contains, exact_match, token_f1
+    from workbench.metrics import contains, exact_match, normalize_answer, token_f1
     from workbench.models import load_base_model
     from workbench.qa import eval_items, load_qa
 
@@ -96,38 +118,48 @@ def main() -> None:
     una = [q for q in items if not q.answerable]
     step = max(1, len(ans) // max(1, args.limit))  # spread over kinds rather than the first N
     items = ans[::step][: args.limit] + una[: args.unanswerable]
+    questions = [q.question for q in items]
     if args.index:
         from workbench.index import load_index
         from workbench.retrieve import Retriever
 
-        retriever = Retriever(load_index(args.index), RetrieveConfig())
+        base_retriever = Retriever(load_index(args.index), RetrieveConfig())
     else:
-        retriever = BM25Retriever(paragraph_chunks(args.corpus))
+        base_retriever = BM25Retriever(paragraph_chunks(args.corpus))
+    variants = [parse_variant(v) for v in (args.variant or [""])]
+    retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)))
     model, tok = load_base_model(ModelConfig())
-    gen = Generator(model, tok, GenerateConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
-    for k in args.k or [3]:
+    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT)
+    print(f"{len(ans[::step][: args.limit])} answerable + {len(una[: args.unanswerable])} unanswerable eval "
+          f"questions; retrieval: {'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
+    for v in variants:
+        A.PASSAGE_SENTENCES = defaults[0] if v["sentences"] is None else v["sentences"]
+        A.FEW_SHOT = defaults[1] if v["few_shot"] else ()
+        gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
+                                                   batch_size=args.batch_size))
         t0 = time.perf_counter()
-        answers = answer_questions([q.question for q in items], gen, retriever=retriever, k=k)
+        answers = A.answer_questions(questions, gen, retriever=retriever, k=v["k"])
         secs = time.perf_counter() - t0
+        prompts = {q: A.build_messages(q, a.hits, tok)[-1]["content"] for q, a in zip(questions, answers)}
         a_ans = [(q, a) for q, a in zip(items, answers) if q.answerable]
-        f1 = statistics.mean(token_f1(a.text, q.answers) for q, a in a_ans)
-        em = statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans)
-        cont = statistics.mean(contains(a.text, q.answers) for q, a in a_ans)
-        recall = statistics.mean(any(any(g.lower() in h.chunk.text.lower() for g in q.answers) for h in a.hits)
-                                 for q, a in a_ans)
-        f1_hit = [token_f1(a.text, q.answers) for q, a in a_ans
-                  if any(any(g.lower() in h.chunk.text.lower() for g in q.answers) for h in a.hits)]
-        abst = statistics.mean(is_abstention(a.text) for q, a in zip(items, answers) if not q.answerable) \
+        in_prompt = [any(normalize_answer(g) in normalize_answer(prompts[q.question]) for g in q.answers)
+                     for q, _ in a_ans]
+        f1s = [token_f1(a.text, q.answers) for q, a in a_ans]
+        f1_in = [f for f, ok in zip(f1s, in_prompt) if ok]
+        abst = statistics.mean(A.is_abstention(a.text) for q, a in zip(items, answers) if not q.answerable) \
             if una and args.unanswerable else float("nan")
-        false_abst = statistics.mean(is_abstention(a.text) for q, a in a_ans)
-        words = statistics.mean(len(a.text.split()) for a in answers)
-        print(f"k={k}: F1 {f1:.3f}  EM {em:.3f}  contains {cont:.3f}  | answer in passages {recall:.2f}, "
-              f"F1 when it is {statistics.mean(f1_hit) if f1_hit else 0:.3f} | abstains: unanswerable {abst:.2f}, "
-              f"answerable {false_abst:.2f} | {words:.1f} words/answer | {len(items)} q in {secs:.0f} s",
-              flush=True)
+        n_prompt = statistics.mean(len(tok(prompts[q])["input_ids"]) for q in questions)
+        print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))}: "
+              f"F1 {statistics.mean(f1s):.3f}  EM {statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans):.3f}"
+              f"  contains {statistics.mean(contains(a.text, q.answers) for q, a in a_ans):.3f} | answer in prompt "
+              f"{statistics.mean(in_prompt):.2f}, F1 then {statistics.mean(f1_in) if f1_in else 0:.3f} | abstains: "
+              f"unanswerable {abst:.2f}, answerable {statistics.mean(A.is_abstention(a.text) for _, a in a_ans):.2f}"
+              f" | {statistics.mean(len(a.text.split()) for a in answers):.1f} words/answer, {n_prompt:.0f} "
+              f"passage tokens | {secs:.0f} s", flush=True)
         for q, a in list(zip(items, answers))[: args.show]:
-            print(f"   {token_f1(a.text, q.answers) if q.answerable else is_abstention(a.text):.2f} "
-                  f"{q.question[:70]!r} gold={q.answers[:1]} -> {a.text!r}   raw={a.raw[:80]!r}")
+            score = token_f1(a.text, q.answers) if q.answerable else float(A.is_abstention(a.text))
+            print(f"   {score:.2f} {q.question[:60]!r} gold={q.answers[:1]} -> {a.text!r}  raw={a.raw[:60]!r}")
+    A.PASSAGE_SENTENCES, A.FEW_SHOT = defaults
 
 
 if __name__ == "__main__":

@@ -102,33 +102,45 @@ def test_browser_chat_side_by_side_with_sources(server, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1100})
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
             page.goto(server, wait_until="domcontentloaded")
             _ask(page, "How do I grease the seals with silicone?")
-            _wait_for_answers(page, 4)
-            # every system answered in its own column, under its name
-            for name in ("base", "rag", "ft", "ft_rag"):
-                assert page.get_by_role("heading", name=name, exact=True).count() == 1
-            assert page.get_by_text("latency").count() >= 4
-            # rag columns list their sources; open them so the screenshot shows passages
-            sources = page.get_by_text("Sources (")
-            assert sources.count() == 2
-            for i in range(sources.count()):
-                sources.nth(i).click()
-            page.wait_for_timeout(800)
-            # document HTML is shown as text, never run or rendered
-            assert page.evaluate("window.__pwned") is None
-            assert page.get_by_text("<script>", exact=False).count() >= 1
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 20_000
-            try:
-                SCREENSHOT_COPY.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, SCREENSHOT_COPY)
-            except OSError:
-                pass  # the copy is for people reviewing the run; the test's own file is the evidence
+            _check_page(page, tmp_path)
         finally:
             browser.close()
+
+
+def _check_page(page, tmp_path) -> None:
+    """The answered page: four columns with answers, rag sources, escaped document HTML; a screenshot."""
+    from playwright.sync_api import expect
+
+    try:
+        _wait_for_answers(page, 4)
+        # every system answered in its own column, under its name
+        for name in ("base", "rag", "ft", "ft_rag"):
+            assert page.get_by_role("heading", name=name, exact=True).count() == 1
+        assert page.get_by_text("latency").count() >= 4
+        # rag columns list their sources (written just after the metrics line); open them so the
+        # screenshot shows the passages
+        sources = page.get_by_text("Sources (")
+        expect(sources).to_have_count(2, timeout=30_000)
+        for i in range(sources.count()):
+            sources.nth(i).click()
+        page.wait_for_timeout(800)
+        # document HTML is shown as text, never run or rendered
+        assert page.evaluate("window.__pwned") is None
+        assert page.get_by_text("<script>", exact=False).count() >= 1
+    except AssertionError:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        raise
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    try:
+        SCREENSHOT_COPY.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, SCREENSHOT_COPY)
+    except OSError:
+        pass  # the copy is for people reviewing the run; the test's own file is the evidence
 
 
 def test_browser_concurrent_sessions_get_their_own_answers(server):

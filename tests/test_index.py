@@ -61,28 +61,38 @@ def test_build_writes_files_and_manifest(tmp_path):
 
 
 def test_incremental_update_encodes_only_new_or_changed_chunks(tmp_path):
+    def chunks(texts):
+        return make_chunks(texts, doc_of=lambda i: "notes.md")
+
     texts = filler_texts(20)
-    build_from_chunks(make_chunks(texts), tmp_path / "idx", IndexConfig(), embedder=StubEmbedder(), progress=False)
+    build_from_chunks(chunks(texts), tmp_path / "idx", IndexConfig(), embedder=StubEmbedder(), progress=False)
     before = np.array(load_index(tmp_path / "idx").embeddings)
 
     emb = StubEmbedder()
     texts2 = texts[:5] + ["a brand new chunk about the kettle"] + texts[6:] + ["another new one", texts[0]]
-    res = build_from_chunks(make_chunks(texts2), tmp_path / "idx", IndexConfig(), embedder=emb, progress=False)
-    assert emb.encoded == ["a brand new chunk about the kettle", "another new one"]
+    res = build_from_chunks(chunks(texts2), tmp_path / "idx", IndexConfig(), embedder=emb, progress=False)
+    assert emb.encoded == ["notes\na brand new chunk about the kettle", "notes\nanother new one"]
     assert (res.n_encoded, res.n_chunks) == (2, 22)
     after = load_index(tmp_path / "idx")
     np.testing.assert_array_equal(after.embeddings[:5], before[:5])     # copied, not re-encoded
     np.testing.assert_array_equal(after.embeddings[21], before[0])      # same text elsewhere reuses its vector
-    np.testing.assert_allclose(after.embeddings[5], emb.encode(["a brand new chunk about the kettle"])[0])
+    np.testing.assert_allclose(after.embeddings[5], emb.encode(["notes\na brand new chunk about the kettle"])[0])
 
     emb3 = StubEmbedder()
-    res = build_from_chunks(make_chunks(texts2), tmp_path / "idx", IndexConfig(), embedder=emb3, rebuild=True,
+    res = build_from_chunks(chunks(texts2), tmp_path / "idx", IndexConfig(), embedder=emb3, rebuild=True,
                             progress=False)
     assert res.n_encoded == 22 and len(emb3.encoded) == 21  # duplicate text encoded once
 
     other = StubEmbedder(name="other-stub")  # another embedder: nothing can be reused
-    assert build_from_chunks(make_chunks(texts2), tmp_path / "idx", IndexConfig(), embedder=other,
+    assert build_from_chunks(chunks(texts2), tmp_path / "idx", IndexConfig(), embedder=other,
                              progress=False).n_encoded == 22
+
+
+def test_passage_text_adds_document_name_and_missing_heading():
+    c = Chunk("p/tern-3_spec.md#2", "It weighs 42 kg.", "p/tern-3_spec.md", (0, 16), heading="Physical")
+    assert passage_text(c) == "tern 3 spec\nPhysical\nIt weighs 42 kg."
+    c2 = Chunk("a.md#0", "Physical\n\nIt weighs 42 kg.", "a.md", (0, 26), heading="Physical")
+    assert passage_text(c2) == "a\nPhysical\n\nIt weighs 42 kg."
 
 
 class _Boom(StubEmbedder):
@@ -108,14 +118,14 @@ def test_exception_mid_build_leaves_previous_index_intact(tmp_path):
 def test_approximate_kinds_find_exact_copies(tmp_path, kind, n):
     emb = StubEmbedder(dim=64)
     texts = [f"{t} extra {i} {i * 7}" for i, t in enumerate(filler_texts(n, seed=3))]
-    res = build_from_chunks(make_chunks(texts), tmp_path / kind, IndexConfig(kind=kind), embedder=emb,
-                            progress=False)
+    chunks = make_chunks(texts)
+    res = build_from_chunks(chunks, tmp_path / kind, IndexConfig(kind=kind), embedder=emb, progress=False)
     assert res.kind == kind and res.kind_reason == "requested"
     idx = load_index(tmp_path / kind)
     from workbench.index import dense_search
 
     probe = [0, 17, n // 2, n - 1]
-    scores, ids = dense_search(idx, emb.encode([texts[i] for i in probe]), 5)
+    scores, ids = dense_search(idx, emb.encode([passage_text(chunks[i]) for i in probe]), 5)
     assert ids[:, 0].tolist() == probe
     np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-4)  # IVF-PQ candidates are rescored exactly
     assert json.loads((tmp_path / kind / "manifest.json").read_text())["faiss_params"]

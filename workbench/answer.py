@@ -33,6 +33,21 @@ SYSTEM_CLOSED = (
 ANSWER_STOPS: tuple[str, ...] = ("\n",)
 """Generation stops at the end of the first line: answers are one short line."""
 
+PASSAGE_SENTENCES = 3
+"""Sentences kept from each passage: the ones that share the most (rarest) words with the question, in
+document order. 0 keeps whole chunks. A 135M model reads a few focused sentences far better than pages."""
+
+FEW_SHOT: tuple[tuple[str, str, str], ...] = (
+    ("The Larch Street bridge opened in 1932 after six years of work. Its main span is 310 m long and it "
+     "carries two tram tracks.", "How long is the main span of the Larch Street bridge?", "310 m"),
+    ("Mira Holt became head of the Vesterby library in 2019. The library lends about 40,000 books a year.",
+     "Who runs the Vesterby library?", "Mira Holt"),
+    ("The Vesterby library lends about 40,000 books a year and opens at 9:00 on weekdays.",
+     "How many staff work at the Vesterby library?", ABSTAIN),
+)
+"""Worked examples (passage, question, answer) shown as earlier chat turns of every RAG prompt: they
+teach a small model the answer format (a copied phrase) and when to abstain. Invented, domain-neutral."""
+
 ANSWER_RESERVE = 48
 """Tokens of the context budget kept free for the reply."""
 MIN_PASSAGE_TOKENS = 24
@@ -112,11 +127,70 @@ def _window(tokenizer: Any, context_tokens: int) -> int:
     return min(context_tokens, limit) if 0 < limit < 1_000_000 else context_tokens
 
 
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "a an the of to in on at for by with from and or but is are was were be been being do does did what which "
+    "who whom whose when where why how much many long often that this these those it its as if than then there "
+    "our we us you your i me my they them their he she his her has have had can could may might must shall should "
+    "will would into onto about after before over under up down out off each any all some no not per also".split())
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\w\"'(\[])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and table rows / headings, which sit on their own lines) of a passage."""
+    return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
+
+
+def _terms(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.casefold()) if w not in _STOPWORDS}
+
+
+def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> list[str]:
+    """Each text cut down to its ``n_sentences`` sentences that best match the question, in text order.
+
+    A sentence scores the summed inverse document frequency (over all sentences of all ``texts``) of the
+    question's content words it contains, so rare words such as names and codes weigh most.
+    """
+    import math
+
+    if n_sentences <= 0:
+        return list(texts)
+    q = _terms(question)
+    sents = [split_sentences(t) for t in texts]
+    bags = [[_terms(s) for s in ss] for ss in sents]
+    n = sum(len(b) for b in bags) or 1
+    df: dict[str, int] = {}
+    for b in bags:
+        for terms in b:
+            for w in terms & q:
+                df[w] = df.get(w, 0) + 1
+    idf = {w: math.log(1 + n / c) for w, c in df.items()}
+    out = []
+    for ss, bag in zip(sents, bags):
+        if len(ss) <= n_sentences:
+            out.append(" ".join(ss))
+            continue
+        scores = [sum(idf.get(w, 0.0) for w in terms & q) for terms in bag]
+        keep = sorted(sorted(range(len(ss)), key=lambda i: (-scores[i], i))[:n_sentences])
+        out.append(" ".join(ss[i] for i in keep))
+    return out
+
+
+def _few_shot() -> list[dict[str, str]]:
+    turns = []
+    for passage, question, answer in FEW_SHOT:
+        turns.append({"role": "user", "content": _user(question, [f"[1] {passage}"])})
+        turns.append({"role": "assistant", "content": answer})
+    return turns
+
+
 def build_prompt(question: str, hits: Sequence[Hit] | None, tokenizer: Any = None,
                  context_tokens: int = 2048) -> tuple[list[dict[str, str]], list[Hit]]:
     """The chat messages for a question and the passages that fit into them.
 
-    Passages are numbered [1]..[n] in rank order and added while the rendered prompt stays within
+    Closed book: the system prompt and the question. With passages: the system prompt, the worked
+    examples (``FEW_SHOT``), then the passages numbered [1]..[n] in rank order, each cut to its
+    ``PASSAGE_SENTENCES`` best-matching sentences, added while the rendered prompt stays within
     ``context_tokens`` (less ``ANSWER_RESERVE``); the first passage that does not fit is cut to the
     remaining budget (or dropped when less than ``MIN_PASSAGE_TOKENS`` remain) and later ones are left
     out.
@@ -126,23 +200,38 @@ def build_prompt(question: str, hits: Sequence[Hit] | None, tokenizer: Any = Non
     """
     from workbench.generate import render_prompt
 
-    system = SYSTEM_CLOSED if hits is None else SYSTEM_RAG
-    msgs = lambda ps: [{"role": "system", "content": system}, {"role": "user", "content": _user(question, ps)}]  # noqa: E731
+    question = question.strip()
+    if hits is None:
+        return [{"role": "system", "content": SYSTEM_CLOSED}, {"role": "user", "content": _user(question, [])}], []
+    texts = focus_passages(question, [h.chunk.text for h in hits], PASSAGE_SENTENCES)
+    first = _count(tokenizer, format_passage(1, hits[0], texts[0])) if hits else 0
+
+    def messages(examples: list[dict[str, str]], ps: list[str]) -> list[dict[str, str]]:
+        return [{"role": "system", "content": SYSTEM_RAG}, *examples, {"role": "user", "content": _user(question, ps)}]
+
+    def room(examples: list[dict[str, str]]) -> int:
+        m = messages(examples, ["x"])
+        used_tokens = _count(tokenizer, render_prompt(tokenizer, m) if tokenizer is not None
+                             else "\n".join(x["content"] for x in m))
+        return _window(tokenizer, context_tokens) - ANSWER_RESERVE - used_tokens
+
+    examples = _few_shot()
+    budget = room(examples)
+    if examples and budget < min(first, 256):  # a tight budget goes to the passages, not the examples
+        examples, budget = [], room([])
+    msgs = lambda ps: messages(examples, ps)  # noqa: E731
     if not hits:
         return msgs([]), []
-    overhead = _count(tokenizer, render_prompt(tokenizer, msgs(["x"])) if tokenizer is not None
-                      else system + _user(question, ["x"]))
-    budget = _window(tokenizer, context_tokens) - ANSWER_RESERVE - overhead
     passages: list[str] = []
     used: list[Hit] = []
-    for hit in hits:
+    for hit, body in zip(hits, texts):
         n = len(used) + 1
-        text = format_passage(n, hit)
+        text = format_passage(n, hit, body)
         cost = _count(tokenizer, text) + 2  # + the blank line between passages
         if cost > budget:
             room = budget - _count(tokenizer, format_passage(n, hit, "")) - 4
             if room >= MIN_PASSAGE_TOKENS:
-                passages.append(format_passage(n, hit, _truncate(tokenizer, hit.chunk.text, room)))
+                passages.append(format_passage(n, hit, _truncate(tokenizer, body, room)))
                 used.append(hit)
             break
         passages.append(text)
@@ -175,6 +264,7 @@ def build_messages(question: str, hits: Sequence[Hit] | None, tokenizer: Any = N
 _PREFIX = re.compile(r"^\s*(?:(?:final\s+)?answer|a|response|reply)\s*[:\-–]\s*", re.I)
 _LEADIN = re.compile(r"^\s*(?:the\s+(?:short\s+)?answer\s+is\s*:?\s*|according\s+to\s+(?:the\s+)?passages?\s*"
                      r"(?:\[\d+\])?\s*,\s*)", re.I)
+_LIST = re.compile(r"^\s*(?:\d{1,2}[.)]\s+|[-*•]\s+)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _ABBREV = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|St|Mt|No|Nr|Fig|approx|ca|vs|etc|Inc|Ltd|Co)\.|\b[A-Z]\.)$")
 
@@ -191,7 +281,7 @@ def clean_answer(text: str) -> str:
         text = m.group(1)
     lines = [ln.strip() for ln in text.split("\n") if ln.strip() and not re.match(r"(?i)^\s*question\s*:", ln)]
     line = lines[0] if lines else ""
-    line = _LEADIN.sub("", _PREFIX.sub("", line))
+    line = _LEADIN.sub("", _PREFIX.sub("", _LIST.sub("", line)))
     line = _CITE.sub("", line).replace("**", "").replace("__", "")
     # first sentence only (but "Dr. Berg" and "v4.2" stay whole)
     start = 0
@@ -275,3 +365,104 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
         out.append(Answer(q, text, list(used), cite(g.text, used, text), g.latency_s + retrieval_share,
                           g.n_new_tokens, g.text))
     return out
+
+
+# --- one question from the command line ------------------------------------------------------------
+
+SYSTEMS = ("base", "rag", "ft", "ft_rag")
+MAX_QUESTION_CHARS = 4000
+
+
+def check_question(question: str) -> str:
+    """The question stripped, or a WorkbenchError when it is empty or too long."""
+    from workbench.errors import WorkbenchError
+
+    q = (question or "").strip()
+    if not q:
+        raise WorkbenchError("the question is empty", 'ask something, e.g. "How much does the Tern-3 weigh?"')
+    if len(q) > MAX_QUESTION_CHARS:
+        raise WorkbenchError(f"the question is too long ({len(q)} characters, at most {MAX_QUESTION_CHARS})",
+                             "ask a shorter question")
+    return q
+
+
+def open_retriever(target: str, cfg: Any, progress: bool = True) -> Any:
+    """A Retriever over ``target``: an index folder, an index name, or a corpus folder (indexed if needed).
+
+    A corpus folder's index (named after the folder) is built when missing and updated when stale,
+    re-encoding only changed chunks.
+    """
+    from pathlib import Path
+
+    from workbench.index import build_index, load_index
+    from workbench.retrieve import Retriever
+
+    path = Path(target)
+    if path.is_dir() and not (path / "manifest.json").exists():
+        result = build_index(path, cfg.index, cfg.ingest, progress=progress)
+        index = load_index(result.path, corpus_dir=path)
+    else:
+        index = load_index(target, check_corpus=True)
+    return Retriever(index, cfg.retrieve)
+
+
+def ask(target: str, question: str, system: str = "rag", cfg: Any = None, adapter: str | None = None,
+        k: int | None = None, progress: bool = True) -> Answer:
+    """Answer one question with one system (what ``workbench ask`` runs).
+
+    Args:
+        target: corpus folder, index name or index folder (used by rag and ft_rag).
+        question: the question.
+        system: base (closed book), rag (base + passages), ft (adapter, closed book), ft_rag (adapter +
+            passages).
+        cfg: a ``RunConfig`` (model, generation and retrieval settings); default: the built-in defaults.
+        adapter: adapter name or folder for ft / ft_rag (default ``<target folder name>-sft``).
+        k: passages per question (default ``cfg.retrieve.k``).
+        progress: show index-building progress.
+
+    Raises:
+        WorkbenchError: unknown system, empty or over-long question, missing index or adapter.
+    """
+    from pathlib import Path
+
+    from workbench.config import RunConfig
+    from workbench.errors import WorkbenchError
+    from workbench.generate import Generator
+
+    cfg = cfg or RunConfig()
+    if system not in SYSTEMS:
+        raise WorkbenchError(f"unknown system {system!r}", f"use one of {', '.join(SYSTEMS)}")
+    question = check_question(question)
+    retriever = open_retriever(target, cfg, progress) if system.endswith("rag") else None
+    if retriever is not None:
+        retriever.check_query(question)
+    if system.startswith("ft"):
+        from workbench.adapters import load_finetuned
+
+        model, tokenizer, _ = load_finetuned(adapter or f"{Path(target).name}-sft", cfg.model)
+    else:
+        from workbench.models import load_base_model
+
+        model, tokenizer = load_base_model(cfg.model)
+    gen = Generator(model, tokenizer, cfg.generate)
+    return answer_questions([question], gen, retriever=retriever, k=k)[0]
+
+
+def format_answer(answer: Answer) -> str:
+    """The answer, its sources (cited passages marked) and timing, for the terminal."""
+    lines = [answer.text or "(empty answer)"]
+    cited = {c.n for c in answer.citations}
+    if answer.hits:
+        lines.append("")
+        lines.append("sources:")
+        for n, h in enumerate(answer.hits, 1):
+            c = h.chunk
+            mark = "*" if n in cited else " "
+            where = c.doc + (f" › {c.heading}" if c.heading else "")
+            lines.append(f" {mark}[{n}] {where}  (score {h.score:.3f}, {c.id})")
+        if cited:
+            lines.append("   (* = the answer is found in or cited from that passage)")
+    lines.append("")
+    tps = answer.n_new_tokens / answer.latency_s if answer.latency_s > 0 else 0.0
+    lines.append(f"latency {answer.latency_s:.2f} s, {answer.n_new_tokens} new tokens ({tps:.1f} tokens/s)")
+    return "\n".join(lines)

@@ -21,9 +21,10 @@ Block = tuple[str, bool]
 # C0/C1 control characters except tab and newline (those are whitespace), plus invisible format
 # characters that only get in the way (BOM, zero-width space, soft hyphen, word joiner).
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff\u200b\u00ad\u2060]")
-# every horizontal whitespace run (tabs, NBSP, thin spaces, ...) becomes one space
-_HSPACE = re.compile(r"[^\S\n]+")
-_LINE_EDGES = re.compile(r" ?\n ?")
+# every horizontal whitespace run (tabs, NBSP, thin spaces, ...) becomes one space; the patterns match
+# only what changes (a lone " " or "\n" is left alone), which keeps cleaning fast on large files
+_HSPACE = re.compile(r"[^\S\n]{2,}|[^\S \n]")
+_LINE_EDGES = re.compile(r" \n ?|\n ")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 

@@ -37,8 +37,55 @@ def user_errors() -> Iterator[None]:
 # --- commands (one section per stage) -------------------------------------------------------
 
 # @@doctor
+@app.command()
+def doctor(
+    no_models: bool = typer.Option(False, "--no-models", help="Skip loading the embedded embedder and base LLM."),
+):
+    """Check the install: library versions, device (CUDA/MPS/CPU), offline mode, and that the embedded models load."""
+    with user_errors():
+        from workbench.doctor import run_checks
+
+        failed = 0
+        for check in run_checks(models=not no_models):
+            typer.echo(check.line())
+            failed += check.status == "fail"
+        if failed:
+            typer.echo(f"{failed} check(s) failed: see the lines marked ✘", err=True)
+            raise typer.Exit(1)
 
 # @@ingest
+@app.command()
+def ingest(
+    corpus_dir: Path = typer.Argument(..., help="Corpus folder: .txt .md .rst .html files (recursively)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Chunks JSON Lines file [default: ./CORPUS_NAME.chunks.jsonl]."),
+    chunk_tokens: Optional[int] = typer.Option(None, help="Chunk budget in tokenizer tokens [default: 256]."),
+    overlap: Optional[int] = typer.Option(None, help="Tokens of whole sentences repeated between chunks "
+                                                     "[default: 32]."),
+    language: Optional[str] = typer.Option(None, help="spaCy language code for sentence splitting "
+                                                      "[default: en; xx = multi-language]."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer the budget is counted in: default (the "
+                                                       "embedded MiniLM's), whitespace, a folder or a hub id."),
+):
+    """Clean, deduplicate and chunk a corpus; write the chunks and print what was read, skipped and dropped."""
+    with user_errors():
+        from workbench.artifacts import write_json
+        from workbench.config import IngestConfig
+        from workbench.ingest import chunks_manifest, ingest_corpus, write_chunks
+
+        given = {"chunk_tokens": chunk_tokens, "overlap_tokens": overlap, "language": language,
+                 "tokenizer": tokenizer}
+        cfg = IngestConfig(**{k: v for k, v in given.items() if v is not None})
+        path = out or Path(f"{corpus_dir.resolve().name}.chunks.jsonl")
+        if path.is_dir():
+            raise WorkbenchError(f"--out {path} is a directory", "pass a file path such as chunks.jsonl")
+        result = ingest_corpus(corpus_dir, cfg)
+        write_chunks(result.chunks, path)
+        write_json(path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json"),
+                   chunks_manifest(result, cfg, corpus_dir))
+        typer.echo(result.report.summary())
+        typer.echo(f"wrote {result.report.n_chunks} chunks to {path}")
+
 
 # @@index
 @app.command()
@@ -90,6 +137,33 @@ def search(
 
 
 # @@ask
+@app.command()
+def ask(
+    target: str = typer.Argument(..., help="Corpus folder (indexed if needed), index name, or index folder."),
+    question: str = typer.Argument(..., help="The question."),
+    system: str = typer.Option("rag", "--system", help="base (closed book), rag (base + passages), ft "
+                               "(adapter, closed book) or ft_rag (adapter + passages)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter for ft / ft_rag (default <corpus>-sft)."),
+    k: Optional[int] = typer.Option(None, "-k", "--k", help="Passages for rag / ft_rag (default: the preset's)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Reply budget in tokens."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+):
+    """Answer one question with one system; print the answer, its sources and the latency."""
+    with user_errors():
+        from dataclasses import replace
+
+        from workbench.answer import ask as ask_question, format_answer
+        from workbench.config import load_preset
+
+        cfg = load_preset(preset)
+        if base:
+            cfg.model = replace(cfg.model, base_model=base)
+        if max_new_tokens:
+            cfg.generate = replace(cfg.generate, max_new_tokens=max_new_tokens)
+        if k is not None:
+            cfg.retrieve = replace(cfg.retrieve, k=k)
+        typer.echo(format_answer(ask_question(target, question, system, cfg, adapter=adapter)))
 
 # @@finetune
 @app.command()

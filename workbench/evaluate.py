@@ -325,6 +325,7 @@ def _system_block(run: Any, items: list[QAItem], scored: dict, rg: Any, cfg: Run
     block["latency_p95_s"] = _round(_quantile(lat, 0.95))
     block["tokens_per_s"] = _round(new_tokens / run.seconds) if run.seconds > 0 else None
     block["answer_s"] = _round(run.seconds)
+    block["load_s"] = _round(float(getattr(run, "load_s", 0.0)))
     block["new_tokens"] = new_tokens
     block["weights"] = run.weights
     block["description"] = run.description

@@ -146,7 +146,11 @@ def decode_bytes(data: bytes) -> tuple[str | None, str | None]:
         return text, f"{bad} invalid UTF-8 byte sequence(s) replaced with U+FFFD"
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    matches = from_bytes(data)
+    best = matches.best()
+    # on a tie (short texts often fit several code pages equally well) take cp1252, the most common one
+    best = next((m for m in matches if m.encoding == "cp1252" and best is not None and m.chaos <= best.chaos
+                 and m.coherence >= best.coherence), best)
     if best is not None and best.encoding:
         return str(best), f"not valid UTF-8; decoded as {best.encoding} (detected)"
     if bad <= 0.01 * len(text):

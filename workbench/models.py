@@ -21,7 +21,7 @@ MODEL_FORMAT = 1
 """Format version of a converted model folder's manifest."""
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
-_fingerprints: dict[tuple[str, int, int], str] = {}
+_fingerprints: dict[tuple, str] = {}
 
 
 def is_embedded(name: str) -> bool:
@@ -225,7 +225,7 @@ def model_fingerprint(name: str) -> str:
 
     The embedded model and GGUF files hash the GGUF bytes; folders hash config.json plus each weight
     file's size and first and last megabyte (cheap on multi-GB checkpoints); hub ids resolve to their
-    cached snapshot folder. Cached per (path, size, mtime) within the process.
+    cached snapshot folder. Cached per (files, sizes, mtimes) within the process.
 
     Raises:
         WorkbenchError: as ``resolve_base_model`` when the model cannot be found.
@@ -245,22 +245,22 @@ def model_fingerprint(name: str) -> str:
             target = p if p.is_file() else next(p.glob("*.gguf"))
         else:
             target = resolve_base_model(name, progress=False)
-    st = target.stat()
-    key = (str(target.resolve()), st.st_size, int(st.st_mtime))
+    files = [target] if target.is_file() else sorted(
+        {f for pattern in ("config.json", *_WEIGHT_PATTERNS) for f in target.glob(pattern)})
+    key = (str(target.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
     if key in _fingerprints:
         return _fingerprints[key]
     if target.is_file():
         fp = hash_file(target)
     else:
-        parts = [(target / "config.json").read_bytes() if (target / "config.json").exists() else b""]
-        for pattern in _WEIGHT_PATTERNS:
-            for f in sorted(target.glob(pattern)):
-                size = f.stat().st_size
-                with open(f, "rb") as fh:
-                    head = fh.read(1 << 20)
-                    fh.seek(max(0, size - (1 << 20)))
-                    tail = fh.read(1 << 20)
-                parts += [f.name.encode(), str(size).encode(), head, tail]
+        parts = []
+        for f in files:
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(1 << 20)
+                fh.seek(max(0, size - (1 << 20)))
+                tail = fh.read(1 << 20)
+            parts += [f.name.encode(), str(size).encode(), head, tail]
         fp = hash_bytes(*parts)
     _fingerprints[key] = fp
     return fp

@@ -268,10 +268,10 @@ def _ragas_table(summary: dict) -> str:
 
 def _cost_table(summary: dict) -> str:
     cost = summary.get("cost", {})
-    rows = [[n, _s(setup_cost_s(summary, n)), _s(s.get("answer_s")), _s(s.get("latency_p50_s")),
-             _f(s.get("tokens_per_s"), 1)] for n, s in summary["systems"].items()]
-    t = _table(["system", "set-up (index + fine-tuning)", f"answering {summary.get('n_questions', '?')} questions",
-                "latency p50", "tokens/s"], rows)
+    rows = [[n, _s(setup_cost_s(summary, n)), _s(s.get("load_s")), _s(s.get("answer_s")),
+             _s(s.get("latency_p50_s")), _f(s.get("tokens_per_s"), 1)] for n, s in summary["systems"].items()]
+    t = _table(["system", "set-up (index + fine-tuning)", "model load",
+                f"answering {summary.get('n_questions', '?')} questions", "latency p50", "tokens/s"], rows)
     extra = []
     if cost.get("index_build_s") is not None:
         extra.append(f"index build {_s(cost['index_build_s'])}" + (" (reused)" if cost.get("index_reused") else ""))

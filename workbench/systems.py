@@ -165,6 +165,8 @@ class SystemContext:
 
     def release(self) -> None:
         """Drop the loaded model (systems are run grouped by weights, so each loads once)."""
+        if self._loaded is None:
+            return
         self._loaded = None
         gc.collect()
         try:
@@ -186,25 +188,34 @@ class SystemRun:
     weights: str
     description: str = ""
     retrieval: bool = False
+    load_s: float = 0.0
+    """Time to load the weights (0 when the previous system already had them loaded)."""
 
 
 def run_system(spec: SystemSpec, ctx: SystemContext, items: list[QAItem]) -> SystemRun:
-    """Answer every question with one system (batched) and time it."""
+    """Answer every question with one system (batched). Loading the weights is timed apart from answering."""
     t0 = time.perf_counter()
     if spec.build is not None:
-        answers = list(spec.build(ctx)(items))
+        answer = spec.build(ctx)
     else:
         from workbench.answer import answer_questions
 
         if spec.retrieval and ctx.retriever is None:
             raise WorkbenchError(f"system {spec.name!r} needs an index", "pass --index NAME")
-        answers = answer_questions([q.question for q in items], ctx.generator(spec.adapter),
-                                   retriever=ctx.retriever if spec.retrieval else None,
-                                   k=ctx.cfg.retrieve.k if spec.retrieval else None, progress=ctx.progress)
-    seconds = time.perf_counter() - t0
+        generator = ctx.generator(spec.adapter)
+        retriever = ctx.retriever if spec.retrieval else None
+        k = ctx.cfg.retrieve.k if spec.retrieval else None
+
+        def answer(qs: list[QAItem]) -> list[Any]:
+            return answer_questions([q.question for q in qs], generator, retriever=retriever, k=k,
+                                    progress=ctx.progress)
+    t1 = time.perf_counter()
+    answers = list(answer(items))
+    seconds = time.perf_counter() - t1
     if len(answers) != len(items):
         raise RuntimeError(f"system {spec.name} returned {len(answers)} answers for {len(items)} questions")
-    return SystemRun(spec.name, answers, seconds, ctx.weights(spec), spec.description, spec.retrieval)
+    return SystemRun(spec.name, answers, seconds, ctx.weights(spec), spec.description, spec.retrieval,
+                     load_s=t1 - t0)
 
 
 def order_by_weights(specs: list[SystemSpec]) -> list[SystemSpec]:

@@ -130,7 +130,8 @@ def _load_retriever(index: str, stamp: str) -> LoadedRetriever:
     from workbench.retrieve import Retriever
 
     folder = artifacts.resolve("index", index).path
-    return LoadedRetriever(Retriever(load_index(folder)), index)
+    # load the query embedder now, so the first question's retrieval time is not its loading time
+    return LoadedRetriever(Retriever(load_index(folder)).warm_up(), index)
 
 
 def get_retriever(index: str) -> LoadedRetriever:

@@ -1,0 +1,198 @@
+"""The grounded-answering prompt, answer cleaning, abstention, citations and batched answering."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from workbench import answer as A
+from workbench.config import GenerateConfig
+from workbench.generate import Generation
+from workbench.records import Chunk, Hit
+
+
+def hit(n: int, text: str, doc: str = "buoy.md", heading: str = "") -> Hit:
+    return Hit(Chunk(f"{doc}#{n}", text, doc, (0, len(text)), heading), score=1.0 / n, rank=n)
+
+
+HITS = [hit(1, "The Tern-3 buoy weighs 42 kg. It runs on a 9 Ah battery.", heading="Tern-3"),
+        hit(2, "Ilse Varnholt leads Kestrelmark Instruments.", doc="sub/people.txt"),
+        hit(3, "Economy class is required for flights under 6 hours.", doc="page.html")]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_lm_dir)
+
+
+def test_closed_book_prompt():
+    msgs = A.build_messages("How heavy is the Tern-3?", None)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"] == A.SYSTEM_CLOSED
+    assert msgs[1]["content"] == "Question: How heavy is the Tern-3?"
+    assert A.ABSTAIN in msgs[0]["content"]
+
+
+def test_passages_are_numbered_in_rank_order(tok):
+    msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
+    user = msgs[-1]["content"]
+    assert msgs[0]["content"] == A.SYSTEM_RAG and msgs[-1]["role"] == "user"
+    assert re.findall(r"^\[(\d)\] \(([^)]*)\)", user, re.M) == [
+        ("1", "buoy.md › Tern-3"), ("2", "sub/people.txt"), ("3", "page.html")]
+    assert user.index("42 kg") < user.index("Varnholt") < user.index("Economy")
+    assert user.rstrip().endswith("Question: How heavy is the Tern-3?")
+    assert used == HITS
+    # the worked examples come as earlier turns and end with an assistant reply
+    if A.FEW_SHOT:
+        assert msgs[-2]["role"] == "assistant" and msgs[-2]["content"] == A.FEW_SHOT[-1][2]
+
+
+def test_prompt_fits_the_budget(tok):
+    from workbench.generate import render_prompt
+
+    long = " ".join(f"The buoy number {i} weighs {i} kg and runs on a battery." for i in range(200))
+    hits = [hit(i, long) for i in range(1, 6)]
+    old = A.PASSAGE_SENTENCES
+    A.PASSAGE_SENTENCES = 0  # whole chunks, so the budget has to cut them
+    try:
+        for budget in (400, 700, 1200):
+            msgs, used = A.build_prompt("How heavy is buoy 7?", hits, tok, context_tokens=budget)
+            n = len(tok(render_prompt(tok, msgs), add_special_tokens=False)["input_ids"])
+            assert n <= budget - A.ANSWER_RESERVE
+            assert 1 <= len(used) < len(hits)
+            assert msgs[-1]["content"].count("…") == 1  # the last passage that fits is cut, not dropped
+        small, _ = A.build_prompt("q?", hits, tok, context_tokens=400)
+        big, _ = A.build_prompt("q?", hits, tok, context_tokens=1200)
+        assert len(big[-1]["content"]) > len(small[-1]["content"])
+    finally:
+        A.PASSAGE_SENTENCES = old
+
+
+def test_prompt_without_tokenizer_estimates_tokens():
+    long = "word " * 3000
+    msgs, used = A.build_prompt("q?", [hit(1, long), hit(2, long)], None, context_tokens=1000)
+    assert len(used) == 1
+    assert sum(len(m["content"]) for m in msgs) < 4 * 1000
+
+
+def test_focus_keeps_the_matching_sentences_in_order():
+    text = ("Kestrelmark was founded in 2011. The Tern-3 hull is 1.15 m wide. The canteen opens at noon. "
+            "The Tern-3 buoy has a mass of 86 kg. Parking is free.")
+    out = A.focus_passages("What is the mass of the Tern-3 buoy?", [text, "Short one."], 2)
+    assert out == ["The Tern-3 hull is 1.15 m wide. The Tern-3 buoy has a mass of 86 kg.", "Short one."]
+    assert A.focus_passages("q", [text], 0) == [text]
+    assert A.split_sentences("# Title\n| a | b |\nOne. Two!") == ["# Title", "| a | b |", "One.", "Two!"]
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("42 kg.", "42 kg"),
+    ("  42 kg\nThe buoy is heavy.", "42 kg"),
+    ("Answer: 42 kg", "42 kg"),
+    ("Question: How heavy?\nAnswer: 42 kg", "42 kg"),
+    ("The answer is: 12.", "12"),
+    ("**Ilse Varnholt** [1]", "Ilse Varnholt"),
+    ("1. Rafał Wójcik, Calibration Lead", "Rafał Wójcik, Calibration Lead"),
+    ("The Tern-3 weighs 42 kg. It is heavy.", "The Tern-3 weighs 42 kg"),
+    ("Dr. Berg leads it. Since 2019.", "Dr. Berg leads it"),
+    ("KOS v4.2.1 fixed it", "KOS v4.2.1 fixed it"),
+    ('"Sennaja Hall"', "Sennaja Hall"),
+    ("", ""),
+])
+def test_clean_answer(raw, clean):
+    assert A.clean_answer(raw) == clean
+
+
+@pytest.mark.parametrize("text", ["I don't know", "I do not know.", "I don’t know the answer",
+                                  "The passages do not mention it.", "This is not mentioned in the passages.",
+                                  "There is no information about that.", "Unknown", "", "   "])
+def test_abstentions(text):
+    assert A.is_abstention(text)
+
+
+@pytest.mark.parametrize("text", ["42 kg", "Ilse Varnholt", "The unknown sensor is the KM-7", "No. 7 pier",
+                                  "Know-how transfer programme", "none of the above, only KS-211"])
+def test_answers_are_not_abstentions(text):
+    assert not A.is_abstention(text)
+
+
+def test_citations_from_markers_then_containment():
+    cites = A.cite("Ilse Varnholt [2]", HITS)
+    assert [(c.n, c.doc, c.chunk_id) for c in cites] == [(2, "sub/people.txt", "sub/people.txt#2")]
+    cites = A.cite("42 kg", HITS)
+    assert [(c.n, c.doc, c.heading) for c in cites] == [(1, "buoy.md", "Tern-3")]
+    assert A.cite("I don't know [1]", HITS) == []
+    assert A.cite("17 parsecs", HITS) == []
+    assert A.cite("[9] 42 kg", HITS)[0].n == 1  # an out-of-range marker is ignored
+
+
+class FakeGenerator:
+    """Records prompts; replies with canned raw text (shape of workbench.generate.Generator)."""
+
+    def __init__(self, tokenizer, replies):
+        self.tokenizer, self.replies, self.cfg, self.seen = tokenizer, replies, GenerateConfig(), []
+
+    def generate(self, conversations, progress=False, stop=()):
+        self.seen.append((conversations, tuple(stop)))
+        return [Generation(r, 10, 3, 0.5) for r in self.replies[: len(conversations)]]
+
+
+class FakeRetriever:
+    def __init__(self):
+        self.calls = []
+
+    def search_batch(self, queries, k=None):
+        self.calls.append((list(queries), k))
+        return [HITS[: k or 3] for _ in queries]
+
+
+def test_answer_questions_with_retrieval(tok):
+    gen = FakeGenerator(tok, ["42 kg. The buoy is heavy.", "I don't know"])
+    ret = FakeRetriever()
+    out = A.answer_questions(["How heavy is the Tern-3?", "Top speed?"], gen, retriever=ret, k=2)
+    assert ret.calls == [(["How heavy is the Tern-3?", "Top speed?"], 2)]
+    assert [a.text for a in out] == ["42 kg", "I don't know"]
+    assert out[0].hits == HITS[:2] and [c.n for c in out[0].citations] == [1]
+    assert out[1].citations == [] and A.is_abstention(out[1].text)
+    assert out[0].raw == "42 kg. The buoy is heavy." and out[0].n_new_tokens == 3
+    assert out[0].latency_s >= 0.5
+    convs, stop = gen.seen[0]
+    assert stop == A.ANSWER_STOPS and "[2]" in convs[0][-1]["content"] and "[3]" not in convs[0][-1]["content"]
+
+
+def test_answer_questions_closed_book(tok):
+    gen = FakeGenerator(tok, ["Orrvik"])
+    out = A.answer_questions(["Where is Kestrelmark?"], gen)
+    assert out[0].hits == [] and out[0].citations == [] and out[0].text == "Orrvik"
+    assert gen.seen[0][0][0] == A.build_messages("Where is Kestrelmark?", None, tok)
+
+
+def test_answer_questions_with_the_tiny_model(tiny_lm_dir):
+    from workbench.config import ModelConfig
+    from workbench.generate import Generator
+    from workbench.models import load_base_model
+
+    model, tok = load_base_model(ModelConfig(base_model=str(tiny_lm_dir)))
+    gen = Generator(model, tok, GenerateConfig(max_new_tokens=6, batch_size=2))
+    out = A.answer_questions(["How heavy?", "Who leads it?", "Where?"], gen, retriever=FakeRetriever(), k=1)
+    assert len(out) == 3 and all(isinstance(a.text, str) and "\n" not in a.text for a in out)
+    assert all(len(a.hits) == 1 and 0 <= a.n_new_tokens <= 6 for a in out)
+
+
+def test_check_question():
+    from workbench.errors import WorkbenchError
+
+    assert A.check_question("  Weight?  ") == "Weight?"
+    with pytest.raises(WorkbenchError, match="empty"):
+        A.check_question("   ")
+    with pytest.raises(WorkbenchError, match="too long"):
+        A.check_question("x" * (A.MAX_QUESTION_CHARS + 1))
+
+
+def test_format_answer_lists_sources_and_latency():
+    a = A.Answer("How heavy?", "42 kg", HITS[:2], A.cite("42 kg", HITS[:2]), 1.25, 5)
+    text = A.format_answer(a)
+    assert text.splitlines()[0] == "42 kg"
+    assert " *[1] buoy.md › Tern-3" in text and "  [2] sub/people.txt" in text
+    assert "latency 1.25 s, 5 new tokens (4.0 tokens/s)" in text

