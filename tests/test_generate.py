@@ -20,11 +20,26 @@ def conv(q: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_lm_dir):
+def tiny(tmp_path_factory):
+    """The conftest tiny Llama, but with larger random weights so greedy replies vary from token to token
+    (at the default init it repeats one token, which would make these comparisons vacuous)."""
+    import torch
+    from conftest import build_tiny_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from workbench.config import ModelConfig
     from workbench.models import load_base_model
 
-    return load_base_model(ModelConfig(base_model=str(tiny_lm_dir)))
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True, initializer_range=0.5)
+    path = tmp_path_factory.mktemp("chatty-lm") / "model"
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return load_base_model(ModelConfig(base_model=str(path)))
 
 
 def make(tiny, **kw):
@@ -41,6 +56,7 @@ def test_batched_matches_sequential_greedy(tiny):
     assert [g.n_new_tokens for g in batched] == [g.n_new_tokens for g in single]
     assert [g.n_prompt_tokens for g in batched] == [g.n_prompt_tokens for g in single]
     assert all(g.n_new_tokens > 0 for g in batched)
+    assert len({g.text for g in batched}) == len(QUESTIONS)  # real, distinct replies
     # prompts differ in length, so batches of 4 needed left padding
     assert len({g.n_prompt_tokens for g in batched}) > 1
 

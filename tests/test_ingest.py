@@ -351,3 +351,12 @@ def test_large_single_file_without_blank_lines(tmp_path, monkeypatch):
 def test_config_errors():
     with pytest.raises(WorkbenchError):
         IngestConfig(chunk_tokens=16, overlap_tokens=16)
+
+
+def test_worker_processes_give_the_same_result(tiny_corpus):
+    (tiny_corpus / "copy.md").write_text((tiny_corpus / "buoy.md").read_text(), encoding="utf-8")
+    cfg = IngestConfig(tokenizer="whitespace")
+    one = ingest_corpus(tiny_corpus, cfg, progress=False)
+    two = ingest_corpus(tiny_corpus, IngestConfig(tokenizer="whitespace", workers=2), progress=False)
+    assert two.chunks == one.chunks and two.fingerprint == one.fingerprint
+    assert two.report.duplicates == one.report.duplicates == [("copy.md", "buoy.md")]

@@ -22,7 +22,7 @@ class IngestConfig:
     """How documents become chunks."""
 
     chunk_tokens: int = 256
-    """Chunk budget in tokenizer tokens; a chunk exceeds it only when one sentence does."""
+    """Chunk budget in tokenizer tokens, never exceeded (a sentence longer than it is split by tokens)."""
     overlap_tokens: int = 32
     """Tokens of trailing sentences repeated at the start of the next chunk."""
     language: str = "en"
@@ -31,8 +31,12 @@ class IngestConfig:
     """"default" (the embedder's tokenizer), "whitespace", or a Hugging Face tokenizer id/folder."""
     near_duplicate_threshold: float = 0.9
     """MinHash Jaccard estimate at or above which a document is flagged a near-duplicate."""
+    workers: int = 0
+    """Processes that read and chunk documents: 0 = auto (one per core, up to 4, for corpora over 16 MB)."""
 
     def __post_init__(self):
+        if self.workers < 0:
+            raise WorkbenchError(f"workers={self.workers} is negative", "use 0 (auto) or a positive number")
         if self.chunk_tokens < 8:
             raise WorkbenchError(f"chunk_tokens={self.chunk_tokens} is too small", "use 8 or more")
         if not 0 <= self.overlap_tokens < self.chunk_tokens:

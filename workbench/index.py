@@ -221,10 +221,11 @@ def dense_search(index: Index, queries: np.ndarray, n: int) -> tuple[np.ndarray,
         ``(scores, ids)``, each ``(q, n)``; ids are -1 where fewer than n rows exist.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    n = min(n, len(index))
+    total = int(index.faiss.ntotal)
+    n = min(n, total)
     if index.kind != "ivfpq":
         return index.faiss.search(queries, n)
-    wide = min(len(index), n * int(index.manifest.get("faiss_params", {}).get("rescore", IVFPQ_RESCORE)))
+    wide = min(total, n * int(index.manifest.get("faiss_params", {}).get("rescore", IVFPQ_RESCORE)))
     _, cand = index.faiss.search(queries, wide)
     scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
     ids = np.full((len(queries), n), -1, dtype=np.int64)

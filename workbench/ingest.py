@@ -7,6 +7,7 @@ chunks of the corpus stay in memory. Parsing lives in :mod:`workbench.cleaning`,
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import os
 import re
@@ -254,8 +255,76 @@ class IngestResult:
     fingerprint: str
 
 
+@dataclass
+class _DocOutcome:
+    """What reading and chunking one document gave (dedup decisions are the caller's, in order)."""
+
+    rel: str
+    n_bytes: int = 0
+    file_hash: str | None = None
+    warning: str | None = None
+    skip: str | None = None
+    """Why the file gave no text (None when it did)."""
+    unreadable: bool = False
+    """The file could not be read or decoded (as opposed to holding no text after cleaning)."""
+    text_hash: str = ""
+    sketch: Any = None
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def _ingest_one(path: Path, rel: str, cfg: IngestConfig) -> _DocOutcome:
+    """Read, decode, clean, hash, sketch and chunk one document (runs in a worker process or inline)."""
+    kind = FORMATS[path.suffix.lower()]
+    text, why, warning, data = _read(path, kind)
+    out = _DocOutcome(rel, warning=warning)
+    if data is not None:
+        out.n_bytes, out.file_hash = len(data), hashlib.sha256(data).hexdigest()[:16]
+    del data
+    if text is None:
+        out.skip, out.unreadable = why or "unreadable", True
+        return out
+    doc = clean_document(text, kind)
+    del text
+    if not doc.text:
+        out.skip = "no text after cleaning"
+        return out
+    out.text_hash, out.sketch = text_hash(doc.text), minhash(doc.text)
+    counter, splitter = load_token_counter(cfg.tokenizer), get_splitter(cfg.language)
+    out.chunks = list(chunk_document(doc, rel, cfg.chunk_tokens, cfg.overlap_tokens, counter, splitter))
+    return out
+
+
+def _n_workers(cfg: IngestConfig, total_bytes: int, n_docs: int) -> int:
+    if cfg.workers:
+        return min(cfg.workers, n_docs)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    # below ~16 MB starting processes (each imports spaCy) costs more than it saves
+    return min(cores, 4, n_docs) if total_bytes >= 16e6 else 1
+
+
+def _process_context():
+    """Worker processes come from a fork server that has imported spaCy and the tokenizers once (it is
+    single-threaded, so forking it is safe, unlike forking a parent that may run tokenizer or torch
+    threads); where there is no fork server (macOS, Windows) they are spawned."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["workbench.ingest", "spacy", "tokenizers", "numpy", "bs4"])
+    return ctx
+
+
 def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: bool = True) -> IngestResult:
     """Read, clean, deduplicate and chunk every document of a corpus.
+
+    Documents are processed one at a time (in ``cfg.workers`` processes on large corpora); only their
+    chunks are kept. The first of several documents with the same cleaned text is kept and the others
+    dropped; a document whose word shingles nearly repeat an earlier one's is kept and flagged
+    (``meta["near_duplicate_of"]`` on its chunks).
 
     Args:
         corpus_dir: the corpus folder (see the corpus contract in design.md).
@@ -277,48 +346,48 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
     docs, skipped = list_documents(root)
     if not docs:
         raise _no_documents(root, skipped)
-    counter = load_token_counter(cfg.tokenizer)
-    splitter = get_splitter(cfg.language)
+    counter = load_token_counter(cfg.tokenizer)  # load here first: a bad name fails before any work
+    get_splitter(cfg.language)
     report = IngestReport(corpus=str(corpus_dir), tokenizer=counter.name, skipped=list(skipped))
     chunks: list[Chunk] = []
     file_hashes: list[tuple[str, str]] = []
     seen: dict[str, str] = {}  # cleaned-text hash -> first document with it
     near = NearDuplicateIndex(cfg.near_duplicate_threshold)
-    total = sum(p.stat().st_size for p in docs)
     unreadable: list[tuple[str, str]] = []
-    with tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=not progress or total < 1e6,
-              leave=False) as bar:
-        for path in docs:
-            rel = path.relative_to(root).as_posix()
-            text, why, warning, data = _read(path, FORMATS[path.suffix.lower()])
-            if data is not None:
-                file_hashes.append((rel, hashlib.sha256(data).hexdigest()[:16]))
-                report.bytes_read += len(data)
-                bar.update(len(data))
-            del data
-            if warning:
-                report.warnings.append(f"{rel}: {warning}")
-            if text is None:
-                unreadable.append((rel, why or "unreadable"))
+    total = sum(p.stat().st_size for p in docs)
+    rels = [p.relative_to(root).as_posix() for p in docs]
+    workers = _n_workers(cfg, total, len(docs))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_process_context()))
+            outcomes = pool.map(_ingest_one, docs, rels, [cfg] * len(docs))  # results in document order
+        else:
+            outcomes = map(_ingest_one, docs, rels, [cfg] * len(docs))
+        bar = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, desc="ingest", leave=False,
+                                       disable=not progress or total < 1e6))
+        for out in outcomes:
+            bar.update(out.n_bytes)
+            if out.file_hash is not None:
+                file_hashes.append((out.rel, out.file_hash))
+                report.bytes_read += out.n_bytes
+            if out.warning:
+                report.warnings.append(f"{out.rel}: {out.warning}")
+            if out.skip:
+                (unreadable if out.unreadable else report.skipped).append((out.rel, out.skip))
                 continue
-            doc = clean_document(text, FORMATS[path.suffix.lower()])
-            del text
-            if not doc.text:
-                report.skipped.append((rel, "no text after cleaning"))
+            if out.text_hash in seen:
+                report.duplicates.append((out.rel, seen[out.text_hash]))
                 continue
-            digest = text_hash(doc.text)
-            if digest in seen:
-                report.duplicates.append((rel, seen[digest]))
-                continue
-            seen[digest] = rel
-            meta: dict[str, Any] = {}
-            match = near.add(rel, minhash(doc.text))
+            seen[out.text_hash] = out.rel
+            match = near.add(out.rel, out.sketch)
             if match:
-                meta["near_duplicate_of"] = match[0]
-                report.near_duplicates.append((rel, match[0], round(match[1], 3)))
-            for chunk in chunk_document(doc, rel, cfg.chunk_tokens, cfg.overlap_tokens, counter, splitter, meta):
-                chunks.append(chunk)
-                report.n_tokens += chunk.n_tokens
+                report.near_duplicates.append((out.rel, match[0], round(match[1], 3)))
+                for c in out.chunks:
+                    c.meta["near_duplicate_of"] = match[0]
+            chunks.extend(out.chunks)
+            report.n_tokens += sum(c.n_tokens for c in out.chunks)
             report.documents_read += 1
             bar.set_postfix(chunks=len(chunks), refresh=False)
     report.skipped = sorted(report.skipped + unreadable)

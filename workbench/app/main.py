@@ -11,9 +11,10 @@ def main() -> None:
     st.set_page_config(page_title="workbench: RAG vs fine-tuning", page_icon=":material/balance:", layout="wide")
     from workbench import paths
     from workbench.app import artifacts
+    from workbench.app.text import escape_markdown
 
     page = st.sidebar.radio("Page", PAGES, key="page")
-    st.sidebar.caption(f"Project: {paths.project_root()}")
+    st.sidebar.caption(f"Project: {escape_markdown(str(paths.project_root()))}")
     empty = artifacts.is_empty_project()
     if page == "Chat":
         from workbench.app import chat
