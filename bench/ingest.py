@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     # worker processes are the fork server's children, so their CPU time is not ours to read
     per_cpu = (f"{size / 1e6 / cpu_seconds:.2f} MB/s per CPU-second ({cpu_seconds:.1f} s CPU)"
-               if len(result.report.workers_used) < 2 else f"{len(result.report.workers_used)} worker processes")
+               if result.report.workers < 2 else f"{result.report.workers} worker processes")
     print(f"ingest throughput: {size / 1e6 / seconds:.2f} MB/s wall ({size / 1e6:.1f} MB in {seconds:.1f} s), "
           f"{per_cpu}; {len(result.chunks)} chunks, peak RSS {peak_mb:.0f} MB (main process), "
           f"{os.cpu_count()} cores, load average {load:.1f}")

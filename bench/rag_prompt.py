@@ -101,9 +101,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--show", type=int, default=0, help="print this many answers per variant")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from workbench import answer as A
     from workbench.config import GenerateConfig, ModelConfig, RetrieveConfig

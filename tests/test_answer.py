@@ -11,6 +11,17 @@ from workbench.generate import Generation
 from workbench.records import Chunk, Hit
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and several spin badly on a busy 2-core machine)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def hit(n: int, text: str, doc: str = "buoy.md", heading: str = "") -> Hit:
     return Hit(Chunk(f"{doc}#{n}", text, doc, (0, len(text)), heading), score=1.0 / n, rank=n)
 

@@ -15,6 +15,17 @@ QUESTIONS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and several spin badly on a busy 2-core machine)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def conv(q: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": q}]
 

@@ -10,8 +10,8 @@ from rag_fakes import StubEmbedder, filler_texts, make_chunks
 from workbench.artifacts import hash_tree
 from workbench.config import IndexConfig, IngestConfig
 from workbench.errors import WorkbenchError
-from workbench.index import (FORMAT_VERSION, build_from_chunks, build_index, choose_kind, index_status, load_index,
-                             passage_text, resolve_index_dir)
+from workbench.index import (FORMAT_VERSION, build_from_chunks, build_index, choose_kind, default_index_name,
+                             index_status, load_index, passage_text, resolve_index_dir)
 from workbench.records import Chunk
 
 INGEST = IngestConfig(tokenizer="whitespace", chunk_tokens=32, overlap_tokens=0)
@@ -204,6 +204,12 @@ def test_build_index_reuses_updates_and_detects_stale_corpus(tiny_corpus, home):
     assert not forced.reused and forced.n_encoded == forced.n_chunks
     hnsw = build_index(tiny_corpus, IndexConfig(kind="hnsw"), INGEST, embedder=StubEmbedder(), progress=False)
     assert hnsw.kind == "hnsw" and hnsw.n_encoded == 0  # kind changed: rebuilt from cached embeddings
+
+
+def test_default_index_name_is_a_safe_folder_name(tmp_path):
+    assert default_index_name(tmp_path / "demo") == "demo"
+    assert default_index_name(tmp_path / "My Corpus (v2)") == "My-Corpus-v2"
+    assert default_index_name(tmp_path / ".hidden") == "hidden"
 
 
 def test_build_index_bad_corpus(tmp_path, home):

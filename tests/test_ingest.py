@@ -209,8 +209,8 @@ def test_unknown_tokenizer_is_a_user_error(tmp_path):
 
 # --- chunking properties ------------------------------------------------------------------------------
 
-_WORDS = st.sampled_from(["the", "buoy", "weighs", "42", "kg", "Kestrelmark", "Orrvik", "anode", "every",
-                          "18", "months", "calibration", "e.g.", "3.5", "ÆØÅ", "naïve", "Tern-3", "(see", "below)"])
+_WORDS = st.sampled_from(["the", "buoy", "weighs", "42", "kg", "Kestrelmark", "Orrvik", "anode", "every", "18",
+                          "months", "calibration", "e.g.", "3.5", "ÆØÅ", "naïve", "Tern-3", "(see", "below)"])
 _sentence = st.lists(_WORDS, min_size=1, max_size=40).map(" ".join).flatmap(
     lambda s: st.sampled_from([".", "!", "?", "", "."]).map(lambda p: s + p))
 _paragraph = st.lists(_sentence, min_size=1, max_size=6).map(" ".join)
@@ -360,3 +360,44 @@ def test_worker_processes_give_the_same_result(tiny_corpus):
     two = ingest_corpus(tiny_corpus, IngestConfig(tokenizer="whitespace", workers=2), progress=False)
     assert two.chunks == one.chunks and two.fingerprint == one.fingerprint
     assert two.report.duplicates == one.report.duplicates == [("copy.md", "buoy.md")]
+
+
+def test_pdf_text_is_ingested_when_a_reader_is_installed(tmp_path, monkeypatch):
+    import importlib.machinery
+    import sys
+    import types
+
+    class Page:
+        def __init__(self, text):
+            self.text = text
+
+        def extract_text(self):
+            return self.text
+
+    class PdfReader:  # stands in for pypdf.PdfReader
+        def __init__(self, path):
+            if Path(path).read_bytes() != b"%PDF-1.4 fake":
+                raise ValueError("damaged")
+            self.pages = [Page("The Skua-G2 stake is 3.2 m long."), Page("It reports hourly.")]
+
+    fake = types.ModuleType("pypdf")
+    fake.__spec__ = importlib.machinery.ModuleSpec("pypdf", None)
+    fake.PdfReader = PdfReader
+    monkeypatch.setitem(sys.modules, "pypdf", fake)
+    (tmp_path / "spec.pdf").write_bytes(b"%PDF-1.4 fake")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    result = ingest_corpus(tmp_path, IngestConfig(tokenizer="whitespace"), progress=False)
+    assert [c.text for c in result.chunks] == ["The Skua-G2 stake is 3.2 m long.\n\nIt reports hourly."]
+    assert result.report.skipped == [("broken.pdf", "unreadable PDF (ValueError)")]
+
+
+def test_archived_copy_is_the_one_flagged(tmp_path):
+    body = " ".join(f"Rule {i}: book trips of type {i} through TrailDesk." for i in range(100))
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "archive" / "policy-draft.md").write_text(body.replace("Rule 5:", "Draft rule 5:"))
+    (tmp_path / "policies" / "policy.md").write_text(body)
+    result = ingest_corpus(tmp_path, IngestConfig(tokenizer="whitespace"), progress=False)
+    flagged = [(d, of) for d, of, _ in result.report.near_duplicates]
+    assert flagged == [("archive/policy-draft.md", "policies/policy.md")]
+    assert {c.doc for c in result.chunks if c.meta} == {"archive/policy-draft.md"}

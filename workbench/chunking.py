@@ -10,7 +10,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from workbench.cleaning import CleanDoc
 from workbench.errors import WorkbenchError
@@ -179,7 +179,6 @@ class SentenceSplitter:
                                  "use a spaCy language code such as en, de, fr, or xx (multi-language)") from None
         self.language = language
         sentencizer = self.nlp.add_pipe("sentencizer")
-        self.nlp.max_length = max(self.nlp.max_length, 2 * MAX_PARAGRAPH_CHARS)
         self.punct_chars = frozenset(sentencizer.punct_chars)
         self._final = re.compile("[" + re.escape("".join(sorted(self.punct_chars))) + "]")
         self._cache: dict[str, tuple[tuple[int, int], ...]] = {}

@@ -60,6 +60,8 @@ class IndexConfig:
     def __post_init__(self):
         if self.kind not in {"auto", "flat", "hnsw", "ivfpq"}:
             raise WorkbenchError(f"unknown index kind {self.kind!r}", "use auto, flat, hnsw or ivfpq")
+        if self.batch_size < 1:
+            raise WorkbenchError(f"index batch_size={self.batch_size}", "use 1 or more")
 
 
 @dataclass

@@ -40,8 +40,8 @@ def _word_hashes(words: list[str]) -> "np.ndarray":
     if len(_word_cache) > 1_000_000:
         _word_cache.clear()
     for w in set(words).difference(_word_cache):
-        _word_cache[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                                        "little")
+        digest = hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        _word_cache[w] = int.from_bytes(digest, "little")
     return np.fromiter(map(_word_cache.__getitem__, words), dtype=np.uint64, count=len(words))
 
 

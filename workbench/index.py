@@ -230,10 +230,10 @@ def dense_search(index: Index, queries: np.ndarray, n: int) -> tuple[np.ndarray,
     scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
     ids = np.full((len(queries), n), -1, dtype=np.int64)
     for i, row in enumerate(cand):
-        row = row[row >= 0]
-        exact = np.asarray(index.embeddings[np.sort(row)], dtype=np.float32) @ queries[i]
+        row = np.sort(row[row >= 0])  # sorted rows read the memmap front to back
+        exact = np.asarray(index.embeddings[row], dtype=np.float32) @ queries[i]
         order = np.argsort(-exact)[:n]
-        scores[i, :len(order)], ids[i, :len(order)] = exact[order], np.sort(row)[order]
+        scores[i, :len(order)], ids[i, :len(order)] = exact[order], row[order]
     return scores, ids
 
 
@@ -280,6 +280,12 @@ def resolve_index_dir(name_or_dir: str | Path) -> Path:
     if not SAFE_NAME.match(s):
         raise WorkbenchError(f"invalid index name {s!r}", "use letters, digits, '.', '-', '_' (no path separators)")
     return indices_dir() / s
+
+
+def default_index_name(corpus_dir: Path) -> str:
+    """The index name used when none is given: the corpus folder's name, made a safe folder name."""
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", Path(corpus_dir).resolve().name).strip(".-_+")[:128]
+    return name or "index"
 
 
 def list_index_names() -> list[str]:
@@ -374,7 +380,7 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         corpus_dir: the corpus folder.
         cfg: embedder, index kind, batch size, device.
         ingest_cfg: chunking settings.
-        name: index name (default: the corpus folder's name) or a folder path.
+        name: index name (default: :func:`default_index_name`) or a folder path.
         rebuild: ignore any previous index and re-encode everything.
         embedder: an :class:`~workbench.embed.Embedder` (default: built from ``cfg``).
         progress: progress bars and stage messages on stderr.
@@ -392,7 +398,7 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise WorkbenchError(f"corpus folder {corpus_dir} does not exist", "pass the folder holding the documents")
-    folder = resolve_index_dir(name or corpus_dir.resolve().name)
+    folder = resolve_index_dir(name or default_index_name(corpus_dir))
     embedder = embedder or Embedder(cfg.embedder, cfg.device, cfg.batch_size)
     embedder_fp = embedder.fingerprint  # resolves the model now: an unknown name fails before any work
     old = _previous_manifest(folder)

@@ -210,16 +210,20 @@ class IngestReport:
     n_chunks: int = 0
     n_tokens: int = 0
     seconds: float = 0.0
+    workers: int = 1
+    """Processes that read and chunked the documents."""
 
     def summary(self) -> str:
         """A few human-readable lines: counts, reasons, timing."""
-        mb = self.bytes_read / 1e6
-        rate = mb / self.seconds if self.seconds > 0 else 0.0
+        # throughput only means something once loading spaCy and the tokenizer no longer dominates
+        rate = f", {self.bytes_read / 1e6 / self.seconds:.2f} MB/s" if self.bytes_read >= 1e6 else ""
+        procs = f", {self.workers} processes" if self.workers > 1 else ""
         lines = [f"read {self.documents_read} document(s) ({_size(self.bytes_read)}) from {self.corpus}: "
                  f"{self.n_chunks} chunks, {self.n_tokens:,} tokens ({self.tokenizer}) "
-                 f"in {self.seconds:.1f} s ({rate:.2f} MB/s)"]
+                 f"in {self.seconds:.1f} s{rate}{procs}"]
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} file(s): " + _listing(f"{p} ({why})" for p, why in self.skipped))
+            lines.append(f"skipped {len(self.skipped)} file(s): "
+                         + _listing(f"{p} ({why})" for p, why in self.skipped))
         if self.duplicates:
             lines.append(f"dropped {len(self.duplicates)} exact duplicate(s): "
                          + _listing(f"{d} (same text as {of})" for d, of in self.duplicates))
@@ -294,6 +298,16 @@ def _ingest_one(path: Path, rel: str, cfg: IngestConfig) -> _DocOutcome:
     return out
 
 
+_SECONDARY = re.compile(r"(^|[/_.\- ])(archive[ds]?|old|drafts?|backups?|bak|deprecated|obsolete|superseded|"
+                        r"copy)($|[/_.\- ])", re.I)
+
+
+def _looks_secondary(rel: str) -> bool:
+    """Whether a path names an archived, draft, backup or copied document (flagged in preference to
+    its current near-duplicate)."""
+    return bool(_SECONDARY.search(rel))
+
+
 def _n_workers(cfg: IngestConfig, total_bytes: int, n_docs: int) -> int:
     if cfg.workers:
         return min(cfg.workers, n_docs)
@@ -324,7 +338,8 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
     Documents are processed one at a time (in ``cfg.workers`` processes on large corpora); only their
     chunks are kept. The first of several documents with the same cleaned text is kept and the others
     dropped; a document whose word shingles nearly repeat an earlier one's is kept and flagged
-    (``meta["near_duplicate_of"]`` on its chunks).
+    (``meta["near_duplicate_of"]`` on its chunks) -- of a pair, the one whose path says archive, draft,
+    old, backup or copy is flagged, else the later one in path order.
 
     Args:
         corpus_dir: the corpus folder (see the corpus contract in design.md).
@@ -354,9 +369,10 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
     seen: dict[str, str] = {}  # cleaned-text hash -> first document with it
     near = NearDuplicateIndex(cfg.near_duplicate_threshold)
     unreadable: list[tuple[str, str]] = []
+    spans: dict[str, tuple[int, int]] = {}  # document -> its range in chunks
     total = sum(p.stat().st_size for p in docs)
     rels = [p.relative_to(root).as_posix() for p in docs]
-    workers = _n_workers(cfg, total, len(docs))
+    workers = report.workers = _n_workers(cfg, total, len(docs))
     with contextlib.ExitStack() as stack:
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
@@ -382,11 +398,15 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
                 continue
             seen[out.text_hash] = out.rel
             match = near.add(out.rel, out.sketch)
-            if match:
-                report.near_duplicates.append((out.rel, match[0], round(match[1], 3)))
-                for c in out.chunks:
-                    c.meta["near_duplicate_of"] = match[0]
+            spans[out.rel] = (len(chunks), len(chunks) + len(out.chunks))
             chunks.extend(out.chunks)
+            if match:
+                flagged, kept = out.rel, match[0]
+                if _looks_secondary(kept) and not _looks_secondary(flagged):
+                    flagged, kept = kept, flagged  # flag the archived / draft copy, not the current one
+                report.near_duplicates.append((flagged, kept, round(match[1], 3)))
+                for c in chunks[slice(*spans[flagged])]:
+                    c.meta["near_duplicate_of"] = kept
             report.n_tokens += sum(c.n_tokens for c in out.chunks)
             report.documents_read += 1
             bar.set_postfix(chunks=len(chunks), refresh=False)

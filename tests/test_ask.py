@@ -1,0 +1,82 @@
+"""``workbench ask``: one question through base / rag / ft systems, with sources and latency."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from workbench.cli import app
+from workbench.records import Chunk, Hit
+
+
+class StubRetriever:
+    def __init__(self):
+        text = "The Tern-3 buoy weighs 42 kg. It runs on a 9 Ah battery."
+        self.hits = [Hit(Chunk("buoy.md#0", text, "buoy.md", (0, len(text)), "Tern-3 buoy"), 0.9, 1)]
+        self.k = None
+
+    def check_query(self, q):
+        return q
+
+    def search_batch(self, queries, k=None):
+        self.k = k
+        return [self.hits for _ in queries]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_ask_base_with_a_local_model(tiny_corpus, tiny_lm_dir):
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "--system", "base",
+                                   "--base", str(tiny_lm_dir), "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"^latency \d+\.\d\d s, \d new tokens \(\d+\.\d tokens/s\)$", res.output, re.M)
+    assert "sources:" not in res.output
+
+
+def test_ask_rag_prints_sources(monkeypatch, tiny_corpus, tiny_lm_dir):
+    import workbench.answer
+
+    stub = StubRetriever()
+    monkeypatch.setattr(workbench.answer, "open_retriever", lambda target, cfg, progress=True: stub)
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "-k", "2",
+                                   "--base", str(tiny_lm_dir), "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    assert "sources:" in res.output and "[1] buoy.md › Tern-3 buoy  (score 0.900, buoy.md#0)" in res.output
+    assert stub.k is None  # -k went into the retrieval config the retriever was opened with
+
+
+@pytest.mark.parametrize("args, message", [
+    (["   "], "the question is empty"),
+    (["Weight?", "--system", "oracle"], "unknown system 'oracle'"),
+    (["Weight?", "--system", "base", "--base", "./no/such/model"], "does not exist"),
+    (["Weight?", "-k", "0"], "k must be at least 1"),
+])
+def test_ask_bad_input(tiny_corpus, args, message):
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_ask_ft_without_adapter(tiny_corpus, tmp_path, monkeypatch, tiny_lm_dir):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "Weight?", "--system", "ft", "--base", str(tiny_lm_dir)])
+    assert res.exit_code == 2, res.output
+    assert "corpus-sft" in res.output and "workbench finetune" in res.output
+
+
+@pytest.mark.slow
+def test_ask_rag_with_the_embedded_models(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 buoy weigh?", "-k", "2"])
+    assert res.exit_code == 0, res.output
+    assert "buoy.md" in res.output and "latency" in res.output
+    assert "42 kg" in res.output.splitlines()[0] or "42" in res.output.splitlines()[0]
