@@ -21,11 +21,9 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/workbench run corpora/demo
 
-# Headless Chromium for the browser test (Debian package; skipped quietly where apt is unavailable).
+# Headless Chromium for the browser test (Debian package; the test skips where it cannot be installed).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium not installed: the browser test will be skipped"; }
+	@bash tests/browser_setup.sh
 
 test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

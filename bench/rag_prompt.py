@@ -79,8 +79,9 @@ class CachedRetriever:
 
 
 def parse_variant(text: str) -> dict[str, float]:
-    """``"k=3,sentences=2,few_shot=0"`` -> dict (k: passages, sentences: PASSAGE_SENTENCES, few_shot: 0/1)."""
-    out = {"k": 3, "sentences": None, "few_shot": 1, "max_new_tokens": None}
+    """``"k=3,sentences=2,few_shot=1,qfirst=1"`` -> settings (passages, PASSAGE_SENTENCES, FEW_SHOT on/off,
+    QUESTION_FIRST on/off, max_new_tokens)."""
+    out = {"k": 3, "sentences": None, "few_shot": 0, "max_new_tokens": None, "qfirst": 0}
     for part in filter(None, text.split(",")):
         key, _, val = part.partition("=")
         if key.strip() not in out:
@@ -102,6 +103,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--show", type=int, default=0, help="print this many answers per variant")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--dump", type=Path, default=None, help="write every answer (raw and cleaned) as JSON Lines")
     args = ap.parse_args()
 
     import torch
@@ -133,12 +135,13 @@ def main() -> None:
     variants = [parse_variant(v) for v in (args.variant or [""])]
     retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)))
     model, tok = load_base_model(ModelConfig())
-    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT)
+    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST)
     print(f"{len(ans[::step][: args.limit])} answerable + {len(una[: args.unanswerable])} unanswerable eval "
           f"questions; retrieval: {'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
     for v in variants:
         A.PASSAGE_SENTENCES = defaults[0] if v["sentences"] is None else v["sentences"]
-        A.FEW_SHOT = defaults[1] if v["few_shot"] else ()
+        A.FEW_SHOT = A.WORKED_EXAMPLES if v["few_shot"] else ()
+        A.QUESTION_FIRST = bool(v["qfirst"])
         gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
                                                    batch_size=args.batch_size))
         t0 = time.perf_counter()
@@ -153,17 +156,25 @@ def main() -> None:
         abst = statistics.mean(A.is_abstention(a.text) for q, a in zip(items, answers) if not q.answerable) \
             if una and args.unanswerable else float("nan")
         n_prompt = statistics.mean(len(tok(prompts[q])["input_ids"]) for q in questions)
-        print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))}: "
+        print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))} "
+              f"qfirst={int(A.QUESTION_FIRST)}: "
               f"F1 {statistics.mean(f1s):.3f}  EM {statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans):.3f}"
               f"  contains {statistics.mean(contains(a.text, q.answers) for q, a in a_ans):.3f} | answer in prompt "
               f"{statistics.mean(in_prompt):.2f}, F1 then {statistics.mean(f1_in) if f1_in else 0:.3f} | abstains: "
               f"unanswerable {abst:.2f}, answerable {statistics.mean(A.is_abstention(a.text) for _, a in a_ans):.2f}"
               f" | {statistics.mean(len(a.text.split()) for a in answers):.1f} words/answer, {n_prompt:.0f} "
               f"passage tokens | {secs:.0f} s", flush=True)
+        if args.dump:
+            import json
+
+            with open(args.dump, "a", encoding="utf-8") as f:
+                for q, a in zip(items, answers):
+                    f.write(json.dumps({"variant": v, "question": q.question, "answers": q.answers, "kind": q.kind,
+                                        "raw": a.raw, "text": a.text}, ensure_ascii=False) + "\n")
         for q, a in list(zip(items, answers))[: args.show]:
             score = token_f1(a.text, q.answers) if q.answerable else float(A.is_abstention(a.text))
             print(f"   {score:.2f} {q.question[:60]!r} gold={q.answers[:1]} -> {a.text!r}  raw={a.raw[:60]!r}")
-    A.PASSAGE_SENTENCES, A.FEW_SHOT = defaults
+    A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST = defaults
 
 
 if __name__ == "__main__":

@@ -7,20 +7,22 @@
    search: FAISS + BM25 + RRF) on 10k chunks. Chunk texts are sentences of corpora/demo recombined
    (a realistic BM25 vocabulary); their vectors are random unit vectors, which costs exact search the
    same as real ones and saves encoding 10k chunks. Target: p50 <= 30 ms on 2 cores.
-2. flat vs HNSW vs IVF-PQ on >= 200k synthetic 384-d unit vectors (a seeded mixture of 2,000 Gaussian
-   clusters, so neighbourhoods exist as they do for sentence embeddings; queries are fresh draws):
+2. flat vs HNSW vs IVF-PQ on >= 200k synthetic 384-d unit vectors shaped like sentence embeddings (a
+   seeded mixture of 2,000 topics in a 64-d latent space lifted to 384-d, plus noise; queries are
+   fresh draws):
    recall@10 against exact search, queries/s one query at a time and in a batch of 1,000, build time,
    memory per million vectors (serialized index size). Target: HNSW recall@10 >= 0.95 at >= 10x the
    exact queries/s.
 3. Index-build encoding (``Embedder.iter_encode`` writing into a memory-mapped .npy, as
    ``build_from_chunks`` does) against plain ``SentenceTransformer.encode`` on the same chunk texts,
-   best of ``--repeats`` each. Target: overhead <= 10 %.
+   ``--repeats`` back-to-back pairs. Target: overhead <= 10 %.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -112,8 +114,14 @@ def bench_latency(n_chunks: int, n_queries: int) -> None:
 
 # --- 2. ANN kinds -----------------------------------------------------------------------------------
 
-def _clustered(rng, n: int, dim: int, centers: np.ndarray, spread: float) -> np.ndarray:
-    x = centers[rng.integers(0, len(centers), n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+def _synthetic(rng, n: int, centers: np.ndarray, lift: np.ndarray, spread: float = 0.7,
+               noise: float = 0.3) -> np.ndarray:
+    """Unit vectors with the shape of sentence embeddings: a mixture of Gaussian topics in a 64-d latent
+    space, lifted to ``dim`` dimensions, plus isotropic noise. Nearest neighbours then sit at cosine
+    ~0.65-0.75 and random pairs near 0, as with MiniLM. (Isotropic clusters in the full 384 dimensions
+    would make all points of a cluster equidistant: a degenerate case for any quantizer.)"""
+    z = centers[rng.integers(0, len(centers), n)] + spread * rng.standard_normal((n, centers.shape[1]))
+    x = (z.astype(np.float32) @ lift) + noise * rng.standard_normal((n, lift.shape[1])).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -141,10 +149,11 @@ def bench_ann(n: int, n_queries: int, dim: int = 384, k: int = 10) -> None:
     from workbench.index import HNSW_EF_SEARCH, Index, dense_search, make_faiss_index
 
     rng = np.random.default_rng(1)
-    centers = rng.standard_normal((2000, dim)).astype(np.float32)
+    centers = rng.standard_normal((2000, 64)).astype(np.float32)
+    lift = (rng.standard_normal((64, dim)) / 8).astype(np.float32)
     t = time.perf_counter()
-    base = _clustered(rng, n, dim, centers, 0.6)
-    queries = _clustered(rng, n_queries, dim, centers, 0.6)
+    base = _synthetic(rng, n, centers, lift)
+    queries = _synthetic(rng, n_queries, centers, lift)
     gen_s = time.perf_counter() - t
     single = min(200, n_queries)
     rows = []
@@ -155,7 +164,7 @@ def bench_ann(n: int, n_queries: int, dim: int = 384, k: int = 10) -> None:
     t = time.perf_counter()
     flat, _ = make_faiss_index(base, "flat")
     flat_build = time.perf_counter() - t
-    _, truth = flat.search(queries, k)
+    top, truth = flat.search(queries, k)
     exact = _qps(lambda q: flat.search(q, k), queries, single)
     rows.append(("flat (exact)", flat_build, 1.0, *exact, mem(flat)))
 
@@ -191,7 +200,8 @@ def bench_ann(n: int, n_queries: int, dim: int = 384, k: int = 10) -> None:
 
     print(f"\n== 2. FAISS kinds on {n:,} synthetic {dim}-d unit vectors ({n_queries:,} queries; data generated "
           f"in {gen_s:.0f} s; faiss threads {faiss.omp_get_max_threads()}; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) ==")
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; cosine of the nearest / 10th neighbour "
+          f"{top[:, 0].mean():.2f} / {top[:, -1].mean():.2f}) ==")
     print(f"{'index':50}{'build s':>8}{'recall@10':>10}{'q/s 1-by-1':>11}{'(CPU)':>8}{'q/s batch':>10}"
           f"{'MB/1M':>7}")
     for label, b, r, one, one_cpu, batch, m in rows:
@@ -239,15 +249,18 @@ def bench_encode(n_texts: int, repeats: int) -> None:
     diff = float(np.abs(got["ours"] - got["ref"]).max())
     n_tok = sum(c.n_tokens for c in (chunks * (n_texts // len(chunks) + 1))[:n_texts])
     print(f"\n== 3. index-build encoding: {len(texts)} demo chunk texts ({n_tok / len(texts):.0f} tokens mean), "
-          f"batch 64, best of {repeats} (interleaved); load average {os.getloadavg()[0]:.1f} ==")
+          f"batch 64, {repeats} back-to-back pairs (best of each shown); load average {os.getloadavg()[0]:.1f} ==")
     print(f"{'':44}{'wall s':>8}{'texts/s':>9}{'CPU s':>8}{'texts/CPU-s':>12}")
     for name, runs in (("SentenceTransformer.encode", plain), ("Embedder.iter_encode -> memmap (build path)", ours)):
         w, c = min(r[0] for r in runs), min(r[1] for r in runs)
         print(f"{name:44}{w:8.1f}{len(texts) / w:9.1f}{c:8.1f}{len(texts) / c:12.1f}")
-    wall = min(r[0] for r in ours) / min(r[0] for r in plain) - 1
-    cpu = min(r[1] for r in ours) / min(r[1] for r in plain) - 1
-    print(f"overhead {wall * 100:+.1f}% wall, {cpu * 100:+.1f}% CPU (target <= 10%: "
-          f"{'met' if min(wall, cpu) <= 0.10 else 'NOT met'}); max |difference| of vectors {diff:.1e}")
+    # each (plain, ours) pair ran back to back under the same load: compare within pairs
+    wall = statistics.median(o[0] / p[0] for p, o in zip(plain, ours)) - 1
+    cpu = statistics.median(o[1] / p[1] for p, o in zip(plain, ours)) - 1
+    print(f"overhead (median over back-to-back pairs) {wall * 100:+.1f}% wall, {cpu * 100:+.1f}% CPU (target "
+          f"<= 10%: {'met' if max(wall, cpu) <= 0.10 else 'NOT met'}); max |difference| of vectors {diff:.1e}")
+    print("runs (wall s): plain " + ", ".join(f"{p[0]:.1f}" for p in plain) + "; ours "
+          + ", ".join(f"{o[0]:.1f}" for o in ours))
 
 
 def main() -> None:

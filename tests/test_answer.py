@@ -55,9 +55,19 @@ def test_passages_are_numbered_in_rank_order(tok):
     assert user.index("42 kg") < user.index("Varnholt") < user.index("Economy")
     assert user.rstrip().endswith("Question: How heavy is the Tern-3?")
     assert used == HITS
-    # the worked examples come as earlier turns and end with an assistant reply
-    if A.FEW_SHOT:
-        assert msgs[-2]["role"] == "assistant" and msgs[-2]["content"] == A.FEW_SHOT[-1][2]
+    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(A.FEW_SHOT) + ["user"]
+
+
+def test_worked_examples_and_question_first(monkeypatch, tok):
+    monkeypatch.setattr(A, "FEW_SHOT", A.WORKED_EXAMPLES)
+    monkeypatch.setattr(A, "QUESTION_FIRST", True)
+    msgs, _ = A.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=4096)
+    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(A.WORKED_EXAMPLES) + ["user"]
+    assert msgs[2]["content"] == A.WORKED_EXAMPLES[0][2] and msgs[1]["content"].startswith("Question: ")
+    assert msgs[-1]["content"].startswith("Question: How heavy is the Tern-3?\n\nPassages:\n[1]")
+    # a tight budget goes to the passages: the examples are dropped
+    tight, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=450)
+    assert [m["role"] for m in tight] == ["system", "user"] and used
 
 
 def test_prompt_fits_the_budget(tok):
@@ -113,6 +123,25 @@ def test_focus_keeps_the_matching_sentences_in_order():
 ])
 def test_clean_answer(raw, clean):
     assert A.clean_answer(raw) == clean
+
+
+@pytest.mark.parametrize("raw, question, clean", [
+    ("The product owner of the Skua-G2 is Ingeborg Nåvik.", "Who is the product owner of the Skua-G2?",
+     "Ingeborg Nåvik"),
+    ("The ingest gateways listen for KTP v3 traffic on port 4817", "On what port do the ingest gateways listen "
+     "for KTP v3 traffic?", "4817"),
+    ("Peoplewell is where you enter your bank details", "Which system sends new starters an invitation?",
+     "Peoplewell is where you enter your bank details"),
+    ("Peoplewell is the system that sends new starters an invitation", "Which system sends new starters an "
+     "invitation?", "Peoplewell"),
+    ("The third support contract level is Level 4, designed for the leadership team", "Which support contract "
+     "level is designed for the leadership?", "Level 4"),
+    ("42 kg", "How much does the Tern-3 weigh?", "42 kg"),
+    ("Tern-3 weighs 42 kg", "How much does the Tern-3 weigh?", "42 kg"),
+    ("I don't know.", "Who runs the depot?", "I don't know"),
+])
+def test_clean_answer_drops_the_echoed_question(raw, question, clean):
+    assert A.clean_answer(raw, question) == clean
 
 
 @pytest.mark.parametrize("text", ["I don't know", "I do not know.", "I don’t know the answer",

@@ -36,7 +36,8 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
     corpus = small_corpus(tmp_path / "tern")
     preset = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
-    preset["finetune"].update(epochs=1.0, max_steps=12)   # a short fine-tune: this checks the plumbing
+    # a short fine-tune (this checks the plumbing, not the quality): few steps, no held-out evaluation
+    preset["finetune"].update(max_steps=6, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
     preset["eval"].update(bootstrap=200)
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))
     out = tmp_path / "home" / "runs" / "tern"

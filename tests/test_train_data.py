@@ -165,3 +165,26 @@ def test_heldout_prefers_augmented_examples():
     assert len(held) == 4 and all(e.source == "paraphrase" for e in held)
     assert len(train) == 36 and sum(e.source == "gold" for e in train) == 20
     assert split_heldout(exs[:5], 0.5) == (exs[:5], [])       # too few to hold any out
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_answer_only_loss_equals_the_models_own_loss(tiny_lm_dir, tok, packing):
+    """Logits only at labelled positions give the same loss (and gradients) as the full projection."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workbench.finetune import answer_only_loss, make_collator, prepare_for_training
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    prepare_for_training(model)
+    rows = tokenize_examples(sft_examples([_item(), _item("Who leads the company called Kestrelmark?",
+                                                           "Ilse Varnholt")], tok), tok, 256)
+    batch = make_collator(tok, packing=packing)(rows)
+    ours, _ = answer_only_loss(model, batch)
+    ours.backward()
+    g_ours = model.model.layers[0].mlp.up_proj.weight.grad.clone()
+    model.zero_grad()
+    full = model(**batch).loss
+    full.backward()
+    torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_ours, model.model.layers[0].mlp.up_proj.weight.grad, rtol=1e-4, atol=1e-7)

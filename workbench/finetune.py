@@ -110,12 +110,14 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
                              "synthesis is disabled (finetune.synthesize: never)",
                              "set finetune.synthesize to auto or always, or add train questions to qa.jsonl")
     qa = list(gold)
+    origin = {it.id: "gold" for it in gold}  # -> Example.source (held-out picks non-gold first)
     if use_synth:
         qa += [QAItem(id=f"synth{i}", question=s.question, answers=[s.answer], split="train", doc=s.doc,
                       fact_id=s.fact_id, kind=f"synth-{s.style}")
                for i, s in enumerate(_synthesize(chunks, cfg, run_cfg, progress))]
     if cfg.anchor_questions > 0 and gold:
         qa += _anchor_questions(gold, chunks, cfg, run_cfg)
+    origin.update({it.id: "synth" for it in qa if it.id not in origin})
     qa += [QAItem(id=f"{it.id}~p{j}", question=p, answers=it.answers, split="train", doc=it.doc,
                   fact_id=it.fact_id or it.id, kind="paraphrase")
            for it in list(qa) for j, p in enumerate(synth.paraphrase_question(it.question, cfg.paraphrases, cfg.seed))]
@@ -131,11 +133,8 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
         examples = train_data.raft_examples(qa, chunks, hits, cfg.raft_passages, cfg.raft_distractor_only,
                                             tokenizer, run_cfg.generate.context_tokens, cfg.seed)
     else:
-        examples = []
-        for it in qa:
-            src = "gold" if not it.kind or not (it.kind == "paraphrase" or it.kind.startswith("synth")) else (
-                "paraphrase" if it.kind == "paraphrase" else "synth")
-            examples += train_data.sft_examples([it], tokenizer, source=src)
+        examples = [ex for it in qa
+                    for ex in train_data.sft_examples([it], tokenizer, source=origin.get(it.id, "paraphrase"))]
     tr, held = train_data.split_heldout(examples, cfg.heldout_fraction, cfg.seed)
     pretrain = train_data.cpt_examples(chunks) if cfg.mode == "scratch" else []
     return TrainingData(tr, held, source, n_dropped, pretrain)
@@ -236,6 +235,45 @@ def make_collator(tokenizer: Any, packing: bool) -> Any:
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
 
 
+def answer_only_loss(model: Any, inputs: dict[str, Any], num_items: Any = None) -> tuple[Any, Any]:
+    """Causal-LM loss computing logits only at positions that predict a labelled token.
+
+    With answer-only labels (SFT/RAFT) most positions are prompt: skipping their vocabulary projection
+    (a fifth of a small model's compute) and softmax makes training faster with the same loss as
+    ``model(**inputs, labels=...)``. Shapes: labels (batch, seq); positions kept: (k,) where any row's
+    next token is labelled; logits (batch, k, vocab).
+
+    Returns:
+        (loss: sum over labelled tokens / ``num_items`` (default: their count), model outputs).
+    """
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    targets = inputs.pop("labels")[:, 1:]                      # position t predicts token t+1
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    outputs = model(**inputs, logits_to_keep=keep)
+    logits = outputs.logits.float()
+    tgt = targets[:, keep]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+    return loss / (num_items if num_items is not None else (tgt != -100).sum().clamp(min=1)), outputs
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class AnswerOnlyTrainer(Trainer):
+        """Trainer whose loss projects to the vocabulary only where there is a label to predict."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = answer_only_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # as Trainer does: DDP averages over ranks
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerOnlyTrainer
+
+
 def prepare_for_training(model: Any) -> None:
     """Settings every training forward needs.
 
@@ -300,7 +338,7 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
     """
     import torch
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, TrainingArguments
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -338,10 +376,11 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
         ddp_backend="gloo" if device == "cpu" and world > 1 else None,
         dataloader_num_workers=0,
         log_level="warning",
+        prediction_loss_only=True,
     )
     prepare_for_training(model)
     tb = SummaryWriter(log_dir=str(work / "tensorboard"))
-    trainer = Trainer(model=model, args=args, train_dataset=_Rows(train_rows),
+    trainer = _trainer_class()(model=model, args=args, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(heldout_rows) if heldout_rows else None,
                       data_collator=make_collator(tokenizer, cfg.packing), processing_class=tokenizer,
                       callbacks=[TensorBoardCallback(tb_writer=tb), _progress_callback(progress, desc)])

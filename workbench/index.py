@@ -193,7 +193,7 @@ def make_faiss_index(vectors: np.ndarray, kind: str, block: int = 65_536) -> tup
         n_train = min(n, max(64 * nlist, 256 * 40))
         sample = np.sort(rng.choice(n, size=n_train, replace=False))
         index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
-        params = {"nlist": nlist, "m": m, "nbits": 8, "nprobe": min(nlist, max(16, nlist // 32)),
+        params = {"nlist": nlist, "m": m, "nbits": 8, "nprobe": min(nlist, max(32, nlist // 16)),
                   "rescore": IVFPQ_RESCORE}
     else:
         raise WorkbenchError(f"unknown index kind {kind!r}", "use auto, flat, hnsw or ivfpq")
