@@ -36,7 +36,7 @@ def test_missing_library_fails_the_doctor(monkeypatch):
     monkeypatch.setattr(md, "version", fake)
     res = CliRunner().invoke(app, ["doctor", "--no-models"])
     assert res.exit_code == 1
-    assert "✘ peft         not installed (run `make setup`)" in res.output
+    assert "✘ peft                  not installed (run `make setup`)" in res.output
     assert "1 check(s) failed" in res.output
 
 

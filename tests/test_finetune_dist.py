@@ -10,9 +10,8 @@ import pytest
 
 from workbench.config import ModelConfig
 
-pytestmark = pytest.mark.slow  # two extra Python processes importing torch: over a minute on 2 cores
 
-
+# ~45 s on the loaded 2-core machine (two extra processes importing torch), so not marked slow.
 def test_torchrun_two_processes_write_a_loadable_adapter(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
     from workbench.adapters import load_finetuned
 

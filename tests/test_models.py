@@ -141,9 +141,10 @@ def test_embedded_smollm2_converts_once_and_generates(tmp_path_factory):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["kind"] == "base-model" and manifest["source_name"].endswith(".gguf")
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    M.load_base_model(ModelConfig())  # the first load in a process also imports the model classes
     t0 = time.perf_counter()
     model, tok = M.load_base_model(ModelConfig())
-    assert time.perf_counter() - t0 < 10
+    assert time.perf_counter() - t0 < 5  # safetensors from the cache, no conversion
     assert sum(p.numel() for p in model.parameters()) > 100e6
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     out = Generator(model, tok, GenerateConfig(max_new_tokens=12)).generate(

@@ -26,7 +26,7 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"{ {'ok': '✔', 'warn': '!', 'fail': '✘'}[self.status]} {self.name:<12} {self.detail}"
+        return f"{ {'ok': '✔', 'warn': '!', 'fail': '✘'}[self.status]} {self.name:<21} {self.detail}"
 
 
 def _versions() -> Iterator[Check]:

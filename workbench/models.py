@@ -335,9 +335,12 @@ def load_base_model(cfg: ModelConfig, progress: bool = True) -> tuple[Any, Any]:
     folder = resolve_base_model(cfg.base_model, progress=progress)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
+    from workbench.embed import quiet_hf_progress
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        with quiet_hf_progress():  # a ~1 s load needs no "Loading weights" bar
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except (ValueError, OSError, KeyError) as e:
         raise WorkbenchError(f"could not load base model {cfg.base_model!r} from {folder} "
                              f"({str(e).splitlines()[0][:200]})",
