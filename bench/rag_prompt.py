@@ -68,6 +68,15 @@ class BM25Retriever:
                 for row, srow in zip(ids, scores)]
 
 
+ALT_SYSTEM = (
+    None,
+    "You are a helpful assistant. Use the passages to answer the question. Reply with only the answer, in as "
+    "few words as possible. If the passages do not say, reply: I don't know.",
+    "Read the passages and answer the question. Copy the exact words from the passage that answer it.",
+)
+"""System prompts tried against the default (``sys=N`` in a variant)."""
+
+
 class CachedRetriever:
     """Serves the top-k of hits retrieved once (so variants differ only in what is being measured)."""
 
@@ -80,8 +89,9 @@ class CachedRetriever:
 
 def parse_variant(text: str) -> dict[str, float]:
     """``"k=3,sentences=2,few_shot=1,qfirst=1"`` -> settings (passages, PASSAGE_SENTENCES, FEW_SHOT on/off,
-    QUESTION_FIRST on/off, max_new_tokens)."""
-    out = {"k": 3, "sentences": None, "few_shot": 0, "max_new_tokens": None, "qfirst": 0}
+    QUESTION_FIRST on/off, max_new_tokens, sys: index into ALT_SYSTEM (0 = the default SYSTEM_RAG), rev:
+    BEST_PASSAGE_LAST on/off)."""
+    out = {"k": 3, "sentences": None, "few_shot": 0, "max_new_tokens": None, "qfirst": 0, "sys": 0, "rev": 0}
     for part in filter(None, text.split(",")):
         key, _, val = part.partition("=")
         if key.strip() not in out:
@@ -135,13 +145,15 @@ def main() -> None:
     variants = [parse_variant(v) for v in (args.variant or [""])]
     retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)))
     model, tok = load_base_model(ModelConfig())
-    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST)
+    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST)
     print(f"{len(ans[::step][: args.limit])} answerable + {len(una[: args.unanswerable])} unanswerable eval "
           f"questions; retrieval: {'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
     for v in variants:
         A.PASSAGE_SENTENCES = defaults[0] if v["sentences"] is None else v["sentences"]
         A.FEW_SHOT = A.WORKED_EXAMPLES if v["few_shot"] else ()
         A.QUESTION_FIRST = bool(v["qfirst"])
+        A.SYSTEM_RAG = ALT_SYSTEM[v["sys"]] or defaults[3]
+        A.BEST_PASSAGE_LAST = bool(v["rev"])
         gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
                                                    batch_size=args.batch_size))
         t0 = time.perf_counter()
@@ -157,7 +169,7 @@ def main() -> None:
             if una and args.unanswerable else float("nan")
         n_prompt = statistics.mean(len(tok(prompts[q])["input_ids"]) for q in questions)
         print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))} "
-              f"qfirst={int(A.QUESTION_FIRST)}: "
+              f"qfirst={int(A.QUESTION_FIRST)} sys={v['sys']} rev={v['rev']}: "
               f"F1 {statistics.mean(f1s):.3f}  EM {statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans):.3f}"
               f"  contains {statistics.mean(contains(a.text, q.answers) for q, a in a_ans):.3f} | answer in prompt "
               f"{statistics.mean(in_prompt):.2f}, F1 then {statistics.mean(f1_in) if f1_in else 0:.3f} | abstains: "
@@ -174,7 +186,7 @@ def main() -> None:
         for q, a in list(zip(items, answers))[: args.show]:
             score = token_f1(a.text, q.answers) if q.answerable else float(A.is_abstention(a.text))
             print(f"   {score:.2f} {q.question[:60]!r} gold={q.answers[:1]} -> {a.text!r}  raw={a.raw[:60]!r}")
-    A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST = defaults
+    (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST) = defaults
 
 
 if __name__ == "__main__":

@@ -236,3 +236,10 @@ def test_format_answer_lists_sources_and_latency():
     assert text.splitlines()[0] == "42 kg"
     assert " *[1] buoy.md › Tern-3" in text and "  [2] sub/people.txt" in text
     assert "latency 1.25 s, 5 new tokens (4.0 tokens/s)" in text
+
+
+def test_best_passage_last_keeps_rank_numbers(monkeypatch, tok):
+    monkeypatch.setattr(A, "BEST_PASSAGE_LAST", True)
+    msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
+    assert re.findall(r"^\[(\d)\]", msgs[-1]["content"], re.M) == ["3", "2", "1"]
+    assert used == HITS
