@@ -1,10 +1,11 @@
 """Grounded answering: the one prompt builder (evaluation, fine-tuning and the app all use it), answer
 cleaning, abstention detection and citations.
 
-Small models ramble, echo the question and ignore passages. The defaults below were tuned with the
+Small models ramble, echo the question and ignore passages. The defaults below were measured with the
 embedded SmolLM2-135M on the demo corpus (``bench/rag_prompt.py`` re-measures them): a terse system
-prompt with worked examples answered in a few words, numbered passages fitted to the context budget, a
-short reply budget, and ``clean_answer`` cutting what is left after the answer phrase.
+prompt, k=3 whole chunks numbered in rank order and fitted to the context budget, no worked examples,
+greedy decoding stopped at the first newline, and ``clean_answer`` keeping the answer phrase (dropping
+labels, list markers, trailing sentences and any restatement of the question).
 """
 from __future__ import annotations
 
