@@ -243,3 +243,17 @@ def test_best_passage_last_keeps_rank_numbers(monkeypatch, tok):
     msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
     assert re.findall(r"^\[(\d)\]", msgs[-1]["content"], re.M) == ["3", "2", "1"]
     assert used == HITS
+
+
+@pytest.mark.parametrize("raw, question, clean", [
+    ("The executive who signed off on the largest expense claims is the Chief Financial Officer, Matthias Oduya.",
+     "Which executive signs off on the largest expense claims?", "Matthias Oduya"),
+    ("A full-time employee receives 27 days of paid vacation per calendar year.",
+     "How much paid vacation per calendar year does a full-time employee receive?", "27 days"),
+    ("The answer to this question is: 6 months.", "How long is the trial period?", "6 months"),
+    ("[1] (web/support-portal.html › Kestrel Care) Kestrel Care", "Which portal do customers use?", "Kestrel Care"),
+    ("The system that holds traveller profiles is a service called TrailDesk",
+     "What is the name of the system that holds traveller profiles?", "TrailDesk"),
+])
+def test_clean_answer_more_echo_shapes(raw, question, clean):
+    assert A.clean_answer(raw, question) == clean

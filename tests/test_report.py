@@ -76,7 +76,7 @@ def test_verdict_sentences():
     assert "It beats **ft** (F1 0.35) by +0.27 (p < 0.001)." in lines
     assert ("Its lead over **ft_rag** (F1 0.60, +0.02) is not significant (p = 0.640): on these questions "
             "that difference could be noise.") in lines
-    assert "Cost of rag: an index built in 12 s (12 s of set-up); 0.40 s per answer (p50) vs 0.20 s for base." in lines
+    assert "Cost of rag: an index built in 12 s (12 s of set-up); 0.40 s latency p50 vs 0.20 s for base." in lines
     assert ("- *paraphrase* (120 questions): **ft_rag** F1 0.58 vs rag 0.55: ft_rag is ahead by +0.03, "
             "not significant (p = 0.550).") in lines
     assert "- *unseen* (30 questions): **rag** F1 0.70 vs ft_rag 0.66: rag wins by +0.04 (p = 0.010)." in lines
@@ -89,6 +89,7 @@ def test_verdict_sentences():
 def test_verdict_when_fine_tuning_wins_reports_its_cost():
     s = json.loads(json.dumps(SUMMARY))
     s["systems"]["ft"]["f1"] = 0.7
+    s["config"] = {"generate": {"batch_size": 16}}
     s["pairwise"]["rag_vs_ft"] = {"delta_f1": -0.08, "p_value": 0.03, "ci95_f1": [-0.15, -0.01]}
     s["pairwise"]["ft_vs_ft_rag"] = {"delta_f1": 0.1, "p_value": 0.2, "ci95_f1": [-0.05, 0.2]}
     lines = verdict(s)
@@ -96,7 +97,8 @@ def test_verdict_when_fine_tuning_wins_reports_its_cost():
     assert "It beats **rag** (F1 0.62) by +0.08 (p = 0.030)." in lines
     assert any(line.startswith("Its lead over **ft_rag**") and "not significant (p = 0.200)" in line
                for line in lines)
-    assert "Cost of ft: fine-tuning for 300 s on 120,000 tokens (300 s of set-up); 0.20 s per answer (p50) vs 0.20 s for base." in lines
+    assert ("Cost of ft: fine-tuning for 300 s on 120,000 tokens (300 s of set-up); 0.20 s latency p50, answering 16 questions "
+            "per batch vs 0.20 s for base.") in lines
 
 
 def test_worst_failures_order():

@@ -17,7 +17,7 @@ DOCS = ["products/tern-3-specification.md", "procedures/tern-3-conductivity-cali
         "policies/travel-policy-2025.md"]
 
 
-def small_corpus(root: Path, n_eval: int = 12, n_unanswerable: int = 4) -> Path:
+def small_corpus(root: Path, n_eval: int = 10, n_unanswerable: int = 3) -> Path:
     """Three demo documents, their train questions, the first eval questions about them, and a few
     unanswerable ones."""
     for d in DOCS:
@@ -37,7 +37,7 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     corpus = small_corpus(tmp_path / "tern")
     preset = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
     # a short fine-tune (this checks the plumbing, not the quality): few steps, no held-out evaluation
-    preset["finetune"].update(max_steps=6, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
+    preset["finetune"].update(max_steps=4, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
     preset["eval"].update(bootstrap=200)
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))
     out = tmp_path / "home" / "runs" / "tern"
@@ -47,12 +47,12 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     assert result.stdout.strip().endswith(str(out))
     s = json.loads((out / "summary.json").read_text())
     assert list(s["systems"]) == ["base", "rag", "ft", "ft_rag"]
-    assert s["n_questions"] == 16 and s["n_unanswerable"] == 4
+    assert s["n_questions"] == 13 and s["n_unanswerable"] == 3
     base, rag = s["systems"]["base"], s["systems"]["rag"]
     # fictional facts: the closed-book base model knows none; retrieval finds and the model reads them
     assert base["f1"] <= 0.2
     assert s["retrieval"]["answer_recall@5"] >= 0.6
-    assert rag["f1"] > base["f1"] + 0.2
+    assert rag["f1"] > base["f1"] + 0.1 and rag["contains"] > base["contains"]
     assert s["systems"]["ft"]["weights"] == "tern-sft" and s["cost"]["finetune_tokens"] > 0
     assert all(b["tokens_per_s"] > 0 and b["latency_p50_s"] > 0 for b in s["systems"].values())
     assert s["cost"]["peak_rss_mb"] < 6000

@@ -277,7 +277,8 @@ def build_messages(question: str, hits: Sequence[Hit] | None, tokenizer: Any = N
 # --- replies ---------------------------------------------------------------------------------------
 
 _PREFIX = re.compile(r"^\s*(?:(?:final\s+)?answer|a|response|reply)\s*[:\-–]\s*", re.I)
-_LEADIN = re.compile(r"^\s*(?:the\s+(?:short\s+)?answer\s+is\s*:?\s*|according\s+to\s+(?:the\s+)?passages?\s*"
+_LEADIN = re.compile(r"^\s*(?:the\s+(?:short\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?\s+is\s*:?\s*"
+                     r"|\((?:[^()]*›[^()]*|[\w./-]+\.(?:md|txt|rst|html?))\)\s*|according\s+to\s+(?:the\s+)?passages?\s*"
                      r"(?:\[\d+\])?\s*,\s*)", re.I)
 _LIST = re.compile(r"^\s*(?:\d{1,2}[.)]\s+|[-*•]\s+)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
@@ -299,33 +300,50 @@ def strip_echo(answer: str, question: str) -> str:
 
     Small models answer "Who owns X?" with "The owner of X is Ada Berg". When one side of the first
     copula (is/are/was/...) is mostly the question's own words, the other side is the answer; otherwise a
-    leading run of question words and glue words ("The ingest gateways listen ... on port 4817") is cut.
-    A long reply first ends at its first comma. Replies of three words or fewer are returned unchanged.
+    leading run of question words and glue words ("The ingest gateways listen ... on port 4817") is cut,
+    and so is a trailing one ("27 days of paid vacation per calendar year"). A long reply keeps its first
+    comma-separated part, or a later short name or number when the first part only restates the question
+    ("the Chief Financial Officer, Matthias Oduya"). Replies of three words or fewer are returned unchanged.
     """
     if len(answer.split()) <= 3 or not question:
         return answer
-    if ", " in answer:  # "Level 4, designed for the leadership team"
-        answer = answer[: answer.index(", ")]
     q = {_stem(w) for w in question.split() + _WORD.findall(question) if w.casefold() not in _STOPWORDS}
 
     def echo_share(text: str) -> float:
         content = [_stem(w) for w in text.split() if w.casefold() not in _STOPWORDS]
         return sum(w in q for w in content) / len(content) if content else 1.0
 
-    m = _COPULA.search(answer)
-    if m:
-        left, right = answer[: m.start()].strip(), answer[m.end():].strip()
+    def by_copula(text: str) -> str | None:
+        m = _COPULA.search(text)
+        left, right = (text[: m.start()].strip(), text[m.end():].strip()) if m else ("", "")
         if left and right:
             if echo_share(left) >= 0.5 and echo_share(right) < echo_share(left):
-                answer = right
-            elif echo_share(right) >= 0.5 and echo_share(left) < echo_share(right):
+                return right
+            if echo_share(right) >= 0.5 and echo_share(left) < echo_share(right):
                 return left
+        return None
+
+    segments = answer.split(", ")
+    answer = segments[0]
+    if len(segments) > 1 and echo_share(answer) >= 0.5:  # "the Chief Financial Officer, Matthias Oduya"
+        answer = next((s for s in segments[1:] if len(s.split()) <= 4 and (s[:1].isupper() or s[:1].isdigit())
+                       and echo_share(s) < 0.5), answer)
+    m = re.search(r"\b(?:called|named)\s+(\S.*)$", answer)
+    if m:
+        answer = m.group(1)
+    answer = by_copula(answer) or answer
     words = answer.split()
     i = 0
     while i < len(words) - 1 and (_stem(words[i]) in q or words[i].casefold().strip(",") in _STOPWORDS | _GLUE):
         i += 1
     if i >= 2 and any(_stem(w) in q for w in words[:i]):
-        answer = " ".join(words[i:])
+        answer = by_copula(" ".join(words[i:])) or " ".join(words[i:])
+    words = answer.split()
+    j = len(words)
+    while j > 1 and (_stem(words[j - 1]) in q or words[j - 1].casefold() in _STOPWORDS | _GLUE):
+        j -= 1
+    if len(words) - j >= 2 and any(_stem(w) in q for w in words[j:]):  # "27 days of paid vacation per year"
+        answer = " ".join(words[:j])
     return answer
 
 
@@ -342,8 +360,8 @@ def clean_answer(text: str, question: str | None = None) -> str:
         text = m.group(1)
     lines = [ln.strip() for ln in text.split("\n") if ln.strip() and not re.match(r"(?i)^\s*question\s*:", ln)]
     line = lines[0] if lines else ""
-    line = _LEADIN.sub("", _PREFIX.sub("", _LIST.sub("", line)))
     line = _CITE.sub("", line).replace("**", "").replace("__", "")
+    line = _LEADIN.sub("", _PREFIX.sub("", _LIST.sub("", line)))
     # first sentence only (but "Dr. Berg" and "v4.2" stay whole)
     start = 0
     for m in _SENTENCE_END.finditer(line):

@@ -134,7 +134,9 @@ def _cost_sentence(summary: dict, best: str) -> str:
         toks = f" on {ad['tokens']:,} tokens" if ad.get("tokens") else ""
         parts.append(f"fine-tuning for {_s(ad.get('seconds'))}{toks}")
     what = " and ".join(parts) if parts else "no build step"
-    lat = f"{_s(b.get('latency_p50_s'))} per answer (p50)"
+    bs = summary.get("config", {}).get("generate", {}).get("batch_size")
+    batched = f", answering {bs} questions per batch" if bs and bs > 1 else ""
+    lat = f"{_s(b.get('latency_p50_s'))} latency p50{batched}"
     if "base" in systems and best != "base" and systems["base"].get("latency_p50_s"):
         lat += f" vs {_s(systems['base']['latency_p50_s'])} for base"
     tail = f" ({_s(setup)} of set-up)" if setup else ""
@@ -169,7 +171,8 @@ def _kind_sentences(summary: dict) -> list[str]:
         second = ranked[1]
         c = compare(summary, first, second, kind)
         p = c["p_value"] if c else None
-        head = f"- *{kind}* ({_n(n_q, 'question')}): **{first}** {label} {fmt(vals[first])} vs {second} {fmt(vals[second])}"
+        head = (f"- *{kind}* ({_n(n_q, 'question')}): **{first}** {label} {fmt(vals[first])} "
+                f"vs {second} {fmt(vals[second])}")
         if vals[first] == vals[second]:
             out.append(f"{head}: a tie.")
         elif p is not None and p < ALPHA:
@@ -251,7 +254,6 @@ def _ragas_table(summary: dict) -> str:
     if not metrics:
         return ""
     rows = []
-    notes: set[str] = set()
     for m in metrics:
         row = [m]
         for s in systems.values():
@@ -260,7 +262,6 @@ def _ragas_table(summary: dict) -> str:
                 row.append(_f(s["ragas"][m], 3) + (f" ({fails} failed)" if fails else ""))
             else:
                 why = s.get("ragas_skipped", {}).get(m, "not run")
-                notes.add(why)
                 row.append(f"skipped: {_cell(why, 60)}")
         rows.append(row)
     return _table(["ragas metric"] + list(systems), rows)
