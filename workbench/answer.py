@@ -36,7 +36,7 @@ ANSWER_STOPS: tuple[str, ...] = ("\n",)
 
 PASSAGE_SENTENCES = 0
 """Sentences kept from each passage (those sharing the most rare words with the question, in document
-order); 0 keeps whole chunks. Measured with SmolLM2-135M on the demo corpus: keeping 3 sentences cut token
+order); 0 keeps whole chunks. Measured with SmolLM2-135M on 30 demo questions: keeping 3 sentences cut token
 F1 from 0.35 to 0.15 (the answer was in the prompt less often, and read worse out of context)."""
 
 WORKED_EXAMPLES: tuple[tuple[str, str, str], ...] = (
@@ -51,14 +51,15 @@ WORKED_EXAMPLES: tuple[tuple[str, str, str], ...] = (
 chat turns of RAG prompts (``FEW_SHOT``)."""
 
 FEW_SHOT: tuple[tuple[str, str, str], ...] = ()
-"""Worked examples put in every RAG prompt. Off by default: measured with SmolLM2-135M on the demo corpus
+"""Worked examples put in every RAG prompt. Off by default: measured with SmolLM2-135M on 30 demo questions
 they cut token F1 from 0.23 to 0.06 (the model copied "I don't know" onto 43% of answerable questions)."""
 
 QUESTION_FIRST = False
 """Also state the question before the passages (it always follows them). Measured: F1 0.35 -> 0.27."""
 
 BEST_PASSAGE_LAST = False
-"""Show passages in reverse rank order ([n] keeps its rank) so the best one sits next to the question."""
+"""Show passages in reverse rank order ([n] keeps its rank) so the best one sits next to the question.
+Measured on 90 demo questions: token F1 0.309 vs 0.311 in rank order (no gain), so off."""
 
 ANSWER_RESERVE = 48
 """Tokens of the context budget kept free for the reply."""
