@@ -19,14 +19,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build_prompts(corpus: Path, n: int, index: str | None, tokenizer) -> list[list[dict[str, str]]]:
-    """``n`` RAG conversations for the corpus's eval questions (cycled when there are fewer)."""
+def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_book: bool = False
+                  ) -> list[list[dict[str, str]]]:
+    """``n`` RAG (or closed-book) conversations for the corpus's eval questions (cycled when there are fewer)."""
     from workbench.answer import build_messages
     from workbench.config import RetrieveConfig
     from workbench.qa import eval_items, load_qa
 
     questions = [q.question for q in eval_items(load_qa(corpus / "qa.jsonl"))]
     questions = (questions * (n // max(1, len(questions)) + 1))[:n]
+    if closed_book:
+        return [build_messages(q, None, tokenizer) for q in questions]
     if index:
         from workbench.index import load_index
         from workbench.retrieve import Retriever
@@ -55,6 +58,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: GenerateConfig's")
     ap.add_argument("--no-stop", action="store_true", help="no stop string: every reply runs to the token budget "
                     "unless the model ends its turn")
+    ap.add_argument("--closed-book", action="store_true", help="questions without passages (short prompts: "
+                    "shows the decode-bound case where batching pays most)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = ap.parse_args()
 
@@ -68,14 +73,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_base_model(ModelConfig())
-    prompts = build_prompts(args.corpus, args.n, args.index, tok)
+    prompts = build_prompts(args.corpus, args.n, args.index, tok, args.closed_book)
     cfg = GenerateConfig()
     max_new = args.max_new_tokens or cfg.max_new_tokens
     stop = () if args.no_stop else ANSWER_STOPS
     batched = Generator(model, tok, GenerateConfig(max_new_tokens=max_new, batch_size=args.batch_size))
     single = Generator(model, tok, GenerateConfig(max_new_tokens=max_new, batch_size=1))
     n_prompt = sum(len(batched.encode(p)) for p in prompts)
-    print(f"{len(prompts)} RAG prompts from {args.corpus} ({n_prompt / len(prompts):.0f} prompt tokens on average), "
+    print(f"{len(prompts)} {'closed-book' if args.closed_book else 'RAG'} prompts from {args.corpus} ({n_prompt / len(prompts):.0f} prompt tokens on average), "
           f"greedy, max_new_tokens={max_new}, stop={list(stop)}, {torch.get_num_threads()} torch threads, "
           f"device {model.device}", flush=True)
     batched.generate(prompts[:2], stop=stop)  # warm-up
