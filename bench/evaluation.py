@@ -61,7 +61,7 @@ def main() -> None:
             toks = sum(a.n_new_tokens for a in run.answers)
             results[bs] = (secs, toks, [a.text for a in run.answers])
             ctx.release()
-        (b_s, b_t, b_a), (o_s, o_t, o_a) = results[cfg.generate.batch_size], results[1]
+        b_a, (o_s, _, o_a) = results[cfg.generate.batch_size][2], results[1]
         same = sum(x == y for x, y in zip(b_a, o_a)) / len(items)
         for bs, (s, t, _) in ((cfg.generate.batch_size, results[cfg.generate.batch_size]), (1, results[1])):
             speed = f"{o_s / s:.1f}x" if bs != 1 else ""

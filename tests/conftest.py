@@ -13,12 +13,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 
-# ChatML, as SmolLM2 uses, so prompts look like the real model's.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 TINY_TEXT = [
     "The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery.",
     "Ilse Varnholt is the chief executive of Kestrelmark Instruments in Orrvik.",
@@ -29,21 +23,11 @@ TINY_TEXT = [
 
 
 def build_tiny_tokenizer(texts=TINY_TEXT, vocab_size: int = 300):
-    """A byte-level BPE tokenizer trained on ``texts``, with ChatML special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level BPE tokenizer trained on ``texts``, with ChatML special tokens and chat template
+    (the one the train-from-scratch path builds, so prompts look like SmolLM2's)."""
+    from workbench.scratch import train_tokenizer
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<pad>", unk_token="<|endoftext|>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return train_tokenizer(texts, vocab_size)
 
 
 def build_tiny_lm(path: Path, seed: int = 0) -> Path:
@@ -62,6 +46,18 @@ def build_tiny_lm(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny models on one torch thread: fastest for them, and several threads spin badly
+    on a busy 2-core machine. Opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

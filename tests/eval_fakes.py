@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pytest
 
 from workbench.records import Chunk, Hit
 
@@ -18,10 +17,6 @@ class FakeAnswer:
     citations: list = field(default_factory=list)
     latency_s: float = 0.1
     n_new_tokens: int = 4
-
-
-def idk(text: str) -> bool:
-    return "don't know" in text.lower()
 
 
 def passage(doc: str, text: str, rank: int = 1) -> Hit:
@@ -40,14 +35,3 @@ def table_system(name: str, answers: dict[str, str], retrieval: bool = False, hi
         return answer
 
     return SystemSpec(name, f"fake {name}", retrieval=retrieval, build=build)
-
-
-@pytest.fixture
-def fake_abstention(monkeypatch):
-    """Use the real workbench.answer.is_abstention when it exists, else a stand-in (same idea)."""
-    import workbench.metrics as metrics
-
-    try:
-        from workbench.answer import is_abstention  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(metrics, "_default_abstention", lambda: idk)

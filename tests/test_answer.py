@@ -10,16 +10,8 @@ from workbench.config import GenerateConfig
 from workbench.generate import Generation
 from workbench.records import Chunk, Hit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and several spin badly on a busy 2-core machine)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def hit(n: int, text: str, doc: str = "buoy.md", heading: str = "") -> Hit:

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from workbench.cli import app
 from workbench.records import Chunk, Hit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class StubRetriever:
     def __init__(self):
@@ -22,16 +24,6 @@ class StubRetriever:
     def search_batch(self, queries, k=None):
         self.k = k
         return [self.hits for _ in queries]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_ask_base_with_a_local_model(tiny_corpus, tiny_lm_dir):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_fakes import fake_abstention, passage, table_system  # noqa: F401  (fixture)
+from eval_fakes import passage, table_system
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -95,7 +95,7 @@ def test_other_bad_options(tmp_path):
     assert (keep / "notes.txt").exists()
 
 
-def test_judge_down_is_a_warning_and_the_rest_is_scored(tmp_path, monkeypatch, fake_abstention):
+def test_judge_down_is_a_warning_and_the_rest_is_scored(tmp_path, monkeypatch):
     monkeypatch.setitem(SYSTEMS, "good", table_system(
         "good", GOOD, retrieval=True, hits={ROWS[0]["question"]: [passage("doc.md", "The Tern-3 buoy weighs 42 kg.")]}))
     out = tmp_path / "run"

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_fakes import fake_abstention, passage, table_system  # noqa: F401  (fixture)
+from eval_fakes import passage, table_system
 
 from workbench.config import EvalConfig, RunConfig
 from workbench.errors import WorkbenchError
@@ -57,7 +57,7 @@ def check_summary_schema(s: dict) -> None:
             assert isinstance(d["delta_f1"], float) and 0 < d["p_value"] <= 1
 
 
-def test_build_results_values(fake_abstention):
+def test_build_results_values():
     cfg = RunConfig(eval=EvalConfig(bootstrap=200))
     rows, s = build_results(ITEMS, _runs(cfg), cfg, corpus="c", qa="c/qa.jsonl",
                             reference_contexts=[["The Tern-3 buoy weighs 42 kg."], [], [], []])
@@ -105,7 +105,7 @@ def _corpus(tmp_path: Path) -> Path:
     return root
 
 
-def test_evaluate_writes_a_complete_run(tmp_path, fake_systems, fake_abstention):
+def test_evaluate_writes_a_complete_run(tmp_path, fake_systems):
     cfg = RunConfig(eval=EvalConfig(systems=["good", "bad"], bootstrap=100))
     out = evaluate(_corpus(tmp_path), cfg, out=tmp_path / "run", progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["plots", "report.md", "results.jsonl", "summary.json"]
@@ -122,7 +122,7 @@ def test_evaluate_writes_a_complete_run(tmp_path, fake_systems, fake_abstention)
     assert report.startswith("# Evaluation: corpus") and "**good** answers best overall" in report
 
 
-def test_limit_and_systems_order(tmp_path, fake_systems, fake_abstention):
+def test_limit_and_systems_order(tmp_path, fake_systems):
     cfg = RunConfig(eval=EvalConfig(systems=["bad", "good"], limit=2, bootstrap=50))
     out = evaluate(_corpus(tmp_path), cfg, out=tmp_path / "run", progress=False)
     s = json.loads((out / "summary.json").read_text())
@@ -130,7 +130,7 @@ def test_limit_and_systems_order(tmp_path, fake_systems, fake_abstention):
     assert "bad_vs_good" in s["pairwise"]
 
 
-def test_failed_run_keeps_previous_run(tmp_path, fake_systems, fake_abstention, monkeypatch):
+def test_failed_run_keeps_previous_run(tmp_path, fake_systems, monkeypatch):
     corpus = _corpus(tmp_path)
     cfg = RunConfig(eval=EvalConfig(systems=["good"], bootstrap=50))
     out = evaluate(corpus, cfg, out=tmp_path / "run", progress=False)
@@ -156,7 +156,7 @@ def test_failed_run_keeps_previous_run(tmp_path, fake_systems, fake_abstention, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "run"]
 
 
-def test_out_folder_that_is_not_a_run_is_refused(tmp_path, fake_systems, fake_abstention):
+def test_out_folder_that_is_not_a_run_is_refused(tmp_path, fake_systems):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")

@@ -5,6 +5,8 @@ import pytest
 
 from workbench.config import GenerateConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUESTIONS = [
     "How much does the Tern-3 weigh?",
     "Who leads Kestrelmark Instruments in Orrvik, and since when has the company been there?",
@@ -13,17 +15,6 @@ QUESTIONS = [
     "Replace the anode every how many months, and which grease goes on the seals of the Tern-3 buoy?",
     "Economy class?",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and several spin badly on a busy 2-core machine)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def conv(q: str) -> list[dict[str, str]]:
@@ -88,7 +79,7 @@ def test_left_padding_and_pad_token(tiny_lm_dir):
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     tok.padding_side = "right"
     tok.pad_token = None
-    gen = Generator(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), tok, GenerateConfig(max_new_tokens=4))
+    Generator(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), tok, GenerateConfig(max_new_tokens=4))  # fixes tok up
     assert tok.padding_side == "left"
     assert tok.pad_token == tok.eos_token
 

@@ -104,14 +104,11 @@ def index(
 ):
     """Build or update indices/NAME/: chunks, embeddings, FAISS + BM25, manifest (only changed chunks re-encoded)."""
     with user_errors():
-        from dataclasses import replace
-
-        from workbench.config import load_preset
+        from workbench.config import load_preset, override
         from workbench.index import build_index
 
-        cfg = load_preset(preset)
-        index_cfg = replace(cfg.index, kind=kind or cfg.index.kind, embedder=embedder or cfg.index.embedder)
-        result = build_index(corpus_dir, index_cfg, cfg.ingest, name=name, rebuild=rebuild, progress=not quiet)
+        cfg = override(load_preset(preset), index={"kind": kind or None, "embedder": embedder or None})
+        result = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, rebuild=rebuild, progress=not quiet)
         typer.echo(result.summary())
 
 
@@ -151,18 +148,11 @@ def ask(
 ):
     """Answer one question with one system; print the answer, its sources and the latency."""
     with user_errors():
-        from dataclasses import replace
-
         from workbench.answer import ask as ask_question, format_answer
-        from workbench.config import load_preset
+        from workbench.config import load_preset, override
 
-        cfg = load_preset(preset)
-        if base:
-            cfg.model = replace(cfg.model, base_model=base)
-        if max_new_tokens:
-            cfg.generate = replace(cfg.generate, max_new_tokens=max_new_tokens)
-        if k is not None:
-            cfg.retrieve = replace(cfg.retrieve, k=k)
+        cfg = override(load_preset(preset), model={"base_model": base or None},
+                       generate={"max_new_tokens": max_new_tokens or None}, retrieve={"k": k})
         typer.echo(format_answer(ask_question(target, question, system, cfg, adapter=adapter)))
 
 # @@finetune
@@ -186,16 +176,11 @@ def finetune(
     Runs unchanged on several processes: torchrun --nproc_per_node N -m workbench.cli finetune ...
     """
     with user_errors():
-        from dataclasses import replace
-
-        from workbench.config import load_preset
+        from workbench.config import load_preset, override
         from workbench.finetune import finetune as run_finetune
 
-        cfg = load_preset(preset)
-        cfg.finetune = replace(cfg.finetune, mode=mode,
-                               max_steps=max_steps if max_steps is not None else cfg.finetune.max_steps)
-        if base:
-            cfg.model = replace(cfg.model, base_model=base)
+        cfg = override(load_preset(preset), finetune={"mode": mode, "max_steps": max_steps},
+                       model={"base_model": base or None})
         result = run_finetune(corpus_dir, cfg.finetune, cfg.model, name=name, qa_path=qa, resume=resume,
                               progress=not quiet, run_cfg=cfg, rebuild=rebuild)
         typer.echo(result.summary())
@@ -223,12 +208,13 @@ def eval_(
 ):
     """Score systems side by side on the eval questions: results.jsonl, summary.json, report.md, plots/."""
     with user_errors():
-        from workbench.config import load_preset
-        from workbench.evaluate import evaluate, with_overrides
+        from workbench.config import load_preset, override
+        from workbench.evaluate import evaluate
         from workbench.pipeline import print_summary
 
-        cfg = with_overrides(load_preset(preset), systems=systems.split(",") if systems else None, limit=limit,
-                             judge_base_url=judge_url, judge_model=judge_model)
+        cfg = override(load_preset(preset), eval={"systems": systems.split(",") if systems else None,
+                                                  "limit": limit, "judge_base_url": judge_url,
+                                                  "judge_model": judge_model})
         folder = evaluate(corpus_dir, cfg, qa_path=qa, index=index, adapter=adapter, out=out)
         print_summary(folder)
         typer.echo(str(folder))
@@ -250,8 +236,6 @@ def run_(
 
         folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=out)
         typer.echo(str(folder))
-
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -222,6 +222,20 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> 
     return cls(**kwargs)
 
 
+def override(cfg: RunConfig, **groups: dict[str, Any]) -> RunConfig:
+    """A copy of ``cfg`` with some fields of some groups replaced; ``None`` values keep the preset's.
+
+    Example: ``override(cfg, model={"base_model": base}, retrieve={"k": k})`` (command-line options
+    over a preset). Each changed group is re-validated by its ``__post_init__``.
+    """
+    changes = {}
+    for group, values in groups.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            changes[group] = dataclasses.replace(getattr(cfg, group), **values)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The resolved config as plain data (written next to every artifact)."""
     return dataclasses.asdict(cfg)

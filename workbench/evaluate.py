@@ -12,7 +12,6 @@ import itertools
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,9 +77,9 @@ def ensure_index(corpus_dir: Path, cfg: RunConfig, name: str | None, progress: b
         ``(index, cost)`` where cost holds the index name, ``index_build_s`` (this build's time, or the
         reused index's original build time from its manifest) and ``index_reused``.
     """
-    from workbench.index import build_index, index_status, load_index
+    from workbench.index import build_index, default_index_name, index_status, load_index
 
-    name = name or Path(corpus_dir).resolve().name
+    name = name or default_index_name(corpus_dir)
     status = index_status(name, corpus_dir, cfg.index, cfg.ingest)
     built = None
     if status != "current":
@@ -88,15 +87,8 @@ def ensure_index(corpus_dir: Path, cfg: RunConfig, name: str | None, progress: b
         built = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, progress=progress)
         log(built.summary())
     index = load_index(name, corpus_dir)
-    build_s = built.seconds if built is not None else _first(index.manifest, "seconds", "build_seconds")
+    build_s = built.seconds if built is not None else index.manifest.get("seconds")
     return index, {"index": index.name, "index_build_s": build_s, "index_reused": built is None}
-
-
-def _first(d: dict, *keys: str) -> Any:
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None
 
 
 def adapter_cost(adapters: dict[str, str], roles: set[str]) -> dict:
@@ -113,8 +105,8 @@ def adapter_cost(adapters: dict[str, str], roles: set[str]) -> dict:
         m = json.loads(path.read_text(encoding="utf-8"))
         per[adapters[role]] = {
             "mode": m.get("mode"),
-            "seconds": _first(m, "seconds", "train_seconds", "wall_s", "wall_time_s"),
-            "tokens": _first(m, "tokens_seen", "tokens", "train_tokens"),
+            "seconds": m.get("seconds"),
+            "tokens": m.get("tokens_seen"),
             "data_source": m.get("data_source"),
         }
     secs = [v["seconds"] for v in per.values() if v["seconds"] is not None]
@@ -462,9 +454,3 @@ def write_run(folder: Path, rows: list[dict], summary: dict) -> Path:
         plots = make_plots(summary, tmp / "plots")
         (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
     return folder
-
-
-def with_overrides(cfg: RunConfig, **eval_fields: Any) -> RunConfig:
-    """A copy of ``cfg`` with some ``eval`` fields replaced (None values are ignored)."""
-    fields = {k: v for k, v in eval_fields.items() if v is not None}
-    return replace(cfg, eval=replace(cfg.eval, **fields)) if fields else cfg

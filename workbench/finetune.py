@@ -414,10 +414,9 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
 
 def write_curve(log_history: list[dict], folder: Path) -> None:
     """training_curve.csv (step, epoch, loss, heldout_loss, learning_rate, tokens_seen) and its PNG."""
-    import matplotlib
+    from workbench.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = []
     for h in log_history:
@@ -442,9 +441,7 @@ def write_curve(log_history: list[dict], folder: Path) -> None:
     ax.set_title("training curve")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "training_curve.png")
-    plt.close(fig)
+    save_figure(fig, folder / "training_curve.png", dpi=100)
 
 
 def _write_examples(data: TrainingData, path: Path) -> None:

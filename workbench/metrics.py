@@ -46,20 +46,25 @@ def exact_match(pred: str, golds: Sequence[str]) -> float:
     return _best(pred, golds, lambda _, g: float(p == normalize_answer(g)))
 
 
-def _f1(pred: str, gold: str) -> float:
+def _overlap_f(pred: str, gold: str, overlap: Callable[[list[str], list[str]], int]) -> float:
+    """F-measure of normalised token lists, given how many tokens they share (bag or subsequence)."""
     p, g = _tokens(pred), _tokens(gold)
     if not p or not g:
         return float(p == g)
-    common = sum((Counter(p) & Counter(g)).values())
-    if common == 0:
+    n = overlap(p, g)
+    if n == 0:
         return 0.0
-    precision, recall = common / len(p), common / len(g)
+    precision, recall = n / len(p), n / len(g)
     return 2 * precision * recall / (precision + recall)
+
+
+def _bag_overlap(p: list[str], g: list[str]) -> int:
+    return sum((Counter(p) & Counter(g)).values())
 
 
 def token_f1(pred: str, golds: Sequence[str]) -> float:
     """SQuAD token-overlap F1 (bag of normalised tokens), best over the gold answers."""
-    return _best(pred, golds, _f1)
+    return _best(pred, golds, lambda p, g: _overlap_f(p, g, _bag_overlap))
 
 
 def contains(pred: str, golds: Sequence[str]) -> float:
@@ -87,20 +92,9 @@ def _lcs(a: list[str], b: list[str]) -> int:
     return prev[-1]
 
 
-def _rouge_l(pred: str, gold: str) -> float:
-    p, g = _tokens(pred), _tokens(gold)
-    if not p or not g:
-        return float(p == g)
-    lcs = _lcs(p, g)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
 def rouge_l(pred: str, golds: Sequence[str]) -> float:
     """ROUGE-L F-measure (longest common token subsequence) on normalised tokens, best over golds."""
-    return _best(pred, golds, _rouge_l)
+    return _best(pred, golds, lambda p, g: _overlap_f(p, g, _lcs))
 
 
 def _default_abstention() -> Callable[[str], bool]:

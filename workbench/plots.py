@@ -9,13 +9,22 @@ METRICS = (("f1", "F1"), ("em", "EM"), ("contains", "contains"), ("rouge_l", "RO
            ("abstain_unanswerable", "declines\nunanswerable"))
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure (closing frees it: runs draw many)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
 
 
 def _err(values: list[float | None], cis: list[list[float] | None]) -> list[list[float]]:
@@ -40,21 +49,18 @@ def _grouped_bars(ax: Any, groups: list[str], series: dict[str, tuple[list, list
 
 
 def plot_metrics(summary: dict, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     systems = summary["systems"]
     fig, ax = plt.subplots(figsize=(8, 4))
     series = {n: ([s.get(k) for k, _ in METRICS], [s.get("ci95", {}).get(k) for k, _ in METRICS])
               for n, s in systems.items()}
     _grouped_bars(ax, [label for _, label in METRICS], series, "score (95% CI)")
     ax.set_title("Answer quality per system")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_by_kind(summary: dict, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     systems = summary["systems"]
     kinds = sorted({k for s in systems.values() for k in s.get("by_kind", {})})
     labels, series = [], {n: ([], []) for n in systems}
@@ -68,16 +74,13 @@ def plot_by_kind(summary: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(kinds) + 2), 4))
     _grouped_bars(ax, labels, series, "F1 (answerable) / share declined (unanswerable)")
     ax.set_title("Per kind of question")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_quality_vs_cost(summary: dict, path: Path) -> Path:
     from workbench.report import setup_cost_s
 
-    plt = _plt()
+    plt = pyplot()
     systems = summary["systems"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, (label, cost) in zip(axes, (("set-up cost: index build + fine-tuning (s)",
@@ -94,10 +97,7 @@ def plot_quality_vs_cost(summary: dict, path: Path) -> Path:
     axes[0].set_ylabel("F1 (95% CI)")
     axes[0].set_ylim(0, 1.05)
     fig.suptitle("Quality against cost")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_retrieval(summary: dict, path: Path) -> Path | None:
@@ -109,7 +109,7 @@ def plot_retrieval(summary: dict, path: Path) -> Path | None:
             curves.setdefault(m.group(1), []).append((int(m.group(2)), float(v)))
     if not curves:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pts in sorted(curves.items()):
         pts.sort()
@@ -120,10 +120,7 @@ def plot_retrieval(summary: dict, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"Retrieval recall@k ({r.get('mode', '')})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def make_plots(summary: dict, out_dir: Path) -> list[Path]:

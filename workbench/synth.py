@@ -241,7 +241,6 @@ def paraphrase_question(question: str, n: int, seed: int = 0) -> list[str]:
     """
     rng = random.Random(f"{seed}:{question}")
     q = question.strip()
-    ql = (q[0].lower() + q[1:]) if q and not q[:2].isupper() else q
     swapped = q
     for pat, rep in _SWAPS:
         if rng.random() < 0.7:

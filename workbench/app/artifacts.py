@@ -105,24 +105,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def _with_manifest(folder: Path, kind: str) -> list[Artifact]:
+    """Children of ``folder`` whose manifest.json is readable and of ``kind``."""
+    out = []
+    for p in _children(folder):
+        m = _read_json(p / "manifest.json")
+        if m is not None and m.get("kind", kind) == kind:
+            out.append(Artifact(kind, p.name, p, m))
+    return out
+
+
 def list_indices() -> list[Artifact]:
     """Indices under ``indices/`` with a readable manifest of kind "index"."""
-    out = []
-    for p in _children(paths.indices_dir()):
-        m = _read_json(p / "manifest.json")
-        if m is not None and m.get("kind", "index") == "index":
-            out.append(Artifact("index", p.name, p, m))
-    return out
+    return _with_manifest(paths.indices_dir(), "index")
 
 
 def list_adapters() -> list[Artifact]:
     """Fine-tuned models under ``adapters/`` with a readable manifest of kind "adapter"."""
-    out = []
-    for p in _children(paths.adapters_dir()):
-        m = _read_json(p / "manifest.json")
-        if m is not None and m.get("kind", "adapter") == "adapter":
-            out.append(Artifact("adapter", p.name, p, m))
-    return out
+    return _with_manifest(paths.adapters_dir(), "adapter")
 
 
 def list_runs() -> list[Artifact]:
