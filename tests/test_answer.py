@@ -38,28 +38,47 @@ def test_closed_book_prompt():
     assert A.ABSTAIN in msgs[0]["content"]
 
 
+def user_turn(msgs):
+    """The (last) user message of a prompt; a RAG prompt ends with the opened assistant reply."""
+    return [m for m in msgs if m["role"] == "user"][-1]
+
+
 def test_passages_are_numbered_in_rank_order(tok):
     msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
-    user = msgs[-1]["content"]
-    assert msgs[0]["content"] == A.SYSTEM_RAG and msgs[-1]["role"] == "user"
+    user = user_turn(msgs)["content"]
+    assert msgs[0]["content"] == A.SYSTEM_RAG and msgs[-2]["role"] == "user"
     assert re.findall(r"^\[(\d)\] \(([^)]*)\)", user, re.M) == [
         ("1", "buoy.md › Tern-3"), ("2", "sub/people.txt"), ("3", "page.html")]
     assert user.index("42 kg") < user.index("Varnholt") < user.index("Economy")
     assert user.rstrip().endswith("Question: How heavy is the Tern-3?")
     assert used == HITS
-    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(A.FEW_SHOT) + ["user"]
+    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(A.FEW_SHOT) + ["user", "assistant"]
+    assert msgs[-1]["content"] == A.REPLY_START
+
+
+def test_rag_reply_is_opened_and_rendered_open(tok, monkeypatch):
+    from workbench.generate import render_prompt
+
+    msgs = A.build_messages("How heavy is the Tern-3?", HITS, tok)
+    text = render_prompt(tok, msgs)
+    assert A.REPLY_START and text.endswith(A.REPLY_START)  # the model continues the reply, no end of turn
+    assert text.count("<|im_start|>assistant") == 1
+    monkeypatch.setattr(A, "REPLY_START", "")
+    plain = A.build_messages("How heavy is the Tern-3?", HITS, tok)
+    assert plain[-1]["role"] == "user" and render_prompt(tok, plain).endswith("<|im_start|>assistant\n")
 
 
 def test_worked_examples_and_question_first(monkeypatch, tok):
     monkeypatch.setattr(A, "FEW_SHOT", A.WORKED_EXAMPLES)
     monkeypatch.setattr(A, "QUESTION_FIRST", True)
     msgs, _ = A.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=4096)
-    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(A.WORKED_EXAMPLES) + ["user"]
+    assert [m["role"] for m in msgs] == (["system"] + ["user", "assistant"] * len(A.WORKED_EXAMPLES)
+                                         + ["user", "assistant"])
     assert msgs[2]["content"] == A.WORKED_EXAMPLES[0][2] and msgs[1]["content"].startswith("Question: ")
-    assert msgs[-1]["content"].startswith("Question: How heavy is the Tern-3?\n\nPassages:\n[1]")
+    assert user_turn(msgs)["content"].startswith("Question: How heavy is the Tern-3?\n\nPassages:\n[1]")
     # a tight budget goes to the passages: the examples are dropped
     tight, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=450)
-    assert [m["role"] for m in tight] == ["system", "user"] and used
+    assert [m["role"] for m in tight] == ["system", "user", "assistant"] and used
 
 
 def test_prompt_fits_the_budget(tok):
@@ -75,10 +94,10 @@ def test_prompt_fits_the_budget(tok):
             n = len(tok(render_prompt(tok, msgs), add_special_tokens=False)["input_ids"])
             assert n <= budget - A.ANSWER_RESERVE
             assert 1 <= len(used) < len(hits)
-            assert msgs[-1]["content"].count("…") == 1  # the last passage that fits is cut, not dropped
+            assert user_turn(msgs)["content"].count("…") == 1  # the last passage that fits is cut, not dropped
         small, _ = A.build_prompt("q?", hits, tok, context_tokens=400)
         big, _ = A.build_prompt("q?", hits, tok, context_tokens=1200)
-        assert len(big[-1]["content"]) > len(small[-1]["content"])
+        assert len(user_turn(big)["content"]) > len(user_turn(small)["content"])
     finally:
         A.PASSAGE_SENTENCES = old
 
@@ -165,8 +184,9 @@ class FakeGenerator:
     def __init__(self, tokenizer, replies):
         self.tokenizer, self.replies, self.cfg, self.seen = tokenizer, replies, GenerateConfig(), []
 
-    def generate(self, conversations, progress=False, stop=()):
+    def generate(self, conversations, progress=False, stop=(), sources=None):
         self.seen.append((conversations, tuple(stop)))
+        self.sources = sources
         return [Generation(r, 10, 3, 0.5) for r in self.replies[: len(conversations)]]
 
 
@@ -190,7 +210,9 @@ def test_answer_questions_with_retrieval(tok):
     assert out[0].raw == "42 kg. The buoy is heavy." and out[0].n_new_tokens == 3
     assert out[0].latency_s >= 0.5
     convs, stop = gen.seen[0]
-    assert stop == A.ANSWER_STOPS and "[2]" in convs[0][-1]["content"] and "[3]" not in convs[0][-1]["content"]
+    assert stop == A.ANSWER_STOPS and "[2]" in user_turn(convs[0])["content"]
+    assert "[3]" not in user_turn(convs[0])["content"]
+    assert gen.sources[0] == [h.chunk.text for h in HITS[:2]] + [A.ABSTAIN]  # replies are copied from these
 
 
 def test_answer_questions_closed_book(tok):
@@ -198,6 +220,7 @@ def test_answer_questions_closed_book(tok):
     out = A.answer_questions(["Where is Kestrelmark?"], gen)
     assert out[0].hits == [] and out[0].citations == [] and out[0].text == "Orrvik"
     assert gen.seen[0][0][0] == A.build_messages("Where is Kestrelmark?", None, tok)
+    assert gen.sources is None  # closed book generates freely
 
 
 def test_answer_questions_with_the_tiny_model(tiny_lm_dir):
@@ -233,7 +256,7 @@ def test_format_answer_lists_sources_and_latency():
 def test_best_passage_last_keeps_rank_numbers(monkeypatch, tok):
     monkeypatch.setattr(A, "BEST_PASSAGE_LAST", True)
     msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
-    assert re.findall(r"^\[(\d)\]", msgs[-1]["content"], re.M) == ["3", "2", "1"]
+    assert re.findall(r"^\[(\d)\]", user_turn(msgs)["content"], re.M) == ["3", "2", "1"]
     assert used == HITS
 
 

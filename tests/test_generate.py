@@ -167,3 +167,67 @@ def test_cut_at_stop():
     assert cut_at_stop("42 kg\nmore", ["\n"]) == ("42 kg", True)
     assert cut_at_stop("42 kg", ["\n"]) == ("42 kg", False)
     assert cut_at_stop("a. b\nc", ["\n", ". "]) == ("a", True)
+
+
+# --- copy-constrained decoding ---------------------------------------------------------------------
+
+PASSAGES = [["The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery.", "I don't know"],
+            ["Ilse Varnholt is the chief executive of Kestrelmark Instruments in Orrvik.", "I don't know"],
+            ["Calibrate the conductivity probe every 30 days.", "I don't know"]]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_copy_constrained_replies_are_spans_of_their_sources(tiny):
+    gens = make(tiny, batch_size=3, max_new_tokens=8).generate([conv(q) for q in QUESTIONS[:3]],
+                                                                sources=PASSAGES)
+    free = make(tiny, batch_size=3, max_new_tokens=8).generate([conv(q) for q in QUESTIONS[:3]])
+    assert all(g.n_new_tokens > 0 for g in gens)
+    for g, texts in zip(gens, PASSAGES):
+        assert any(g.text in _flat(t) for t in texts), (g.text, texts)
+    assert any(not any(f.text in _flat(t) for t in texts) for f, texts in zip(free, PASSAGES))  # it did constrain
+
+
+def test_copy_constrained_batched_matches_sequential_and_stream(tiny):
+    convs = [conv(q) for q in QUESTIONS[:3]]
+    batched = make(tiny, batch_size=3).generate(convs, sources=PASSAGES)
+    single = [make(tiny, batch_size=1).generate([c], sources=[s])[0] for c, s in zip(convs, PASSAGES)]
+    assert [g.text for g in batched] == [g.text for g in single]
+    streamed = "".join(make(tiny).stream(convs[1], sources=PASSAGES[1]))
+    assert streamed == batched[1].text
+
+
+def test_span_copy_processor_follows_one_span_and_ends_only_between_words(tiny_lm_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from workbench.copying import SpanCopyProcessor
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    src = "the buoy weighs 42 kg"
+    ids = tok(" " + src, add_special_tokens=False)["input_ids"]
+    end = tok.eos_token_id
+    proc = SpanCopyProcessor(tok, [["1. " + src]], prompt_width=2, end_ids=[end])
+    prompt = torch.tensor([[5, 6]])
+
+    def allowed(input_ids):
+        scores = proc(input_ids, torch.zeros(1, len(tok)))
+        return set(torch.nonzero(scores[0] > float("-inf")).flatten().tolist())
+
+    first = allowed(prompt)
+    assert ids[0] in first and end not in first  # a word of the source may start; not an empty reply
+    assert not {i for i in tok("1", add_special_tokens=False)["input_ids"]} & first  # the list marker is layout
+    bare = tok(src.split()[1], add_special_tokens=False)["input_ids"]
+    if len(bare) == 1:  # the space-less spelling of a word may start a reply too
+        assert bare[0] in first
+    seq = prompt
+    for i, t in enumerate(ids):
+        seq = torch.cat([seq, torch.tensor([[t]])], dim=1)
+        nxt = allowed(seq)
+        if i + 1 == len(ids):
+            assert nxt == {end}
+        else:  # the reply may stop only where the next token starts a new word ("4" "2" stays whole)
+            between_words = tok.decode([ids[i + 1]])[:1].isspace()
+            assert nxt == ({ids[i + 1], end} if between_words else {ids[i + 1]})

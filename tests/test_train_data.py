@@ -76,6 +76,19 @@ def test_raft_prompt_holds_gold_or_only_distractors(tok):
         assert e.completion == "42 kg"
 
 
+def test_raft_example_continues_the_opened_reply_as_generation_does(tok):
+    from workbench.answer import REPLY_START
+
+    chunks = [Chunk(id="d0#0", text="The Tern-3 weighs 42 kg.", doc="d0.md", span=(0, 24))]
+    ex = raft_examples([_item(doc="d0.md")], chunks, [[Hit(chunks[0], 1.0, 1)]], n_passages=1,
+                       distractor_only=0.0, tokenizer=tok)[0]
+    assert ex.messages[-1] == {"role": "assistant", "content": REPLY_START}
+    row = tokenize_example(ex, tok, max_len=256)
+    n_prompt = sum(1 for x in row["labels"] if x == IGNORE_INDEX)
+    assert row["input_ids"][:n_prompt] == tok(render_prompt(ex.messages, tok), add_special_tokens=False)["input_ids"]
+    assert tok.decode(row["input_ids"]).endswith(f"{REPLY_START} 42 kg{tok.eos_token}")
+
+
 def test_packing_keeps_examples_separate(tiny_lm_dir, tok):
     """A packed example sees only itself: its logits equal those of the example run alone."""
     import torch

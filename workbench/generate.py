@@ -37,16 +37,19 @@ class Generation:
 def render_prompt(tokenizer: Any, messages: Conversation) -> str:
     """The prompt text exactly as the model sees it: chat template plus the assistant generation prompt.
 
-    Tokenizers without a chat template get a plain layout: the system text, then ``Question: ...`` /
-    ``Answer: ...`` per turn, ending with ``Answer:``.
+    A conversation ending with an assistant message is a reply already begun: it is rendered open, and
+    the model continues it. Tokenizers without a chat template get a plain layout: the system text, then
+    ``Question: ...`` / ``Answer: ...`` per turn, ending with ``Answer:``.
     """
+    open_reply = bool(messages) and messages[-1]["role"] == "assistant"
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not open_reply,
+                                             continue_final_message=open_reply)
     parts = []
     for m in messages:
         label = {"system": "", "user": "Question: ", "assistant": "Answer: "}.get(m["role"], f"{m['role']}: ")
         parts.append(label + m["content"].strip())
-    return "\n\n".join(parts) + "\nAnswer:"
+    return "\n\n".join(parts) + ("" if open_reply else "\nAnswer:")
 
 
 def _padded_after(ids: list[int], j: int) -> bool:
@@ -123,8 +126,19 @@ class Generator:
 
     # --- batched generation --------------------------------------------------------------------
 
+    def _copy_kwargs(self, sources: Sequence[Sequence[str]] | None, width: int) -> dict[str, Any]:
+        """``logits_processor`` restricting each row's reply to spans of its sources (none: no limit)."""
+        if sources is None:
+            return {}
+        from transformers import LogitsProcessorList
+
+        from workbench.copying import SpanCopyProcessor
+
+        return {"logits_processor": LogitsProcessorList([SpanCopyProcessor(self.tokenizer, sources, width,
+                                                                           self.stop_ids())])}
+
     def generate(self, conversations: list[Conversation], progress: bool = False,
-                 stop: Sequence[str] = ()) -> list[Generation]:
+                 stop: Sequence[str] = (), sources: Sequence[Sequence[str]] | None = None) -> list[Generation]:
         """Reply to each conversation, batched; results come back in input order.
 
         Prompts are sorted by length and batched ``cfg.batch_size`` at a time, left-padded, so greedy
@@ -134,6 +148,8 @@ class Generator:
             conversations: chat messages (``{"role", "content"}`` dicts) per prompt.
             progress: show a progress bar over prompts.
             stop: strings that end a reply early (the reply is cut before them).
+            sources: per conversation, texts the reply must be copied from (``workbench.copying``);
+                None generates freely.
 
         Returns:
             One ``Generation`` per conversation.
@@ -157,7 +173,8 @@ class Generator:
                 mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx])
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kw)
+                    seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kw,
+                                               **self._copy_kwargs(None if sources is None else [sources[i] for i in idx], width))
                 latency = time.perf_counter() - t0
                 for row, i in enumerate(idx):
                     new = seqs[row, width:].tolist()
@@ -173,10 +190,12 @@ class Generator:
 
     # --- streaming -----------------------------------------------------------------------------
 
-    def stream(self, conversation: Conversation, stop: Sequence[str] = ()) -> Iterator[str]:
+    def stream(self, conversation: Conversation, stop: Sequence[str] = (),
+               sources: Sequence[str] | None = None) -> Iterator[str]:
         """Yield the reply to one conversation piece by piece as it is generated.
 
-        The pieces join to exactly ``generate([conversation], stop=stop)[0].text``: leading and
+        The pieces join to exactly ``generate([conversation], stop=stop, sources=[sources])[0].text``
+        (``sources=None``: unconstrained): leading and
         trailing whitespace is held back, and nothing from a stop string on is yielded.
         """
         import torch
@@ -192,7 +211,8 @@ class Generator:
                     self.model.generate(input_ids=torch.tensor([ids], device=self.model.device),
                                         attention_mask=torch.ones(1, len(ids), dtype=torch.long,
                                                                   device=self.model.device),
-                                        streamer=streamer, **self._gen_kwargs(stop))
+                                        streamer=streamer, **self._gen_kwargs(stop),
+                                        **self._copy_kwargs(None if sources is None else [sources], len(ids)))
             except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(e)
                 streamer.end()

@@ -186,8 +186,8 @@ def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
 def tokenize_example(ex: Example, tokenizer: Any, max_len: int) -> dict[str, list[int]] | None:
     """Token ids and labels for one example; prompt labels are ``-100`` (answer-only loss).
 
-    Chat examples: prompt = rendered messages with the generation prompt, completion = the answer plus
-    the end-of-turn token. Prompt and completion are tokenized separately, as at generation time.
+    Chat examples: prompt = rendered messages with the generation prompt (or the open reply they end
+    with), completion = the answer plus the end-of-turn token. Prompt and completion are tokenized separately, as at generation time.
     Over-long chat examples lose prompt tokens from the left (the answer is kept); plain text is cut to
     ``max_len``. Returns None when nothing trainable is left.
     """
@@ -198,7 +198,9 @@ def tokenize_example(ex: Example, tokenizer: Any, max_len: int) -> dict[str, lis
         return {"input_ids": ids, "labels": list(ids)} if len(ids) > 1 else None
     prompt = render_prompt(ex.messages, tokenizer)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    c_ids = tokenizer(ex.completion.strip() + eos, add_special_tokens=False)["input_ids"]
+    # a reply already begun ("The answer is:") is continued after a space, as generation continues it
+    lead = " " if ex.messages[-1]["role"] == "assistant" else ""
+    c_ids = tokenizer(lead + ex.completion.strip() + eos, add_special_tokens=False)["input_ids"]
     c_ids = c_ids[:max_len - 1]
     p_ids = p_ids[-(max_len - len(c_ids)):]
     if not c_ids:

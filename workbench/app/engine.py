@@ -159,8 +159,9 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
 
     Retrieval (when ``retriever`` is given) runs first; the prompt is built by
     ``workbench.answer.build_prompt`` (behind ``build_messages``, the builder evaluation and fine-tuning
-    use), generation streams through ``Generator.stream`` with the evaluation's stop strings while
-    holding the model's lock, and the reply is cleaned and cited as in evaluation.
+    use), generation streams through ``Generator.stream`` with the evaluation's stop strings (and, with
+    passages, its copy constraint) while holding the model's lock, and the reply is cleaned and cited as
+    in evaluation.
 
     Args:
         turn: the turn to fill (answer, hits, citations, timings).
@@ -171,7 +172,7 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     Yields:
         Pieces of the raw answer text.
     """
-    from workbench.answer import ANSWER_STOPS, build_prompt, cite, clean_answer
+    from workbench import answer as A
     from workbench.config import GenerateConfig
     from workbench.generate import Generator
 
@@ -181,14 +182,15 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
         with retriever.lock:
             hits = retriever.retriever.search(turn.question, k=settings.k, mode=settings.mode)
         turn.retrieval_s = time.perf_counter() - t0
-    messages, used = build_prompt(turn.question, hits, loaded.tokenizer, context_tokens=settings.context_tokens)
+    messages, used = A.build_prompt(turn.question, hits, loaded.tokenizer, context_tokens=settings.context_tokens)
     turn.hits = [hit_dict(h) for h in used]  # the passages in the prompt: [n] is hits[n-1]
     gen = Generator(loaded.model, loaded.tokenizer,
                     GenerateConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                    batch_size=1, context_tokens=settings.context_tokens))
     pieces: list[str] = []
     with loaded.lock:  # one generation at a time on this model
-        for piece in gen.stream(messages, stop=ANSWER_STOPS):
+        sources = A.copy_sources(used) if hits is not None and A.COPY_SPANS else None
+        for piece in gen.stream(messages, stop=A.ANSWER_STOPS, sources=sources):
             if not piece:
                 continue
             if turn.first_token_s is None:
@@ -198,8 +200,8 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     raw = "".join(pieces)
     turn.latency_s = time.perf_counter() - t0
     turn.n_new_tokens = len(loaded.tokenizer(raw, add_special_tokens=False)["input_ids"]) if raw else 0
-    turn.answer = clean_answer(raw, turn.question)
-    turn.citations = [(c.n, c.doc, c.heading or "") for c in cite(raw, used, turn.answer)]
+    turn.answer = A.clean_answer(raw, turn.question)
+    turn.citations = [(c.n, c.doc, c.heading or "") for c in A.cite(raw, used, turn.answer)]
 
 
 def answer_once(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | None,

@@ -1,0 +1,156 @@
+"""Copy-constrained decoding: a reply may only be a span copied from its passages (or the abstention).
+
+Small models read passages badly: they paraphrase, drift into their own memory, or stop halfway through a
+name. Constraining generation so that every reply is a contiguous token span of one of the passages
+(extractive answering, done by the generator itself) keeps the answer grounded while the model still
+chooses where the span starts and where it ends. ``SpanCopyProcessor`` is a ``transformers``
+``LogitsProcessor``; it works with batched left-padded generation, greedy or sampled, and streaming.
+
+Matching is on token ids. The passages are tokenized the way they appear in running text (words carry
+their leading space), so a reply may also start with the space-less form of a word ("Ada" for " Ada"),
+which is what chat models emit at the start of a turn. Spans start and end at word boundaries, and list
+markers and section numbers ("1.", "3.2") are not copyable content.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+_SEP = -1
+
+
+_ENUMERATOR = re.compile(r"(?m)^[ \t]*(?:\d{1,3}(?:\.\d{1,3})*[.)]?|[-*+•#>]+|\([a-z0-9]\))[ \t]+")
+"""List markers and section numbers at the start of a line ("1.", "3.2", "-", "##"): layout, not content."""
+_CLOSING = frozenset(".,;:!?)]}\"'…»”’")
+
+
+def source_text(text: str) -> str:
+    """A passage as a reply may copy it: list markers and section numbers dropped, whitespace collapsed."""
+    return " ".join(_ENUMERATOR.sub("", text).split())
+
+
+class _Vocab:
+    """Per-tokenizer helpers: passage text -> ids, a word token's space-less twin, token shapes."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.bare = lru_cache(maxsize=65536)(self._bare)
+        self.shape = lru_cache(maxsize=65536)(self._shape)
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(" " + source_text(text), add_special_tokens=False)["input_ids"]
+
+    def _bare(self, token_id: int) -> int:
+        """The id of the token spelling ``token_id`` without its leading space, or -1."""
+        piece = self.tokenizer.decode([token_id])
+        if len(piece) < 2 or not piece.startswith(" ") or piece[1].isspace():
+            return -1
+        ids = self.tokenizer(piece[1:], add_special_tokens=False)["input_ids"]
+        return ids[0] if len(ids) == 1 else -1
+
+    def _shape(self, token_id: int) -> tuple[bool, bool, bool]:
+        """(starts with whitespace, ends with a letter or digit, starts with closing punctuation)."""
+        piece = self.tokenizer.decode([token_id])
+        return (piece[:1].isspace(), piece[-1:].isalnum(), piece[:1] in _CLOSING)
+
+
+class _Row:
+    """One reply's sources flattened into one id array (separators between them) and its live matches.
+
+    A span starts at a word (a token after whitespace or punctuation) and ends before whitespace,
+    closing punctuation or the end of its source, so it never stops inside a word or a number.
+    """
+
+    def __init__(self, sources: list[list[int]], vocab: _Vocab):
+        flat: list[int] = []
+        for s in sources:
+            flat += s + [_SEP]
+        self.seq = np.array(flat, dtype=np.int64)
+        self.vocab = vocab
+        shapes = [vocab.shape(int(t)) if t >= 0 else (True, False, True) for t in flat]
+        ws = np.array([s[0] for s in shapes])
+        alnum_end = np.array([s[1] for s in shapes])
+        closing = np.array([s[2] for s in shapes])
+        prev_alnum = np.concatenate([[False], alnum_end[:-1]])
+        self.can_start = (self.seq >= 0) & (ws | ~prev_alnum)
+        # "0.31" and "v4.2": punctuation directly followed by a letter or digit is inside the word
+        next_glued = np.concatenate([~ws[1:], [False]]) & np.concatenate([self.seq[1:] >= 0, [False]])
+        self.can_end_before = (self.seq < 0) | ws | (closing & ~next_glued)
+        self.active: np.ndarray | None = None  # positions of the next token to copy; None before the first
+        self.free = self.seq.size == 0  # nothing to copy, or matching was lost (a finished row padded on)
+
+    def _start_bare(self) -> np.ndarray:
+        return np.array([self.vocab.bare(int(t)) if ok else -1 for t, ok in zip(self.seq, self.can_start)],
+                        dtype=np.int64)
+
+    def advance(self, token: int) -> None:
+        if self.active is None:
+            starts = np.flatnonzero(self.can_start & ((self.seq == token) | (self._start_bare() == token)))
+            self.active = starts + 1
+        else:
+            self.active = self.active[self.seq[self.active] == token] + 1
+        if self.active.size == 0:
+            self.free = True
+
+    def allowed(self) -> tuple[np.ndarray, bool]:
+        """Tokens that may come next, and whether the reply may end here."""
+        if self.active is None:
+            tokens = self.seq[self.can_start]
+            bare = self._start_bare()
+            return np.unique(np.concatenate([tokens, bare[bare >= 0]])), False
+        nxt = self.seq[self.active]
+        return np.unique(nxt[nxt >= 0]), bool(self.can_end_before[self.active].any())
+
+
+class SpanCopyProcessor:
+    """Masks every next token that would leave a span of the row's sources.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        sources: per batch row, the texts a reply may copy from (passages, and the abstention phrase).
+        prompt_width: the (left-padded) prompt length; tokens after it are the reply.
+        end_ids: tokens that end a reply (end of turn); allowed once at least one token was copied.
+    """
+
+    def __init__(self, tokenizer: Any, sources: Sequence[Sequence[str]], prompt_width: int,
+                 end_ids: Sequence[int]):
+        vocab = _vocab(tokenizer)
+        self.rows = [_Row([vocab.ids(t) for t in texts if t and t.strip()], vocab) for texts in sources]
+        self.width = prompt_width
+        self.end_ids = np.array(sorted(set(end_ids)), dtype=np.int64)
+        self.seen = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        n = input_ids.shape[1] - self.width
+        if n > self.seen:  # one new token per row since the last call
+            last = input_ids[:, -1].tolist()
+            for row, tok in zip(self.rows, last):
+                if not row.free:
+                    row.advance(int(tok))
+            self.seen = n
+        mask = torch.ones_like(scores, dtype=torch.bool)
+        for b, row in enumerate(self.rows):
+            if row.free or (row.active is not None and row.active.size == 0):
+                mask[b] = False
+                continue
+            ok, may_end = row.allowed()
+            if may_end:
+                ok = np.concatenate([ok, self.end_ids])
+            ok = ok[ok < scores.shape[1]]
+            mask[b, torch.from_numpy(ok).to(scores.device)] = False
+        return scores.masked_fill(mask, float("-inf"))
+
+
+_VOCABS: dict[int, _Vocab] = {}
+
+
+def _vocab(tokenizer: Any) -> _Vocab:
+    v = _VOCABS.get(id(tokenizer))
+    if v is None or v.tokenizer is not tokenizer:
+        v = _VOCABS[id(tokenizer)] = _Vocab(tokenizer)
+    return v
