@@ -361,6 +361,34 @@ def test_chat_answers_with_every_selected_system_and_rag_shows_sources(chat_app)
         history["base"][0]["n_new_tokens"] != history["ft:tiny-sft"][0]["n_new_tokens"]
 
 
+def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeypatch):
+    """RAG columns generate under the copy constraint (the passages' texts and the abstention) while
+    "Copy answers from passages" is on, the default, and freely when it is off; closed-book ones never.
+    (Whether constrained replies are spans is tested on the generator: this app model cannot end a reply.)"""
+    from workbench import answer as A
+    from workbench.generate import Generator
+
+    seen = []
+    real = Generator.stream
+
+    def stream(self, conversation, stop=(), sources=None):
+        seen.append(sources)
+        return real(self, conversation, stop=stop, sources=sources)
+
+    monkeypatch.setattr(Generator, "stream", stream)
+    assert chat_app.checkbox(key="chat_copy").value
+    at = ask(chat_app, "How much does the Tern-3 buoy weigh?")
+    history = at.session_state["chat_history"]
+    assert seen[0] is None and seen[2] is None  # base, ft
+    for sources, key in ((seen[1], "rag"), (seen[3], "ft_rag:tiny-sft")):
+        hits = history[key][0]["hits"]
+        assert sources == [h["text"] for h in hits] + [A.ABSTAIN]
+    seen.clear()
+    at.checkbox(key="chat_copy").uncheck().run()
+    ask(at, "How much does the Tern-3 buoy weigh?")
+    assert seen == [None] * 4
+
+
 def test_chat_columns_keep_their_history(chat_app):
     at = ask(chat_app, "Who leads Kestrelmark?")
     at = ask(at, "Where is the head office?")

@@ -63,6 +63,25 @@ def test_batched_matches_sequential_greedy(tiny):
     assert len({g.n_prompt_tokens for g in batched}) > 1
 
 
+def test_batches_respect_the_prompt_and_token_caps(tiny, monkeypatch):
+    gen = make(tiny, batch_size=4, batch_tokens=60)
+    lengths = [10, 10, 12, 15, 15, 20, 30, 70]
+    batches = list(gen.batches(lengths, list(range(len(lengths)))))
+    assert [i for b in batches for i in b] == list(range(len(lengths)))  # order kept, nothing lost
+    for b in batches:
+        assert len(b) <= 4
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 60  # an over-long prompt goes alone
+    assert batches[0] == [0, 1, 2, 3] and batches[-1] == [7]
+    # and generation runs exactly those batches, with the same replies as one at a time
+    calls = []
+    real = gen.model.generate
+    monkeypatch.setattr(gen.model, "generate", lambda **kw: calls.append(kw["input_ids"].shape) or real(**kw))
+    convs = [conv(q) for q in QUESTIONS]
+    out = gen.generate(convs)
+    assert len(calls) > 1 and all(r * w <= 60 or r == 1 for r, w in calls)
+    assert [g.text for g in out] == [g.text for g in make(tiny, batch_size=1).generate(convs)]
+
+
 def test_outputs_come_back_in_input_order(tiny):
     gen = make(tiny, batch_size=2)
     qs = list(reversed(QUESTIONS))
@@ -231,3 +250,20 @@ def test_span_copy_processor_follows_one_span_and_ends_only_between_words(tiny_l
         else:  # the reply may stop only where the next token starts a new word ("4" "2" stays whole)
             between_words = tok.decode([ids[i + 1]])[:1].isspace()
             assert nxt == ({ids[i + 1], end} if between_words else {ids[i + 1]})
+
+
+def test_span_copy_processor_gives_a_dead_end_back_to_the_model(tiny_lm_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from workbench.copying import SpanCopyProcessor
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    ids = tok(" 42 kg", add_special_tokens=False)["input_ids"]
+    proc = SpanCopyProcessor(tok, [["42 kg"]], prompt_width=1, end_ids=[])  # nothing may end the reply
+    seq = torch.tensor([[5] + ids])
+    for n in range(1, len(ids) + 1):  # replay the span token by token
+        proc(seq[:, :1 + n - 1], torch.zeros(1, len(tok)))
+    scores = torch.randn(1, len(tok))
+    out = proc(seq, scores)  # the span is complete and cannot end: no token left
+    assert torch.equal(out, scores) and proc.rows[0].free

@@ -5,9 +5,11 @@ Small models ramble, echo the question and ignore passages. The defaults below w
 embedded SmolLM2-135M on the demo corpus (``bench/rag_prompt.py`` re-measures them): a terse system
 prompt, k=2 whole chunks numbered in rank order and fitted to the context budget, no worked examples,
 the reply opened with "The answer is:", greedy decoding constrained to copy a span of the passages
-(``workbench.copying``) and stopped at the first newline, and ``clean_answer`` keeping the answer phrase
-(dropping labels, list markers, trailing sentences and any restatement of the question). On 60 demo
-questions this took token F1 from 0.29 (free decoding, k=3) to 0.45.
+(``GenerateConfig.copy_spans``, ``workbench.copying``) and stopped at the first newline, and
+``clean_answer`` keeping the answer phrase (dropping labels, list markers, trailing sentences and any
+restatement of the question). On 60 demo questions this took token F1 from 0.29 (free decoding, k=3) to
+0.45. Copying measured: with "The answer is:", k=3 free 0.36 vs copied 0.36 while spans could end inside
+a word; with word-aligned spans and list markers excluded, k=2 0.45 and k=1 0.45 (free k=2 0.34).
 """
 from __future__ import annotations
 
@@ -67,11 +69,6 @@ REPLY_START = "The answer is:"
 """Text the assistant's reply to a RAG prompt starts with (the model continues it); empty: none. Measured
 on 60 demo questions (k=3): no opening F1 0.29, "The answer is:" 0.36, "Answer:" 0.21. It skips the
 restatement small models open with, so the first generated token is already the answer's."""
-
-COPY_SPANS = True
-"""Constrain RAG replies to word-aligned spans of the passages or the abstention (``workbench.copying``).
-Measured on 60 demo questions with "The answer is:": k=3 free 0.36 vs copied 0.36 when spans could end
-inside a word; with word-aligned spans and list markers excluded, k=2 0.45 and k=1 0.45 (free k=2 0.34)."""
 
 ANSWER_RESERVE = 48
 """Tokens of the context budget kept free for the reply."""
@@ -460,7 +457,8 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
         retrieval_share = (time.perf_counter() - t0) / len(questions)
     prompts = [build_prompt(q, h, generator.tokenizer, generator.cfg.context_tokens)
                for q, h in zip(questions, hits_per_q)]
-    sources = [copy_sources(used) for _, used in prompts] if retriever is not None and COPY_SPANS else None
+    copy = retriever is not None and generator.cfg.copy_spans
+    sources = [copy_sources(used) for _, used in prompts] if copy else None
     gens = generator.generate([m for m, _ in prompts], progress=progress, stop=ANSWER_STOPS, sources=sources)
     out = []
     for q, (_, used), g in zip(questions, prompts, gens):

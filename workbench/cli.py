@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
 
 from workbench.errors import WorkbenchError
+
+# a transformers deprecation raised inside peft's own calls: nothing a user can act on
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 app = typer.Typer(
     help="RAG vs fine-tuning workbench: build both from one corpus, score them side by side.",

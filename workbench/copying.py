@@ -143,7 +143,14 @@ class SpanCopyProcessor:
                 ok = np.concatenate([ok, self.end_ids])
             ok = ok[ok < scores.shape[1]]
             mask[b, torch.from_numpy(ok).to(scores.device)] = False
-        return scores.masked_fill(mask, float("-inf"))
+        out = scores.masked_fill(mask, float("-inf"))
+        # a dead end (every copyable token, or the end of turn, already forbidden by another processor):
+        # give the row back to the model rather than force an arbitrary token
+        dead = torch.isinf(out).all(dim=-1) & ~torch.isinf(scores).all(dim=-1)
+        for b in torch.nonzero(dead).flatten().tolist():
+            self.rows[b].free = True
+            out[b] = scores[b]
+        return out
 
 
 _VOCABS: dict[int, _Vocab] = {}

@@ -126,6 +126,19 @@ class Generator:
 
     # --- batched generation --------------------------------------------------------------------
 
+    def batches(self, lengths: Sequence[int], items: Sequence[int]) -> Iterator[list[int]]:
+        """``items`` (sorted by their prompt ``lengths``, ascending) cut into batches of at most
+        ``cfg.batch_size`` items whose padded size (items x longest) stays within ``cfg.batch_tokens``;
+        a prompt longer than the token budget goes alone."""
+        batch: list[int] = []
+        for n, item in zip(lengths, items):
+            if batch and (len(batch) >= self.cfg.batch_size or (len(batch) + 1) * n > self.cfg.batch_tokens):
+                yield batch
+                batch = []
+            batch.append(item)
+        if batch:
+            yield batch
+
     def _copy_kwargs(self, sources: Sequence[Sequence[str]] | None, width: int) -> dict[str, Any]:
         """``logits_processor`` restricting each row's reply to spans of its sources (none: no limit)."""
         if sources is None:
@@ -141,8 +154,9 @@ class Generator:
                  stop: Sequence[str] = (), sources: Sequence[Sequence[str]] | None = None) -> list[Generation]:
         """Reply to each conversation, batched; results come back in input order.
 
-        Prompts are sorted by length and batched ``cfg.batch_size`` at a time, left-padded, so greedy
-        outputs match one-at-a-time generation while the model runs on full batches.
+        Prompts are sorted by length and batched, at most ``cfg.batch_size`` prompts and
+        ``cfg.batch_tokens`` padded prompt tokens at a time, left-padded, so greedy outputs match
+        one-at-a-time generation while the model runs on full batches.
 
         Args:
             conversations: chat messages (``{"role", "content"}`` dicts) per prompt.
@@ -163,18 +177,17 @@ class Generator:
         kw = self._gen_kwargs(stop)
         eos = set(kw["eos_token_id"])
         pad = self.tokenizer.pad_token_id
-        bs = max(1, self.cfg.batch_size)
         device = self.model.device
         with tqdm(total=len(encoded), desc="generate", unit="prompt", disable=not progress) as bar:
-            for start in range(0, len(order), bs):
-                idx = order[start:start + bs]
+            for idx in self.batches([len(encoded[i]) for i in order], order):
                 width = max(len(encoded[i]) for i in idx)
                 input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx])
                 mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx])
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kw,
-                                               **self._copy_kwargs(None if sources is None else [sources[i] for i in idx], width))
+                    copy = self._copy_kwargs(None if sources is None else [sources[i] for i in idx], width)
+                    seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                               **kw, **copy)
                 latency = time.perf_counter() - t0
                 for row, i in enumerate(idx):
                     new = seqs[row, width:].tolist()

@@ -135,7 +135,7 @@ def _cost_sentence(summary: dict, best: str) -> str:
         parts.append(f"fine-tuning for {_s(ad.get('seconds'))}{toks}")
     what = " and ".join(parts) if parts else "no build step"
     bs = summary.get("config", {}).get("generate", {}).get("batch_size")
-    batched = f", answering {bs} questions per batch" if bs and bs > 1 else ""
+    batched = f", answering up to {bs} questions per batch" if bs and bs > 1 else ""
     lat = f"{_s(b.get('latency_p50_s'))} latency p50{batched}"
     if "base" in systems and best != "base" and systems["base"].get("latency_p50_s"):
         lat += f" vs {_s(systems['base']['latency_p50_s'])} for base"

@@ -108,10 +108,14 @@ def sidebar() -> tuple[list[ChatSystem], str | None, engine.ChatSettings]:
     temperature = sb.slider("Temperature", 0.0, 1.5, float(gdef.temperature), 0.1, key="chat_temperature",
                             help="0 = greedy (deterministic).")
     max_new = sb.number_input("Max new tokens", 4, 1024, max(gdef.max_new_tokens, 64), 8, key="chat_max_tokens")
+    copy = sb.checkbox("Copy answers from passages", gdef.copy_spans, key="chat_copy",
+                       help="RAG systems reply with a span of the retrieved passages (or \"I don't know\"), as in "
+                            "evaluation; off lets the model write freely.")
     if sb.button("Clear chat history", key="chat_clear"):
         st.session_state[HISTORY_KEY] = {}
     settings = engine.ChatSettings(base_model=base, k=int(k), mode=mode, temperature=float(temperature),
-                                   max_new_tokens=int(max_new), context_tokens=gdef.context_tokens)
+                                   max_new_tokens=int(max_new), context_tokens=gdef.context_tokens,
+                                   copy_spans=bool(copy))
     return [s for s in systems if s.name in picked], index, settings
 
 

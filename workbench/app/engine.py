@@ -44,11 +44,12 @@ class ChatSettings:
     """What the sidebar sets for one question."""
 
     base_model: str
-    k: int = 3
+    k: int = 2
     mode: str = "hybrid"
     temperature: float = 0.0
     max_new_tokens: int = 32
     context_tokens: int = 2048
+    copy_spans: bool = True
     device: str = "auto"
     dtype: str = "auto"
 
@@ -186,10 +187,11 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     turn.hits = [hit_dict(h) for h in used]  # the passages in the prompt: [n] is hits[n-1]
     gen = Generator(loaded.model, loaded.tokenizer,
                     GenerateConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                   batch_size=1, context_tokens=settings.context_tokens))
+                                   batch_size=1, context_tokens=settings.context_tokens,
+                                   copy_spans=settings.copy_spans))
     pieces: list[str] = []
     with loaded.lock:  # one generation at a time on this model
-        sources = A.copy_sources(used) if hits is not None and A.COPY_SPANS else None
+        sources = A.copy_sources(used) if hits is not None and gen.cfg.copy_spans else None
         for piece in gen.stream(messages, stop=A.ANSWER_STOPS, sources=sources):
             if not piece:
                 continue
