@@ -1,11 +1,12 @@
 """Batched vs one-at-a-time greedy generation with the embedded base model on RAG prompts.
 
 Builds N RAG prompts (eval questions of a corpus with retrieved passages, through the same
-``workbench.answer.build_messages`` the evaluation uses), then answers them twice with greedy decoding:
-one prompt at a time (batch size 1) and batched (prompts sorted by length, left-padded). Prints wall
+``workbench.answer.build_prompt`` the evaluation uses, replies copied from the passages as in evaluation),
+then answers them twice with greedy decoding: one prompt at a time (batch size 1) and batched (prompts
+sorted by length, left-padded, batched as ``GenerateConfig`` says). Prints wall
 time, prompts/s, new tokens/s, the speed-up, and whether the outputs are identical.
 
-    .venv/bin/python bench/generation.py                     # corpora/demo, 64 prompts, batch 16
+    .venv/bin/python bench/generation.py                     # corpora/demo, 64 prompts, default batching
     .venv/bin/python bench/generation.py --index demo        # passages from a built index (hybrid)
     .venv/bin/python bench/generation.py --no-stop           # run every reply to max_new_tokens
 """
@@ -20,16 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_book: bool = False
-                  ) -> list[list[dict[str, str]]]:
-    """``n`` RAG (or closed-book) conversations for the corpus's eval questions (cycled when there are fewer)."""
-    from workbench.answer import build_messages
+                  ) -> tuple[list[list[dict[str, str]]], list[list[str]] | None]:
+    """``n`` RAG (or closed-book) conversations for the corpus's eval questions (cycled when there are fewer),
+    and what each RAG reply may copy from (None for closed book), exactly as evaluation builds them."""
+    from workbench.answer import build_prompt, copy_sources
     from workbench.config import RetrieveConfig
     from workbench.qa import eval_items, load_qa
 
     questions = [q.question for q in eval_items(load_qa(corpus / "qa.jsonl"))]
     questions = (questions * (n // max(1, len(questions)) + 1))[:n]
     if closed_book:
-        return [build_messages(q, None, tokenizer) for q in questions]
+        return [build_prompt(q, None, tokenizer)[0] for q in questions], None
     if index:
         from workbench.index import load_index
         from workbench.retrieve import Retriever
@@ -40,12 +42,13 @@ def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_boo
 
         retriever = BM25Retriever(paragraph_chunks(corpus))
     k = RetrieveConfig().k
-    return [build_messages(q, hits, tokenizer) for q, hits in zip(questions, retriever.search_batch(questions, k=k))]
+    built = [build_prompt(q, hits, tokenizer) for q, hits in zip(questions, retriever.search_batch(questions, k=k))]
+    return [m for m, _ in built], [copy_sources(used) for _, used in built]
 
 
-def run(gen, prompts, stop) -> tuple[float, list]:
+def run(gen, prompts, stop, sources) -> tuple[float, list]:
     t0 = time.perf_counter()
-    out = gen.generate(prompts, stop=stop)
+    out = gen.generate(prompts, stop=stop, sources=sources)
     return time.perf_counter() - t0, out
 
 
@@ -54,7 +57,8 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("corpora/demo"))
     ap.add_argument("--index", default=None, help="index name/folder for passages (default: BM25 fallback)")
     ap.add_argument("-n", type=int, default=64, help="prompts")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: GenerateConfig's (with its token cap)")
+    ap.add_argument("--free", action="store_true", help="RAG replies written freely (no copy constraint)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: GenerateConfig's")
     ap.add_argument("--no-stop", action="store_true", help="no stop string: every reply runs to the token budget "
                     "unless the model ends its turn")
@@ -73,21 +77,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_base_model(ModelConfig())
-    prompts = build_prompts(args.corpus, args.n, args.index, tok, args.closed_book)
+    prompts, sources = build_prompts(args.corpus, args.n, args.index, tok, args.closed_book)
+    sources = None if args.free else sources
     cfg = GenerateConfig()
     max_new = args.max_new_tokens or cfg.max_new_tokens
+    bs = args.batch_size or cfg.batch_size
     stop = () if args.no_stop else ANSWER_STOPS
-    batched = Generator(model, tok, GenerateConfig(max_new_tokens=max_new, batch_size=args.batch_size))
+    batched = Generator(model, tok, GenerateConfig(max_new_tokens=max_new, batch_size=bs))
     single = Generator(model, tok, GenerateConfig(max_new_tokens=max_new, batch_size=1))
     n_prompt = sum(len(batched.encode(p)) for p in prompts)
-    print(f"{len(prompts)} {'closed-book' if args.closed_book else 'RAG'} prompts from {args.corpus} ({n_prompt / len(prompts):.0f} prompt tokens on average), "
-          f"greedy, max_new_tokens={max_new}, stop={list(stop)}, {torch.get_num_threads()} torch threads, "
-          f"device {model.device}", flush=True)
-    batched.generate(prompts[:2], stop=stop)  # warm-up
-    t_b, out_b = run(batched, prompts, stop)
-    t_s, out_s = run(single, prompts, stop)
+    kind = "closed-book" if args.closed_book else ("RAG (free replies)" if sources is None else "RAG (copied replies)")
+    print(f"{len(prompts)} {kind} prompts from {args.corpus} ({n_prompt / len(prompts):.0f} prompt tokens on "
+          f"average), greedy, max_new_tokens={max_new}, stop={list(stop)}, batches of up to {bs} prompts and "
+          f"{cfg.batch_tokens} tokens, {torch.get_num_threads()} torch threads, device {model.device}", flush=True)
+    batched.generate(prompts[:2], stop=stop, sources=sources and sources[:2])  # warm-up
+    t_b, out_b = run(batched, prompts, stop, sources)
+    t_s, out_s = run(single, prompts, stop, sources)
     rows = []
-    for name, secs, out in (("one at a time", t_s, out_s), (f"batched ({args.batch_size})", t_b, out_b)):
+    for name, secs, out in (("one at a time", t_s, out_s), (f"batched (≤{bs})", t_b, out_b)):
         new = sum(g.n_new_tokens for g in out)
         rows.append((name, secs, len(out) / secs, new / secs, (n_prompt + new) / secs))
     print(f"{'':<16}{'wall s':>9}{'prompts/s':>11}{'new tok/s':>11}{'all tok/s':>11}")

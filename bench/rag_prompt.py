@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=40, help="answerable questions scored (spread over the file)")
     ap.add_argument("--unanswerable", type=int, default=10, help="unanswerable questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: GenerateConfig's")
     ap.add_argument("--show", type=int, default=0, help="print this many answers per variant")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--dump", type=Path, default=None, help="write every answer (raw and cleaned) as JSON Lines")
@@ -162,7 +162,8 @@ def main() -> None:
         A.REPLY_START = defaults[5] if v["prime"] is None else REPLY_STARTS[v["prime"]]
         copy = GenerateConfig().copy_spans if v["copy"] is None else bool(v["copy"])
         gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
-                                                   batch_size=args.batch_size, copy_spans=copy))
+                                                   batch_size=args.batch_size or GenerateConfig().batch_size,
+                                                   copy_spans=copy))
         t0 = time.perf_counter()
         answers = A.answer_questions(questions, gen, retriever=retriever, k=v["k"])
         secs = time.perf_counter() - t0
