@@ -32,8 +32,9 @@ def source_text(text: str) -> str:
     return " ".join(_ENUMERATOR.sub("", text).split())
 
 
-class _Vocab:
-    """Per-tokenizer helpers: passage text -> ids, a word token's space-less twin, token shapes."""
+class CopyVocab:
+    """Per-tokenizer helpers: passage text -> ids, a word token's space-less twin, token shapes (cached;
+    keep one per tokenizer, as ``Generator`` does, so the caches outlast one batch)."""
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
@@ -64,12 +65,11 @@ class _Row:
     closing punctuation or the end of its source, so it never stops inside a word or a number.
     """
 
-    def __init__(self, sources: list[list[int]], vocab: _Vocab):
+    def __init__(self, sources: list[list[int]], vocab: CopyVocab):
         flat: list[int] = []
         for s in sources:
             flat += s + [_SEP]
         self.seq = np.array(flat, dtype=np.int64)
-        self.vocab = vocab
         shapes = [vocab.shape(int(t)) if t >= 0 else (True, False, True) for t in flat]
         ws = np.array([s[0] for s in shapes])
         alnum_end = np.array([s[1] for s in shapes])
@@ -79,16 +79,15 @@ class _Row:
         # "0.31" and "v4.2": punctuation directly followed by a letter or digit is inside the word
         next_glued = np.concatenate([~ws[1:], [False]]) & np.concatenate([self.seq[1:] >= 0, [False]])
         self.can_end_before = (self.seq < 0) | ws | (closing & ~next_glued)
+        # where a reply may start, the space-less twin of the word there ("Ada" for " Ada"), else -1
+        self.start_bare = np.array([vocab.bare(int(t)) if ok else -1 for t, ok in zip(self.seq, self.can_start)],
+                                   dtype=np.int64)
         self.active: np.ndarray | None = None  # positions of the next token to copy; None before the first
         self.free = self.seq.size == 0  # nothing to copy, or matching was lost (a finished row padded on)
 
-    def _start_bare(self) -> np.ndarray:
-        return np.array([self.vocab.bare(int(t)) if ok else -1 for t, ok in zip(self.seq, self.can_start)],
-                        dtype=np.int64)
-
     def advance(self, token: int) -> None:
         if self.active is None:
-            starts = np.flatnonzero(self.can_start & ((self.seq == token) | (self._start_bare() == token)))
+            starts = np.flatnonzero(self.can_start & ((self.seq == token) | (self.start_bare == token)))
             self.active = starts + 1
         else:
             self.active = self.active[self.seq[self.active] == token] + 1
@@ -98,9 +97,8 @@ class _Row:
     def allowed(self) -> tuple[np.ndarray, bool]:
         """Tokens that may come next, and whether the reply may end here."""
         if self.active is None:
-            tokens = self.seq[self.can_start]
-            bare = self._start_bare()
-            return np.unique(np.concatenate([tokens, bare[bare >= 0]])), False
+            bare = self.start_bare[self.start_bare >= 0]
+            return np.unique(np.concatenate([self.seq[self.can_start], bare])), False
         nxt = self.seq[self.active]
         return np.unique(nxt[nxt >= 0]), bool(self.can_end_before[self.active].any())
 
@@ -113,11 +111,12 @@ class SpanCopyProcessor:
         sources: per batch row, the texts a reply may copy from (passages, and the abstention phrase).
         prompt_width: the (left-padded) prompt length; tokens after it are the reply.
         end_ids: tokens that end a reply (end of turn); allowed once at least one token was copied.
+        vocab: the tokenizer's ``CopyVocab`` (a new one when not given).
     """
 
     def __init__(self, tokenizer: Any, sources: Sequence[Sequence[str]], prompt_width: int,
-                 end_ids: Sequence[int]):
-        vocab = _vocab(tokenizer)
+                 end_ids: Sequence[int], vocab: CopyVocab | None = None):
+        vocab = vocab or CopyVocab(tokenizer)
         self.rows = [_Row([vocab.ids(t) for t in texts if t and t.strip()], vocab) for texts in sources]
         self.width = prompt_width
         self.end_ids = np.array(sorted(set(end_ids)), dtype=np.int64)
@@ -135,7 +134,7 @@ class SpanCopyProcessor:
             self.seen = n
         mask = torch.ones_like(scores, dtype=torch.bool)
         for b, row in enumerate(self.rows):
-            if row.free or (row.active is not None and row.active.size == 0):
+            if row.free:
                 mask[b] = False
                 continue
             ok, may_end = row.allowed()
@@ -151,13 +150,3 @@ class SpanCopyProcessor:
             self.rows[b].free = True
             out[b] = scores[b]
         return out
-
-
-_VOCABS: dict[int, _Vocab] = {}
-
-
-def _vocab(tokenizer: Any) -> _Vocab:
-    v = _VOCABS.get(id(tokenizer))
-    if v is None or v.tokenizer is not tokenizer:
-        v = _VOCABS[id(tokenizer)] = _Vocab(tokenizer)
-    return v

@@ -84,6 +84,7 @@ class Generator:
         self.tokenizer = prepare_tokenizer(tokenizer, model)
         self.cfg = cfg or GenerateConfig()
         self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self._copy_vocab: Any = None  # workbench.copying.CopyVocab, made on first use
 
     # --- prompt side ---------------------------------------------------------------------------
 
@@ -145,10 +146,11 @@ class Generator:
             return {}
         from transformers import LogitsProcessorList
 
-        from workbench.copying import SpanCopyProcessor
+        from workbench.copying import CopyVocab, SpanCopyProcessor
 
-        return {"logits_processor": LogitsProcessorList([SpanCopyProcessor(self.tokenizer, sources, width,
-                                                                           self.stop_ids())])}
+        self._copy_vocab = self._copy_vocab or CopyVocab(self.tokenizer)
+        proc = SpanCopyProcessor(self.tokenizer, sources, width, self.stop_ids(), self._copy_vocab)
+        return {"logits_processor": LogitsProcessorList([proc])}
 
     def generate(self, conversations: list[Conversation], progress: bool = False,
                  stop: Sequence[str] = (), sources: Sequence[Sequence[str]] | None = None) -> list[Generation]:
