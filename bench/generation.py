@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_book: bool = False
-                  ) -> tuple[list[list[dict[str, str]]], list[list[str]] | None]:
+                  ) -> tuple[list[list[dict[str, str]]], list[list] | None]:
     """``n`` RAG (or closed-book) conversations for the corpus's eval questions (cycled when there are fewer),
     and what each RAG reply may copy from (None for closed book), exactly as evaluation builds them."""
     from workbench.answer import build_prompt, copy_sources
@@ -43,7 +43,8 @@ def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_boo
         retriever = BM25Retriever(paragraph_chunks(corpus))
     k = RetrieveConfig().k
     built = [build_prompt(q, hits, tokenizer) for q, hits in zip(questions, retriever.search_batch(questions, k=k))]
-    return [m for m, _ in built], [copy_sources(used) for _, used in built]
+    return [m for m, _ in built], copy_sources(questions, [used for _, used in built],
+                                               getattr(retriever, "embedder", None))
 
 
 def run(gen, prompts, stop, sources) -> tuple[float, list]:

@@ -83,8 +83,9 @@ REPLY_STARTS = ("", "The answer is:", "Answer:")
 class CachedRetriever:
     """Serves the top-k of hits retrieved once (so variants differ only in what is being measured)."""
 
-    def __init__(self, questions: list[str], hits: list[list[Hit]]):
+    def __init__(self, questions: list[str], hits: list[list[Hit]], embedder=None):
         self.by_q = dict(zip(questions, hits))
+        self.embedder = embedder  # ranks the sentences replies copy from (None: idf overlap)
 
     def search_batch(self, queries: list[str], k: int | None = None) -> list[list[Hit]]:
         return [self.by_q[q][:k] for q in queries]
@@ -94,9 +95,9 @@ def parse_variant(text: str) -> dict[str, float]:
     """``"k=3,sentences=2,few_shot=1,qfirst=1"`` -> settings (passages, PASSAGE_SENTENCES, FEW_SHOT on/off,
     QUESTION_FIRST on/off, max_new_tokens, sys: index into ALT_SYSTEM (0 = the default SYSTEM_RAG), rev:
     BEST_PASSAGE_LAST on/off), copy: GenerateConfig.copy_spans on/off (default: the built-in default), prime:
-    index into REPLY_STARTS (0 = no opening; default: the built-in REPLY_START)."""
+    index into REPLY_STARTS (0 = no opening; default: the built-in REPLY_START), focus: COPY_SENTENCES."""
     out = {"k": 3, "sentences": None, "few_shot": 0, "max_new_tokens": None, "qfirst": 0, "sys": 0, "rev": 0,
-           "copy": None, "prime": None}
+           "copy": None, "prime": None, "focus": None}
     for part in filter(None, text.split(",")):
         key, _, val = part.partition("=")
         if key.strip() not in out:
@@ -148,9 +149,11 @@ def main() -> None:
     else:
         base_retriever = BM25Retriever(paragraph_chunks(args.corpus))
     variants = [parse_variant(v) for v in (args.variant or [""])]
-    retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)))
+    retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)),
+                                getattr(base_retriever, "embedder", None))
     model, tok = load_base_model(ModelConfig())
-    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START)
+    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
+                A.COPY_SENTENCES)
     print(f"{len(ans[::step][: args.limit])} answerable + {len(una[: args.unanswerable])} unanswerable eval "
           f"questions; retrieval: {'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
     for v in variants:
@@ -160,6 +163,7 @@ def main() -> None:
         A.SYSTEM_RAG = ALT_SYSTEM[v["sys"]] or defaults[3]
         A.BEST_PASSAGE_LAST = bool(v["rev"])
         A.REPLY_START = defaults[5] if v["prime"] is None else REPLY_STARTS[v["prime"]]
+        A.COPY_SENTENCES = defaults[6] if v["focus"] is None else v["focus"]
         copy = GenerateConfig().copy_spans if v["copy"] is None else bool(v["copy"])
         gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
                                                    batch_size=args.batch_size or GenerateConfig().batch_size,
@@ -179,7 +183,7 @@ def main() -> None:
         n_prompt = statistics.mean(len(tok(prompts[q])["input_ids"]) for q in questions)
         print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))} "
               f"qfirst={int(A.QUESTION_FIRST)} sys={v['sys']} rev={v['rev']} copy={int(copy)} "
-              f"start={A.REPLY_START!r}: "
+              f"start={A.REPLY_START!r} focus={A.COPY_SENTENCES}: "
               f"F1 {statistics.mean(f1s):.3f}  EM {statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans):.3f}"
               f"  contains {statistics.mean(contains(a.text, q.answers) for q, a in a_ans):.3f} | answer in prompt "
               f"{statistics.mean(in_prompt):.2f}, F1 then {statistics.mean(f1_in) if f1_in else 0:.3f} | abstains: "
@@ -196,7 +200,8 @@ def main() -> None:
         for q, a in list(zip(items, answers))[: args.show]:
             score = token_f1(a.text, q.answers) if q.answerable else float(A.is_abstention(a.text))
             print(f"   {score:.2f} {q.question[:60]!r} gold={q.answers[:1]} -> {a.text!r}  raw={a.raw[:60]!r}")
-    (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START) = defaults
+    (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
+     A.COPY_SENTENCES) = defaults
 
 
 if __name__ == "__main__":

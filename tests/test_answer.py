@@ -212,7 +212,10 @@ def test_answer_questions_with_retrieval(tok):
     convs, stop = gen.seen[0]
     assert stop == A.ANSWER_STOPS and "[2]" in user_turn(convs[0])["content"]
     assert "[3]" not in user_turn(convs[0])["content"]
-    assert gen.sources[0] == [h.chunk.text for h in HITS[:2]] + [A.ABSTAIN]  # replies are copied from these
+    # replies are copied from the passages' sentences (three here, all kept) or the abstention
+    assert [s.text for s in gen.sources[0][:-1]] == A.split_sentences(HITS[0].chunk.text + " " + HITS[1].chunk.text)
+    assert gen.sources[0][-1] == A.ABSTAIN
+    assert {"heavy", "tern-3", "the"} <= gen.sources[0][0].no_start  # no span starts with an echo or a stopword
 
 
 def test_answer_questions_closed_book(tok):
@@ -272,3 +275,18 @@ def test_best_passage_last_keeps_rank_numbers(monkeypatch, tok):
 ])
 def test_clean_answer_more_echo_shapes(raw, question, clean):
     assert A.clean_answer(raw, question) == clean
+
+
+def test_copy_sources_keep_the_sentences_closest_to_the_question():
+    from rag_fakes import StubEmbedder
+
+    hits = [hit(1, "The buoy is yellow. Its battery holds 9 Ah. The hull is foam."),
+            hit(2, "Ilse Varnholt leads Kestrelmark. The battery charger is grey.")]
+    q = "How many Ah does the battery hold?"
+    for embedder in (StubEmbedder(dim=2048), None):  # embedding similarity, or idf overlap without an embedder
+        (sources,) = A.copy_sources([q], [hits], embedder, n_sentences=2)
+        assert [s.text for s in sources[:-1]] == ["Its battery holds 9 Ah.", "The battery charger is grey."]
+        assert sources[-1] == A.ABSTAIN  # plain text: "I" may start the reply
+        assert all(s.no_start >= {"battery", "ah", "the", "how"} for s in sources[:-1])
+    (whole,) = A.copy_sources([q], [hits], StubEmbedder(), n_sentences=0)
+    assert [s.text for s in whole[:-1]] == [h.chunk.text for h in hits]

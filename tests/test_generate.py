@@ -267,3 +267,24 @@ def test_span_copy_processor_gives_a_dead_end_back_to_the_model(tiny_lm_dir):
     scores = torch.randn(1, len(tok))
     out = proc(seq, scores)  # the span is complete and cannot end: no token left
     assert torch.equal(out, scores) and proc.rows[0].free
+
+
+def test_span_copy_processor_never_starts_at_a_banned_word(tiny_lm_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from workbench.copying import CopySource, SpanCopyProcessor, no_start_words
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    q = "How heavy is the buoy?"
+    assert no_start_words(q, frozenset({"is"})) == {"how", "heavy", "is", "the", "buoy"}
+    src = CopySource("the buoy weighs 42 kg", no_start_words(q))
+    proc = SpanCopyProcessor(tok, [[src, "I don't know"]], prompt_width=1, end_ids=[tok.eos_token_id])
+    first = set(torch.nonzero(proc(torch.tensor([[5]]), torch.zeros(1, len(tok)))[0] > float("-inf")).flatten().tolist())
+
+    def start(word):
+        return tok(" " + word, add_special_tokens=False)["input_ids"][0]
+
+    assert {start("weighs"), start("42"), start("kg")} <= first
+    assert not {start("the"), start("buoy")} & first
+    assert tok("I", add_special_tokens=False)["input_ids"][0] in first  # a plain source has no banned words

@@ -174,29 +174,34 @@ def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> lis
     A sentence scores the summed inverse document frequency (over all sentences of all ``texts``) of the
     question's content words it contains, so rare words such as names and codes weigh most.
     """
-    import math
-
     if n_sentences <= 0:
         return list(texts)
-    q = _terms(question)
     sents = [split_sentences(t) for t in texts]
-    bags = [[_terms(s) for s in ss] for ss in sents]
-    n = sum(len(b) for b in bags) or 1
-    df: dict[str, int] = {}
-    for b in bags:
-        for terms in b:
-            for w in terms & q:
-                df[w] = df.get(w, 0) + 1
-    idf = {w: math.log(1 + n / c) for w, c in df.items()}
+    scores = overlap_scores(question, [s for ss in sents for s in ss])
     out = []
-    for ss, bag in zip(sents, bags):
+    for ss in sents:
+        sc, scores = scores[:len(ss)], scores[len(ss):]
         if len(ss) <= n_sentences:
             out.append(" ".join(ss))
             continue
-        scores = [sum(idf.get(w, 0.0) for w in terms & q) for terms in bag]
-        keep = sorted(sorted(range(len(ss)), key=lambda i: (-scores[i], i))[:n_sentences])
+        keep = sorted(sorted(range(len(ss)), key=lambda i: (-sc[i], i))[:n_sentences])
         out.append(" ".join(ss[i] for i in keep))
     return out
+
+
+def overlap_scores(question: str, sentences: Sequence[str]) -> list[float]:
+    """Per sentence, the summed inverse document frequency (over ``sentences``) of the question's content
+    words it contains: rare words such as names and codes weigh most."""
+    import math
+
+    q = _terms(question)
+    bags = [_terms(s) & q for s in sentences]
+    df: dict[str, int] = {}
+    for terms in bags:
+        for w in terms:
+            df[w] = df.get(w, 0) + 1
+    n = len(bags) or 1
+    return [sum(math.log(1 + n / df[w]) for w in terms) for terms in bags]
 
 
 def _few_shot() -> list[dict[str, str]]:
@@ -429,9 +434,44 @@ def cite(raw: str, hits: Sequence[Hit], answer: str | None = None) -> list[Citat
 
 # --- batched answering -----------------------------------------------------------------------------
 
-def copy_sources(hits: Sequence[Hit]) -> list[str]:
-    """What a grounded reply may copy from: the passages' texts and the abstention phrase."""
-    return [h.chunk.text for h in hits] + [ABSTAIN]
+COPY_SENTENCES = 3
+"""Sentences of the passages a grounded reply may copy from (those closest to the question); 0: the whole
+passages."""
+
+
+def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedder: Any = None,
+                 n_sentences: int | None = None) -> list[list[str]]:
+    """What each grounded reply may copy from: the abstention phrase and the passages' ``n_sentences``
+    sentences (table rows, headings) closest to the question.
+
+    Closeness is the embedder's cosine similarity (each distinct sentence encoded once per call) or,
+    without an embedder, the summed idf of shared question words (``overlap_scores``). The prompt still
+    shows the whole passages; only where the answer is copied from narrows.
+    """
+    from workbench.copying import CopySource, no_start_words
+
+    n = COPY_SENTENCES if n_sentences is None else n_sentences
+    sents = [[s for h in hs for s in split_sentences(h.chunk.text)] for hs in hits]
+    if n <= 0:
+        texts = [[h.chunk.text for h in hs] for hs in hits]
+    elif embedder is None or all(len(ss) <= n for ss in sents):
+        texts = [_top(ss, overlap_scores(q, ss), n) for q, ss in zip(questions, sents)]
+    else:
+        distinct = list(dict.fromkeys(s for ss in sents for s in ss))
+        row = {s: i for i, s in enumerate(distinct)}
+        vecs = embedder.encode(distinct, role="passage")
+        qvecs = embedder.encode(list(questions), role="query")
+        texts = [_top(ss, (vecs[[row[s] for s in ss]] @ qv).tolist() if len(ss) > n else [], n)
+                 for qv, ss in zip(qvecs, sents)]
+    return [[CopySource(t, no_start_words(q, _STOPWORDS)) for t in ts] + [ABSTAIN] for q, ts in zip(questions, texts)]
+
+
+def _top(items: list[str], scores: list[float], n: int) -> list[str]:
+    """The ``n`` best-scoring items, in their original order (all of them when there are at most ``n``)."""
+    if len(items) <= n:
+        return items
+    keep = sorted(sorted(range(len(items)), key=lambda i: (-scores[i], i))[:n])
+    return [items[i] for i in keep]
 
 
 def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = None, k: int | None = None,
@@ -458,7 +498,8 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
     prompts = [build_prompt(q, h, generator.tokenizer, generator.cfg.context_tokens)
                for q, h in zip(questions, hits_per_q)]
     copy = retriever is not None and generator.cfg.copy_spans
-    sources = [copy_sources(used) for _, used in prompts] if copy else None
+    sources = copy_sources(questions, [used for _, used in prompts], getattr(retriever, "embedder", None)) \
+        if copy else None
     gens = generator.generate([m for m, _ in prompts], progress=progress, stop=ANSWER_STOPS, sources=sources)
     out = []
     for q, (_, used), g in zip(questions, prompts, gens):

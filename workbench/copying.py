@@ -14,6 +14,7 @@ markers and section numbers ("1.", "3.2") are not copyable content.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -32,6 +33,36 @@ def source_text(text: str) -> str:
     return " ".join(_ENUMERATOR.sub("", text).split())
 
 
+@dataclass(frozen=True)
+class CopySource:
+    """A text a reply may copy from, and words (casefolded) a copied span may not start with."""
+
+    text: str
+    no_start: frozenset[str] = frozenset()
+
+
+Source = str | CopySource
+"""What a reply may copy from: a text, or a text with words a span may not start with."""
+
+
+def _word(piece: str) -> str:
+    return piece.strip().strip(_PUNCT).casefold()
+
+
+def no_start_words(question: str, stopwords: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Words an answer to ``question`` does not start with: the question's own words and ``stopwords``.
+
+    A reply that starts by echoing the question ("Skua-G2 installation" for "What's the name of the drill
+    in the Skua-G2 installation kit?") or with a function word ("The rollout was halted ...") is not an
+    answer phrase; of the 453 gold answers of the demo corpus, 2 start with a word of their question and
+    none with a stopword.
+    """
+    return frozenset(w for w in (_word(p) for p in question.split()) if w) | stopwords
+
+
+_PUNCT = ".,;:!?()[]{}\"'“”‘’«»*_`"
+
+
 class CopyVocab:
     """Per-tokenizer helpers: passage text -> ids, a word token's space-less twin, token shapes (cached;
     keep one per tokenizer, as ``Generator`` does, so the caches outlast one batch)."""
@@ -40,13 +71,14 @@ class CopyVocab:
         self.tokenizer = tokenizer
         self.bare = lru_cache(maxsize=65536)(self._bare)
         self.shape = lru_cache(maxsize=65536)(self._shape)
+        self.piece = lru_cache(maxsize=65536)(lambda token_id: tokenizer.decode([token_id]))
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(" " + source_text(text), add_special_tokens=False)["input_ids"]
 
     def _bare(self, token_id: int) -> int:
         """The id of the token spelling ``token_id`` without its leading space, or -1."""
-        piece = self.tokenizer.decode([token_id])
+        piece = self.piece(token_id)
         if len(piece) < 2 or not piece.startswith(" ") or piece[1].isspace():
             return -1
         ids = self.tokenizer(piece[1:], add_special_tokens=False)["input_ids"]
@@ -54,8 +86,22 @@ class CopyVocab:
 
     def _shape(self, token_id: int) -> tuple[bool, bool, bool]:
         """(starts with whitespace, ends with a letter or digit, starts with closing punctuation)."""
-        piece = self.tokenizer.decode([token_id])
+        piece = self.piece(token_id)
         return (piece[:1].isspace(), piece[-1:].isalnum(), piece[:1] in _CLOSING)
+
+
+def _banned_starts(ids: list[int], no_start: frozenset[str], vocab: CopyVocab) -> list[bool]:
+    """Per token of ``ids``: whether the word running from it to the next whitespace is in ``no_start``."""
+    if not no_start:
+        return [False] * len(ids)
+    pieces = [vocab.piece(int(t)) for t in ids]
+    out = [False] * len(ids)
+    word = ""
+    for i in range(len(ids) - 1, -1, -1):  # right to left: the word from i is piece i + the word from i+1
+        p = pieces[i]
+        word = p if i + 1 == len(ids) or pieces[i + 1][:1].isspace() else p + word
+        out[i] = _word(word) in no_start
+    return out
 
 
 class _Row:
@@ -65,17 +111,19 @@ class _Row:
     closing punctuation or the end of its source, so it never stops inside a word or a number.
     """
 
-    def __init__(self, sources: list[list[int]], vocab: CopyVocab):
+    def __init__(self, sources: list[tuple[list[int], frozenset[str]]], vocab: CopyVocab):
         flat: list[int] = []
-        for s in sources:
-            flat += s + [_SEP]
+        banned: list[bool] = []
+        for ids, no_start in sources:
+            flat += ids + [_SEP]
+            banned += _banned_starts(ids, no_start, vocab) + [True]
         self.seq = np.array(flat, dtype=np.int64)
         shapes = [vocab.shape(int(t)) if t >= 0 else (True, False, True) for t in flat]
         ws = np.array([s[0] for s in shapes])
         alnum_end = np.array([s[1] for s in shapes])
         closing = np.array([s[2] for s in shapes])
         prev_alnum = np.concatenate([[False], alnum_end[:-1]])
-        self.can_start = (self.seq >= 0) & (ws | ~prev_alnum)
+        self.can_start = (self.seq >= 0) & (ws | ~prev_alnum) & ~np.array(banned, dtype=bool)
         # "0.31" and "v4.2": punctuation directly followed by a letter or digit is inside the word
         next_glued = np.concatenate([~ws[1:], [False]]) & np.concatenate([self.seq[1:] >= 0, [False]])
         self.can_end_before = (self.seq < 0) | ws | (closing & ~next_glued)
@@ -108,16 +156,19 @@ class SpanCopyProcessor:
 
     Args:
         tokenizer: the model's tokenizer.
-        sources: per batch row, the texts a reply may copy from (passages, and the abstention phrase).
+        sources: per batch row, the texts a reply may copy from (passage sentences, and the abstention
+            phrase), plain or as ``CopySource`` with words a span may not start with.
         prompt_width: the (left-padded) prompt length; tokens after it are the reply.
         end_ids: tokens that end a reply (end of turn); allowed once at least one token was copied.
         vocab: the tokenizer's ``CopyVocab`` (a new one when not given).
     """
 
-    def __init__(self, tokenizer: Any, sources: Sequence[Sequence[str]], prompt_width: int,
+    def __init__(self, tokenizer: Any, sources: Sequence[Sequence[Source]], prompt_width: int,
                  end_ids: Sequence[int], vocab: CopyVocab | None = None):
         vocab = vocab or CopyVocab(tokenizer)
-        self.rows = [_Row([vocab.ids(t) for t in texts if t and t.strip()], vocab) for texts in sources]
+        self.rows = [_Row([(vocab.ids(t), frozenset()) if isinstance(t, str) else (vocab.ids(t.text), t.no_start)
+                           for t in texts if (t if isinstance(t, str) else t.text).strip()], vocab)
+                     for texts in sources]
         self.width = prompt_width
         self.end_ids = np.array(sorted(set(end_ids)), dtype=np.int64)
         self.seen = 0

@@ -10,9 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from workbench.config import GenerateConfig
+
+if TYPE_CHECKING:
+    from workbench.copying import Source
 
 Conversation = list[dict[str, str]]
 
@@ -140,7 +143,7 @@ class Generator:
         if batch:
             yield batch
 
-    def _copy_kwargs(self, sources: Sequence[Sequence[str]] | None, width: int) -> dict[str, Any]:
+    def _copy_kwargs(self, sources: Sequence[Sequence[Source]] | None, width: int) -> dict[str, Any]:
         """``logits_processor`` restricting each row's reply to spans of its sources (none: no limit)."""
         if sources is None:
             return {}
@@ -153,7 +156,7 @@ class Generator:
         return {"logits_processor": LogitsProcessorList([proc])}
 
     def generate(self, conversations: list[Conversation], progress: bool = False,
-                 stop: Sequence[str] = (), sources: Sequence[Sequence[str]] | None = None) -> list[Generation]:
+                 stop: Sequence[str] = (), sources: Sequence[Sequence[Source]] | None = None) -> list[Generation]:
         """Reply to each conversation, batched; results come back in input order.
 
         Prompts are sorted by length and batched, at most ``cfg.batch_size`` prompts and
@@ -164,7 +167,8 @@ class Generator:
             conversations: chat messages (``{"role", "content"}`` dicts) per prompt.
             progress: show a progress bar over prompts.
             stop: strings that end a reply early (the reply is cut before them).
-            sources: per conversation, texts the reply must be copied from (``workbench.copying``);
+            sources: per conversation, texts (or ``CopySource``) the reply must be copied from
+                (``workbench.copying``);
                 None generates freely.
 
         Returns:
@@ -206,7 +210,7 @@ class Generator:
     # --- streaming -----------------------------------------------------------------------------
 
     def stream(self, conversation: Conversation, stop: Sequence[str] = (),
-               sources: Sequence[str] | None = None) -> Iterator[str]:
+               sources: Sequence[Source] | None = None) -> Iterator[str]:
         """Yield the reply to one conversation piece by piece as it is generated.
 
         The pieces join to exactly ``generate([conversation], stop=stop, sources=[sources])[0].text``

@@ -189,9 +189,12 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
                     GenerateConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                    batch_size=1, context_tokens=settings.context_tokens,
                                    copy_spans=settings.copy_spans))
+    sources = None
+    if hits is not None and gen.cfg.copy_spans:
+        with retriever.lock:  # the embedder ranks the sentences the reply may copy from
+            sources = A.copy_sources([turn.question], [used], retriever.retriever.embedder)[0]
     pieces: list[str] = []
     with loaded.lock:  # one generation at a time on this model
-        sources = A.copy_sources(used) if hits is not None and gen.cfg.copy_spans else None
         for piece in gen.stream(messages, stop=A.ANSWER_STOPS, sources=sources):
             if not piece:
                 continue
