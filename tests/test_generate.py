@@ -288,3 +288,30 @@ def test_span_copy_processor_never_starts_at_a_banned_word(tiny_lm_dir):
     assert {start("weighs"), start("42"), start("kg")} <= first
     assert not {start("the"), start("buoy")} & first
     assert tok("I", add_special_tokens=False)["input_ids"][0] in first  # a plain source has no banned words
+
+
+def test_span_copy_processor_adds_the_start_prior_of_each_source(tiny_lm_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from workbench.copying import CopySource, SpanCopyProcessor
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    w42, kg = (tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("42", "kg"))
+    proc = SpanCopyProcessor(tok, [[CopySource("42 kg", bias=-3.0), CopySource("kg 7", bias=-1.0), "kg"]],
+                             prompt_width=1, end_ids=[])
+    scores = proc(torch.tensor([[5]]), torch.zeros(1, len(tok)))[0]
+    assert scores[w42].item() == -3.0  # starts only in the first source
+    assert scores[kg].item() == 0.0  # starts in all three: the largest prior counts
+    seq = torch.tensor([[5, w42]])
+    assert proc(seq, torch.zeros(1, len(tok)))[0][kg].item() == 0.0  # later tokens carry no prior
+
+
+@pytest.mark.parametrize("text, copyable", [
+    ("1. Check the seals", "Check the seals"), ("2) Dry the hull", "Dry the hull"), ("## 3.1. Scope", "Scope"),
+    ("- KS-104 course", "KS-104 course"), ("42 kg without mooring", "42 kg without mooring"),
+    ("3.5 kWh pack\n  fitted", "3.5 kWh pack fitted")])
+def test_source_text_drops_layout_but_keeps_leading_numbers(text, copyable):
+    from workbench.copying import source_text
+
+    assert source_text(text) == copyable

@@ -16,9 +16,12 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from workbench.records import Hit
+
+if TYPE_CHECKING:
+    from workbench.copying import CopySource
 
 ABSTAIN = "I don't know"
 """What the model is asked to reply when the passages (or its memory) do not hold the answer."""
@@ -438,9 +441,15 @@ COPY_SENTENCES = 3
 """Sentences of the passages a grounded reply may copy from (those closest to the question); 0: the whole
 passages."""
 
+COPY_RANK_PRIOR = 0.0
+"""Log-score taken off a reply that starts in the n-th closest sentence, per rank below the first."""
+
+ABSTAIN_BIAS = 0.0
+"""Log-score added to a grounded reply that starts the abstention phrase (negative: abstain less)."""
+
 
 def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedder: Any = None,
-                 n_sentences: int | None = None) -> list[list[str]]:
+                 n_sentences: int | None = None) -> list[list[CopySource]]:
     """What each grounded reply may copy from: the abstention phrase and the passages' ``n_sentences``
     sentences (table rows, headings) closest to the question.
 
@@ -453,25 +462,29 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
     n = COPY_SENTENCES if n_sentences is None else n_sentences
     sents = [[s for h in hs for s in split_sentences(h.chunk.text)] for hs in hits]
     if n <= 0:
-        texts = [[h.chunk.text for h in hs] for hs in hits]
-    elif embedder is None or all(len(ss) <= n for ss in sents):
+        texts = [list(enumerate(h.chunk.text for h in hs)) for hs in hits]
+    elif embedder is None:
         texts = [_top(ss, overlap_scores(q, ss), n) for q, ss in zip(questions, sents)]
     else:
         distinct = list(dict.fromkeys(s for ss in sents for s in ss))
         row = {s: i for i, s in enumerate(distinct)}
         vecs = embedder.encode(distinct, role="passage")
         qvecs = embedder.encode(list(questions), role="query")
-        texts = [_top(ss, (vecs[[row[s] for s in ss]] @ qv).tolist() if len(ss) > n else [], n)
-                 for qv, ss in zip(qvecs, sents)]
-    return [[CopySource(t, no_start_words(q, _STOPWORDS)) for t in ts] + [ABSTAIN] for q, ts in zip(questions, texts)]
+        texts = [_top(ss, (vecs[[row[s] for s in ss]] @ qv).tolist(), n) for qv, ss in zip(qvecs, sents)]
+    out = []
+    for q, ranked in zip(questions, texts):
+        no_start = no_start_words(q, _STOPWORDS)
+        out.append([CopySource(t, no_start, -COPY_RANK_PRIOR * r) for r, t in ranked]
+                   + [CopySource(ABSTAIN, bias=ABSTAIN_BIAS)])
+    return out
 
 
-def _top(items: list[str], scores: list[float], n: int) -> list[str]:
-    """The ``n`` best-scoring items, in their original order (all of them when there are at most ``n``)."""
-    if len(items) <= n:
-        return items
-    keep = sorted(sorted(range(len(items)), key=lambda i: (-scores[i], i))[:n])
-    return [items[i] for i in keep]
+def _top(items: list[str], scores: list[float], n: int) -> list[tuple[int, str]]:
+    """The ``n`` best-scoring items as (rank, item), in their original order (all of them, ranked, when
+    there are at most ``n``)."""
+    order = sorted(range(len(items)), key=lambda i: (-scores[i], i))[:n]
+    rank = {i: r for r, i in enumerate(order)}
+    return [(rank[i], items[i]) for i in sorted(order)]
 
 
 def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = None, k: int | None = None,

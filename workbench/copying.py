@@ -9,7 +9,7 @@ chooses where the span starts and where it ends. ``SpanCopyProcessor`` is a ``tr
 Matching is on token ids. The passages are tokenized the way they appear in running text (words carry
 their leading space), so a reply may also start with the space-less form of a word ("Ada" for " Ada"),
 which is what chat models emit at the start of a turn. Spans start and end at word boundaries, and list
-markers and section numbers ("1.", "3.2") are not copyable content.
+markers and section numbers ("1.", "3.2.") are not copyable content.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ import numpy as np
 _SEP = -1
 
 
-_ENUMERATOR = re.compile(r"(?m)^[ \t]*(?:\d{1,3}(?:\.\d{1,3})*[.)]?|[-*+•#>]+|\([a-z0-9]\))[ \t]+")
-"""List markers and section numbers at the start of a line ("1.", "3.2", "-", "##"): layout, not content."""
+_ENUMERATOR = re.compile(r"(?m)^[ \t]*(?:(?:\d{1,3}(?:\.\d{1,3})*[.)]|[-*+•#>]+|\([a-z0-9]\))[ \t]+)+")
+"""List markers and section numbers at the start of a line ("1.", "2)", "3.2.", "-", "##"): layout, not content.
+A bare number ("42 kg", "3.5 kWh") is content: a sentence may start with it."""
 _CLOSING = frozenset(".,;:!?)]}\"'…»”’")
 
 
@@ -35,10 +36,13 @@ def source_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class CopySource:
-    """A text a reply may copy from, and words (casefolded) a copied span may not start with."""
+    """A text a reply may copy from, words (casefolded) a copied span may not start with, and a prior for
+    starting there."""
 
     text: str
     no_start: frozenset[str] = frozenset()
+    bias: float = 0.0
+    """Added to the log-score of a reply's first token when the reply starts in this text."""
 
 
 Source = str | CopySource
@@ -111,13 +115,17 @@ class _Row:
     closing punctuation or the end of its source, so it never stops inside a word or a number.
     """
 
-    def __init__(self, sources: list[tuple[list[int], frozenset[str]]], vocab: CopyVocab):
+    def __init__(self, sources: list[CopySource], vocab: CopyVocab):
         flat: list[int] = []
         banned: list[bool] = []
-        for ids, no_start in sources:
+        bias: list[float] = []
+        for src in sources:
+            ids = vocab.ids(src.text)
             flat += ids + [_SEP]
-            banned += _banned_starts(ids, no_start, vocab) + [True]
+            banned += _banned_starts(ids, src.no_start, vocab) + [True]
+            bias += [src.bias] * (len(ids) + 1)
         self.seq = np.array(flat, dtype=np.int64)
+        self.bias = np.array(bias, dtype=np.float32)
         shapes = [vocab.shape(int(t)) if t >= 0 else (True, False, True) for t in flat]
         ws = np.array([s[0] for s in shapes])
         alnum_end = np.array([s[1] for s in shapes])
@@ -142,13 +150,19 @@ class _Row:
         if self.active.size == 0:
             self.free = True
 
-    def allowed(self) -> tuple[np.ndarray, bool]:
-        """Tokens that may come next, and whether the reply may end here."""
+    def allowed(self) -> tuple[np.ndarray, bool, np.ndarray | None]:
+        """Tokens that may come next, whether the reply may end here, and the tokens' start priors (first
+        token only: the largest ``bias`` of the places each token starts a span; None when all are 0)."""
         if self.active is None:
-            bare = self.start_bare[self.start_bare >= 0]
-            return np.unique(np.concatenate([self.seq[self.can_start], bare])), False
+            has_bare = self.start_bare >= 0
+            toks = np.concatenate([self.seq[self.can_start], self.start_bare[has_bare]])
+            bias = np.concatenate([self.bias[self.can_start], self.bias[has_bare]])
+            order = np.argsort(-bias, kind="stable")
+            toks, first = np.unique(toks[order], return_index=True)  # a token's first place: its largest bias
+            bias = bias[order][first]
+            return toks, False, (bias if bias.any() else None)
         nxt = self.seq[self.active]
-        return np.unique(nxt[nxt >= 0]), bool(self.can_end_before[self.active].any())
+        return np.unique(nxt[nxt >= 0]), bool(self.can_end_before[self.active].any()), None
 
 
 class SpanCopyProcessor:
@@ -166,8 +180,8 @@ class SpanCopyProcessor:
     def __init__(self, tokenizer: Any, sources: Sequence[Sequence[Source]], prompt_width: int,
                  end_ids: Sequence[int], vocab: CopyVocab | None = None):
         vocab = vocab or CopyVocab(tokenizer)
-        self.rows = [_Row([(vocab.ids(t), frozenset()) if isinstance(t, str) else (vocab.ids(t.text), t.no_start)
-                           for t in texts if (t if isinstance(t, str) else t.text).strip()], vocab)
+        self.rows = [_Row([CopySource(t) if isinstance(t, str) else t for t in texts
+                           if (t if isinstance(t, str) else t.text).strip()], vocab)
                      for texts in sources]
         self.width = prompt_width
         self.end_ids = np.array(sorted(set(end_ids)), dtype=np.int64)
@@ -184,16 +198,20 @@ class SpanCopyProcessor:
                     row.advance(int(tok))
             self.seen = n
         mask = torch.ones_like(scores, dtype=torch.bool)
+        prior = torch.zeros_like(scores)
         for b, row in enumerate(self.rows):
             if row.free:
                 mask[b] = False
                 continue
-            ok, may_end = row.allowed()
+            ok, may_end, bias = row.allowed()
+            if bias is not None:
+                keep = ok < scores.shape[1]
+                prior[b, torch.from_numpy(ok[keep]).to(scores.device)] = torch.from_numpy(bias[keep]).to(prior)
             if may_end:
                 ok = np.concatenate([ok, self.end_ids])
             ok = ok[ok < scores.shape[1]]
             mask[b, torch.from_numpy(ok).to(scores.device)] = False
-        out = scores.masked_fill(mask, float("-inf"))
+        out = (scores + prior).masked_fill(mask, float("-inf"))
         # a dead end (every copyable token, or the end of turn, already forbidden by another processor):
         # give the row back to the model rather than force an arbitrary token
         dead = torch.isinf(out).all(dim=-1) & ~torch.isinf(scores).all(dim=-1)
