@@ -95,15 +95,15 @@ def parse_variant(text: str) -> dict[str, float]:
     """``"k=3,sentences=2,few_shot=1,qfirst=1"`` -> settings (passages, PASSAGE_SENTENCES, FEW_SHOT on/off,
     QUESTION_FIRST on/off, max_new_tokens, sys: index into ALT_SYSTEM (0 = the default SYSTEM_RAG), rev:
     BEST_PASSAGE_LAST on/off), copy: GenerateConfig.copy_spans on/off (default: the built-in default), prime:
-    index into REPLY_STARTS (0 = no opening; default: the built-in REPLY_START), focus: COPY_SENTENCES, prior:
-    COPY_RANK_PRIOR, abstain: ABSTAIN_BIAS."""
+    index into REPLY_STARTS (0 = no opening; default: the built-in REPLY_START), focus: COPY_SENTENCES, abstain:
+    ABSTAIN_BIAS."""
     out = {"k": 3, "sentences": None, "few_shot": 0, "max_new_tokens": None, "qfirst": 0, "sys": 0, "rev": 0,
-           "copy": None, "prime": None, "focus": None, "prior": None, "abstain": None}
+           "copy": None, "prime": None, "focus": None, "abstain": None}
     for part in filter(None, text.split(",")):
         key, _, val = part.partition("=")
         if key.strip() not in out:
             raise SystemExit(f"unknown variant key {key!r}; known: {', '.join(out)}")
-        out[key.strip()] = float(val) if key.strip() in ("prior", "abstain") else int(val)
+        out[key.strip()] = float(val) if key.strip() == "abstain" else int(val)
     return out
 
 
@@ -154,7 +154,7 @@ def main() -> None:
                                 getattr(base_retriever, "embedder", None))
     model, tok = load_base_model(ModelConfig())
     defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
-                A.COPY_SENTENCES, A.COPY_RANK_PRIOR, A.ABSTAIN_BIAS)
+                A.COPY_SENTENCES, A.ABSTAIN_BIAS)
     print(f"{len(ans[::step][: args.limit])} answerable + {len(una[: args.unanswerable])} unanswerable eval "
           f"questions; retrieval: {'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
     for v in variants:
@@ -165,8 +165,7 @@ def main() -> None:
         A.BEST_PASSAGE_LAST = bool(v["rev"])
         A.REPLY_START = defaults[5] if v["prime"] is None else REPLY_STARTS[v["prime"]]
         A.COPY_SENTENCES = defaults[6] if v["focus"] is None else v["focus"]
-        A.COPY_RANK_PRIOR = defaults[7] if v["prior"] is None else v["prior"]
-        A.ABSTAIN_BIAS = defaults[8] if v["abstain"] is None else v["abstain"]
+        A.ABSTAIN_BIAS = defaults[7] if v["abstain"] is None else v["abstain"]
         copy = GenerateConfig().copy_spans if v["copy"] is None else bool(v["copy"])
         gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
                                                    batch_size=args.batch_size or GenerateConfig().batch_size,
@@ -186,7 +185,7 @@ def main() -> None:
         n_prompt = statistics.mean(len(tok(prompts[q])["input_ids"]) for q in questions)
         print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))} "
               f"qfirst={int(A.QUESTION_FIRST)} sys={v['sys']} rev={v['rev']} copy={int(copy)} "
-              f"start={A.REPLY_START!r} focus={A.COPY_SENTENCES} prior={A.COPY_RANK_PRIOR} abstain={A.ABSTAIN_BIAS}: "
+              f"start={A.REPLY_START!r} focus={A.COPY_SENTENCES} abstain={A.ABSTAIN_BIAS}: "
               f"F1 {statistics.mean(f1s):.3f}  EM {statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans):.3f}"
               f"  contains {statistics.mean(contains(a.text, q.answers) for q, a in a_ans):.3f} | answer in prompt "
               f"{statistics.mean(in_prompt):.2f}, F1 then {statistics.mean(f1_in) if f1_in else 0:.3f} | abstains: "
@@ -204,7 +203,7 @@ def main() -> None:
             score = token_f1(a.text, q.answers) if q.answerable else float(A.is_abstention(a.text))
             print(f"   {score:.2f} {q.question[:60]!r} gold={q.answers[:1]} -> {a.text!r}  raw={a.raw[:60]!r}")
     (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
-     A.COPY_SENTENCES, A.COPY_RANK_PRIOR, A.ABSTAIN_BIAS) = defaults
+     A.COPY_SENTENCES, A.ABSTAIN_BIAS) = defaults
 
 
 if __name__ == "__main__":

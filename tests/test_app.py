@@ -362,7 +362,8 @@ def test_chat_answers_with_every_selected_system_and_rag_shows_sources(chat_app)
 
 
 def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeypatch):
-    """RAG columns generate under the copy constraint (the passages' texts and the abstention) while
+    """RAG columns generate under the copy constraint (the passages' sentences closest to the question, in
+    passage order, and the abstention) while
     "Copy answers from passages" is on, the default, and freely when it is off; closed-book ones never.
     (Whether constrained replies are spans is tested on the generator: this app model cannot end a reply.)"""
     from workbench import answer as A
@@ -382,7 +383,9 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     assert seen[0] is None and seen[2] is None  # base, ft
     for sources, key in ((seen[1], "rag"), (seen[3], "ft_rag:tiny-sft")):
         hits = history[key][0]["hits"]
-        assert sources == [h["text"] for h in hits] + [A.ABSTAIN]
+        sentences = [s for h in hits for s in A.split_sentences(h["text"])]
+        assert [s.text for s in sources[:-1]] == [s for s in sentences if s in {x.text for x in sources}]
+        assert 1 <= len(sources) - 1 <= A.COPY_SENTENCES and sources[-1].text == A.ABSTAIN
     seen.clear()
     at.checkbox(key="chat_copy").uncheck().run()
     ask(at, "How much does the Tern-3 buoy weigh?")

@@ -119,8 +119,9 @@ class GenerateConfig:
     context_tokens: int = 2048
     """Prompt budget (passages are trimmed to fit it and the model's own window)."""
     copy_spans: bool = True
-    """With passages, constrain each reply to a word-aligned span copied from them, or "I don't know"
-    (``workbench.copying``): measured to lift the embedded 135M model's RAG F1 from 0.34 to 0.45."""
+    """With passages, constrain each reply to a word-aligned span copied from the passage sentences closest
+    to the question, or "I don't know" (``workbench.copying``, ``workbench.answer.copy_sources``): measured
+    to lift the embedded 135M model's RAG F1 on the demo from 0.34 to 0.52."""
 
 
 @dataclass

@@ -109,8 +109,8 @@ def sidebar() -> tuple[list[ChatSystem], str | None, engine.ChatSettings]:
                             help="0 = greedy (deterministic).")
     max_new = sb.number_input("Max new tokens", 4, 1024, max(gdef.max_new_tokens, 64), 8, key="chat_max_tokens")
     copy = sb.checkbox("Copy answers from passages", gdef.copy_spans, key="chat_copy",
-                       help="RAG systems reply with a span of the retrieved passages (or \"I don't know\"), as in "
-                            "evaluation; off lets the model write freely.")
+                       help="RAG systems reply with a span of the retrieved passages' sentences closest to the "
+                            "question (or \"I don't know\"), as in evaluation; off lets the model write freely.")
     if sb.button("Clear chat history", key="chat_clear"):
         st.session_state[HISTORY_KEY] = {}
     settings = engine.ChatSettings(base_model=base, k=int(k), mode=mode, temperature=float(temperature),
