@@ -10,7 +10,7 @@ the reply opened with "The answer is:", greedy decoding constrained to copy a sp
 restatement of the question). The copied span comes from the ``COPY_SENTENCES`` passage sentences closest
 to the question, never starts with a stopword or a word of the question, and "I don't know" is held back
 by ``ABSTAIN_BIAS``. On the 180 answerable demo eval questions token F1 went from 0.29 (free decoding,
-k=3, 60 questions) to 0.43 (copying whole passages) and 0.52 (all of the above).
+k=3, 60 questions) to 0.43 (copying whole passages) and 0.55 (all of the above).
 """
 from __future__ import annotations
 
@@ -438,11 +438,12 @@ def cite(raw: str, hits: Sequence[Hit], answer: str | None = None) -> list[Citat
 
 # --- batched answering -----------------------------------------------------------------------------
 
-COPY_SENTENCES = 5
+COPY_SENTENCES = 4
 """Sentences of the passages a grounded reply may copy from: those closest to the question (0: the whole
-passages). Measured with SmolLM2-135M on the 180 answerable demo eval questions (k=2, word-aligned copy):
-1 sentence F1 0.34, 2: 0.42, 3: 0.46, 5: 0.46, whole passages 0.43; once spans may not start with a
-stopword or a question word, 5 sentences 0.49 and whole passages 0.44."""
+passages). Measured with SmolLM2-135M on the 180 answerable demo eval questions (``bench/rag_prompt.py``,
+k=2, word-aligned copy): 1 sentence F1 0.34, 2: 0.42, 3: 0.46, 5: 0.46, whole passages 0.43; once spans
+may not start with a stopword or a question word and "I don't know" is held back (``ABSTAIN_BIAS`` -3):
+3 sentences 0.50, 4: 0.55, 5: 0.52; with k=3 passages, 4 sentences 0.48."""
 
 ABSTAIN_BIAS = -3.0
 """Log-score added to a grounded reply that starts the abstention phrase. A small model offered fewer
