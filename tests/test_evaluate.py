@@ -181,3 +181,18 @@ def test_missing_adapter_names_the_command(tmp_path, monkeypatch):
     assert "workbench finetune" in msg and "--mode sft --name corpus-sft" in msg
     with pytest.raises(WorkbenchError, match="'raft' needs adapter 'corpus-raft'.*--mode raft"):
         evaluate(corpus, RunConfig(eval=EvalConfig(systems=["raft"])), progress=False)
+
+
+def test_cached_retriever_serves_its_hits_and_lends_the_live_embedder():
+    from workbench.systems import CachedRetriever
+
+    class Live:
+        embedder = object()
+
+        def search(self, query, k=None):
+            return [f"live:{query}"]
+
+    live = Live()
+    cached = CachedRetriever(live, ["q1"], [["a", "b"]])
+    assert cached.search_batch(["q1", "q2"], k=1) == [["a"], ["live:q2"]]
+    assert cached.embedder is live.embedder  # evaluation ranks copyable sentences like the app does

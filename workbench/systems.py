@@ -112,6 +112,11 @@ class CachedRetriever:
         self.retriever = retriever
         self._hits = dict(zip(queries, hits))
 
+    @property
+    def embedder(self) -> Any:
+        """The live retriever's embedder (it ranks the passage sentences a reply may copy from)."""
+        return getattr(self.retriever, "embedder", None)
+
     def search(self, query: str, k: int | None = None) -> list[Any]:
         if query in self._hits:
             return self._hits[query][:k] if k else self._hits[query]
