@@ -185,11 +185,7 @@ def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> lis
     out = []
     for ss in sents:
         sc, scores = scores[:len(ss)], scores[len(ss):]
-        if len(ss) <= n_sentences:
-            out.append(" ".join(ss))
-            continue
-        keep = sorted(sorted(range(len(ss)), key=lambda i: (-sc[i], i))[:n_sentences])
-        out.append(" ".join(ss[i] for i in keep))
+        out.append(" ".join(_top(ss, sc, n_sentences)))
     return out
 
 

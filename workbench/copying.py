@@ -46,7 +46,9 @@ class CopySource:
 
 
 Source = str | CopySource
-"""What a reply may copy from: a text, or a text with words a span may not start with."""
+"""What a reply may copy from: a plain text, or a ``CopySource`` (banned start words, a start prior)."""
+
+_PUNCT = ".,;:!?()[]{}\"'“”‘’«»*_`"
 
 
 def _word(piece: str) -> str:
@@ -62,9 +64,6 @@ def no_start_words(question: str, stopwords: frozenset[str] = frozenset()) -> fr
     none with a stopword.
     """
     return frozenset(w for w in (_word(p) for p in question.split()) if w) | stopwords
-
-
-_PUNCT = ".,;:!?()[]{}\"'“”‘’«»*_`"
 
 
 class CopyVocab:
@@ -180,9 +179,8 @@ class SpanCopyProcessor:
     def __init__(self, tokenizer: Any, sources: Sequence[Sequence[Source]], prompt_width: int,
                  end_ids: Sequence[int], vocab: CopyVocab | None = None):
         vocab = vocab or CopyVocab(tokenizer)
-        self.rows = [_Row([CopySource(t) if isinstance(t, str) else t for t in texts
-                           if (t if isinstance(t, str) else t.text).strip()], vocab)
-                     for texts in sources]
+        as_sources = ([CopySource(t) if isinstance(t, str) else t for t in texts] for texts in sources)
+        self.rows = [_Row([s for s in row if s.text.strip()], vocab) for row in as_sources]
         self.width = prompt_width
         self.end_ids = np.array(sorted(set(end_ids)), dtype=np.int64)
         self.seen = 0
@@ -198,20 +196,21 @@ class SpanCopyProcessor:
                     row.advance(int(tok))
             self.seen = n
         mask = torch.ones_like(scores, dtype=torch.bool)
-        prior = torch.zeros_like(scores)
+        prior = None  # start priors, made on the first step that has any
         for b, row in enumerate(self.rows):
             if row.free:
                 mask[b] = False
                 continue
             ok, may_end, bias = row.allowed()
             if bias is not None:
+                prior = torch.zeros_like(scores) if prior is None else prior
                 keep = ok < scores.shape[1]
                 prior[b, torch.from_numpy(ok[keep]).to(scores.device)] = torch.from_numpy(bias[keep]).to(prior)
             if may_end:
                 ok = np.concatenate([ok, self.end_ids])
             ok = ok[ok < scores.shape[1]]
             mask[b, torch.from_numpy(ok).to(scores.device)] = False
-        out = (scores + prior).masked_fill(mask, float("-inf"))
+        out = (scores if prior is None else scores + prior).masked_fill(mask, float("-inf"))
         # a dead end (every copyable token, or the end of turn, already forbidden by another processor):
         # give the row back to the model rather than force an arbitrary token
         dead = torch.isinf(out).all(dim=-1) & ~torch.isinf(scores).all(dim=-1)
