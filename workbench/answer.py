@@ -364,12 +364,15 @@ def strip_echo(answer: str, question: str) -> str:
     return answer
 
 
-def clean_answer(text: str, question: str | None = None) -> str:
+def clean_answer(text: str, question: str | None = None, passages: Sequence[str] = ()) -> str:
     """The answer phrase of a raw reply: no echoed question, label, citation marker or trailing sentences.
 
     Keeps the first non-empty line (after an ``Answer:`` label when the model echoed the question), drops
     list markers, "[n]" markers, markdown emphasis and wrapping quotes, keeps only the first sentence and,
-    given the question, drops a restatement of it (``strip_echo``).
+    given the question, drops a restatement of it (``strip_echo``). Given the passages the reply was read
+    from, a reply that starts with a number, date or time becomes the whole quantity phrase it stands in
+    there ("14" -> "14 hours", "6 hours and must not be interrupted" -> "6 hours";
+    ``workbench.quantity.quantity_phrase``), looked up first in the sentences sharing most with the question.
     """
     text = (text or "").replace("\r", "")
     m = re.search(r"(?im)^\s*(?:final\s+)?answer\s*:\s*(\S.*)$", text)
@@ -389,6 +392,14 @@ def clean_answer(text: str, question: str | None = None) -> str:
     line = line.rstrip(" .;:,") if not re.search(r"\b[A-Z]\.$|\.\.\.$", line) else line
     if question and not is_abstention(line):
         line = strip_echo(line, question).strip(" \"'`“”‘’").rstrip(" .;:,")
+    if passages and not is_abstention(line):
+        from workbench.copying import source_text
+        from workbench.quantity import quantity_phrase
+
+        sents = [source_text(s) for p in passages for s in split_sentences(p)]
+        scores = overlap_scores(question or "", sents)
+        ranked = [sents[i] for i in sorted(range(len(sents)), key=lambda i: -scores[i])]
+        line = quantity_phrase(line, ranked, question or "", _STOPWORDS)
     return line
 
 
@@ -512,7 +523,7 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
     gens = generator.generate([m for m, _ in prompts], progress=progress, stop=ANSWER_STOPS, sources=sources)
     out = []
     for q, (_, used), g in zip(questions, prompts, gens):
-        text = clean_answer(g.text, q)
+        text = clean_answer(g.text, q, [h.chunk.text for h in used])
         out.append(Answer(q, text, list(used), cite(g.text, used, text), g.latency_s + retrieval_share,
                           g.n_new_tokens, g.text))
     return out

@@ -205,7 +205,7 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     raw = "".join(pieces)
     turn.latency_s = time.perf_counter() - t0
     turn.n_new_tokens = len(loaded.tokenizer(raw, add_special_tokens=False)["input_ids"]) if raw else 0
-    turn.answer = A.clean_answer(raw, turn.question)
+    turn.answer = A.clean_answer(raw, turn.question, [h.chunk.text for h in used])
     turn.citations = [(c.n, c.doc, c.heading or "") for c in A.cite(raw, used, turn.answer)]
 
 
