@@ -290,3 +290,10 @@ def test_copy_sources_keep_the_sentences_closest_to_the_question():
         assert all(s.no_start >= {"battery", "ah", "the", "how"} for s in sources[:-1])
     (whole,) = A.copy_sources([q], [hits], StubEmbedder(), n_sentences=0)
     assert [s.text for s in whole[:-1]] == [h.chunk.text for h in hits]
+
+
+def test_clean_answer_completes_a_quantity_from_the_passages():
+    passages = ["Battery: the pack lasts 19 days without sun. The wiper runs every 6 hours."]
+    assert A.clean_answer("19", "How long does the pack last?", passages) == "19 days"
+    assert A.clean_answer("19", "How long does the pack last?") == "19"  # no passages: as replied
+    assert A.clean_answer("I don't know", "How long?", passages) == "I don't know"

@@ -65,8 +65,9 @@ def _find(words: Sequence[str], reply: Sequence[str]) -> int:
     of "€300"), or -1."""
     want = [_core(w).casefold() for w in reply]
     for i in range(len(words) - len(want) + 1):
-        if not _core(words[i]).casefold().endswith(want[0]):
-            continue
+        first = _core(words[i]).casefold()
+        if not first.endswith(want[0]) or first[:len(first) - len(want[0])][-1:].isalnum():
+            continue  # "300" is found in "€300", not in "1300"
         if all(_core(words[i + j]).casefold() == w for j, w in enumerate(want[1:], 1)):
             return i
     return -1
