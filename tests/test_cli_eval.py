@@ -91,15 +91,18 @@ def test_other_bad_options(tmp_path):
     keep = tmp_path / "keep"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    assert "not a run folder" in _one_error_line(runner.invoke(app, ["run", str(corpus), "--out", str(keep)]))
-    assert (keep / "notes.txt").exists()
+    for name in (str(keep), "../keep", "a/b", ".hidden", ""):
+        line = _one_error_line(runner.invoke(app, ["run", str(corpus), "--name", name]))
+        assert "invalid run name" in line and "plain name" in line, line
+    assert (keep / "notes.txt").read_text() == "mine"
 
 
 def test_judge_down_is_a_warning_and_the_rest_is_scored(tmp_path, monkeypatch):
     monkeypatch.setitem(SYSTEMS, "good", table_system(
         "good", GOOD, retrieval=True, hits={ROWS[0]["question"]: [passage("doc.md", "The Tern-3 buoy weighs 42 kg.")]}))
-    out = tmp_path / "run"
-    result = _eval(str(_corpus(tmp_path)), "--systems", "good", "--out", str(out),
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "project"))
+    out = tmp_path / "project" / "runs" / "judged"
+    result = _eval(str(_corpus(tmp_path)), "--systems", "good", "--name", "judged",
                    "--judge-url", "http://127.0.0.1:9/v1")
     assert result.exit_code == 0, result.output
     assert "warning: judge endpoint http://127.0.0.1:9/v1 is unreachable" in result.stderr

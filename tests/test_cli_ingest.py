@@ -116,9 +116,10 @@ def test_failed_run_leaves_existing_output_untouched(tmp_path):
     (tmp_path / "corpus").mkdir()
     out = tmp_path / "chunks.jsonl"
     out.write_text("previous chunks\n")
+    (tmp_path / "chunks.manifest.json").write_text('{"kind": "chunks"}')  # an earlier ingest's output
     assert_user_error(ingest(tmp_path / "corpus", "--out", out), "no documents")
     assert out.read_text() == "previous chunks\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.jsonl", "corpus"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks.jsonl", "chunks.manifest.json", "corpus"]
 
 
 @pytest.mark.parametrize("args, fragment", [

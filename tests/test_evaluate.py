@@ -108,7 +108,8 @@ def _corpus(tmp_path: Path) -> Path:
 def test_evaluate_writes_a_complete_run(tmp_path, fake_systems):
     cfg = RunConfig(eval=EvalConfig(systems=["good", "bad"], bootstrap=100))
     out = evaluate(_corpus(tmp_path), cfg, out=tmp_path / "run", progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["plots", "report.md", "results.jsonl", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "plots", "report.md", "results.jsonl",
+                                                     "summary.json"]
     s = json.loads((out / "summary.json").read_text())
     check_summary_schema(s)
     assert list(s["systems"]) == ["good", "bad"] and s["n_questions"] == 4
@@ -161,7 +162,7 @@ def test_out_folder_that_is_not_a_run_is_refused(tmp_path, fake_systems):
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")
     cfg = RunConfig(eval=EvalConfig(systems=["good"]))
-    with pytest.raises(WorkbenchError, match="not a run folder"):
+    with pytest.raises(WorkbenchError, match="exists and is not a workbench run"):
         evaluate(_corpus(tmp_path), cfg, out=precious, progress=False)
     assert (precious / "thesis.txt").exists()
 

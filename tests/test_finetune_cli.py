@@ -96,4 +96,5 @@ def test_resume_with_changed_settings_is_refused(tiny_corpus, tiny_lm_dir, prese
     work.mkdir(parents=True)
     (work / "run.json").write_text(json.dumps({"finetune": {}, "other": 1}), encoding="utf-8")
     r = invoke(tiny_corpus, "--base", tiny_lm_dir, "--preset", preset, "--resume")
-    assert r.exit_code == 2 and "drop --resume" in r.output
+    assert r.exit_code == 2 and "other settings" in r.output and "--restart" in r.output
+    assert (work / "run.json").exists()  # nothing discarded

@@ -7,23 +7,28 @@ from typing import Any
 from workbench.artifacts import hash_file, read_manifest
 from workbench.config import FinetuneConfig, ModelConfig, to_dict
 from workbench.errors import WorkbenchError
-from workbench.paths import adapters_dir
+from workbench.paths import adapters_dir, check_name, safe_name
 
 KIND = "adapter"
 FORMAT_VERSION = 1
 
 
 def default_adapter_name(corpus_dir: Path, mode: str) -> str:
-    """``<corpus folder name>-<mode>``, e.g. ``demo-sft``."""
-    return f"{Path(corpus_dir).resolve().name}-{mode}"
+    """``<corpus folder name>-<mode>``, e.g. ``demo-sft`` (made a plain name)."""
+    return safe_name(f"{Path(corpus_dir).resolve().name}-{mode}", fallback=f"corpus-{mode}")
 
 
 def adapter_dir(name_or_dir: str | Path) -> Path:
-    """The folder of an adapter given its name (under ``adapters/``) or a path to it."""
-    p = Path(name_or_dir)
-    if p.is_dir() or len(p.parts) > 1:
-        return p
-    return adapters_dir() / str(name_or_dir)
+    """The folder of an adapter to read, given its name (under ``adapters/``) or a path to it.
+
+    Raises:
+        WorkbenchError: neither a folder nor a plain name.
+    """
+    s = str(name_or_dir)
+    p = Path(s).expanduser()
+    if p.is_absolute() or "/" in s or "\\" in s or (p.is_dir() and (p / "manifest.json").exists()):
+        return p  # a folder to read from; fine-tuning never writes there
+    return adapters_dir() / check_name(s, "adapter")
 
 
 def read_adapter_manifest(folder: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -16,38 +17,160 @@ from workbench.errors import WorkbenchError
 MANIFEST = "manifest.json"
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new names, renames) durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync_file(Path(folder) / name)
+        _fsync_dir(Path(folder))
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path for a file; rename it onto ``final`` only on success."""
+    """Yield a temporary sibling path for a file; fsync it and rename it onto ``final`` only on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
+        _fsync_file(tmp)
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling directory; swap it in for ``final`` only on success.
+def owned_by_workbench(folder: Path, kind: str) -> bool:
+    """Whether ``folder`` is an artifact of ``kind`` that the workbench wrote (its manifest says so).
 
-    An exception inside the block removes the temporary directory and leaves any previous
-    ``final`` untouched.
+    Run folders written before runs had a manifest are recognised by their ``summary.json``.
+    """
+    folder = Path(folder)
+    try:
+        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if isinstance(m, dict) and m.get("kind") == kind:
+            return True
+    except (OSError, ValueError):
+        pass
+    return kind == "run" and (folder / "summary.json").is_file() and (folder / "results.jsonl").is_file()
+
+
+def check_replaceable(final: Path, kind: str) -> None:
+    """Refuse to build into ``final`` when something that is not a workbench ``kind`` sits there.
+
+    Raises:
+        WorkbenchError: ``final`` exists and is not an artifact of ``kind`` (nothing is touched).
     """
     final = Path(final)
+    if (final.exists() or final.is_symlink()) and (final.is_symlink() or not final.is_dir()
+                                                    or not owned_by_workbench(final, kind)):
+        raise WorkbenchError(f"{final} exists and is not a workbench {kind} (no {MANIFEST} of kind {kind!r}); "
+                             "refusing to replace it", "choose another name, or move that folder away yourself")
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-[0-9a-f]{8}$")
+
+
+def leftovers(root: Path, name: str | None = None) -> list[Path]:
+    """Temporary folders and files of killed builds under ``root`` (``.NAME.tmp-*``, ``.NAME.old-*``)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if (m := _LEFTOVER.match(p.name)) and (name is None or m.group("name") == name))
+
+
+def recover_leftovers(final: Path) -> list[str]:
+    """Tidy up after a killed build of ``final`` (call it holding the artifact's lock).
+
+    A build killed between its two renames leaves the previous artifact as ``.NAME.old-*`` and no
+    ``NAME``: the previous artifact is put back. Every other leftover of ``NAME`` is removed.
+
+    Returns:
+        One line per thing done, for the user.
+    """
+    final = Path(final)
+    done = []
+    for p in leftovers(final.parent, final.name):
+        if ".old-" in p.name and not final.exists() and p.is_dir():
+            os.replace(p, final)
+            done.append(f"restored {final.name} from {p.name} (a build was killed while swapping it)")
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        done.append(f"removed {p.name} (left by a killed build)")
+    return done
+
+
+def tree_size(path: Path) -> int:
+    """Bytes under ``path`` (a file or folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def human_size(n: int) -> str:
+    """Bytes for people: ``532 B``, ``41.0 KB``, ``1.2 MB``, ``3.4 GB``."""
+    if n < 1e3:
+        return f"{n} B"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if n < scale * 1e3 or unit == "GB":
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary sibling directory; swap it in for ``final`` only on success.
+
+    An exception inside the block removes the temporary directory and leaves any previous ``final``
+    untouched. The new folder's files are fsynced before the swap.
+
+    Args:
+        final: the artifact's folder.
+        kind: when given, an existing ``final`` is replaced only if it is a workbench artifact of this
+            kind (checked before and again just before the swap).
+
+    Raises:
+        WorkbenchError: ``final`` holds something that is not a workbench ``kind``.
+    """
+    final = Path(final)
+    if kind is not None:
+        check_replaceable(final, kind)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         yield tmp
+        if kind is not None:
+            check_replaceable(final, kind)
+        _fsync_tree(tmp)
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

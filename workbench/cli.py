@@ -27,15 +27,33 @@ app = typer.Typer(
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a WorkbenchError (and Ctrl-C) into one line on stderr and exit code 2 (130)."""
+    """One line on stderr for every failure: a WorkbenchError (exit 2), Ctrl-C (130), or an internal error
+    (exit 1, its traceback saved to a log file whose path the line gives)."""
     try:
         yield
     except WorkbenchError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: nothing was written under the final name; re-run to resume", err=True)
+        typer.echo("interrupted: nothing was written under the final name; run the same command again to "
+                   "continue (fine-tuning picks up from its last checkpoint)", err=True)
         raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # a bug, not the user's input: keep the traceback for the report
+        from workbench.crashlog import save_traceback
+
+        log = save_traceback(e, sys.argv)
+        typer.echo(f"error: internal error ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                   f"the traceback is in {log} (please attach it to a bug report)", err=True)
+        raise typer.Exit(1) from None
+
+
+def _run_dir(name: str | None) -> Path | None:
+    """``runs/NAME`` for a run name given on the command line (checked to be a plain name)."""
+    from workbench.paths import artifact_dir
+
+    return artifact_dir("run", name) if name is not None else None
 
 
 # --- commands (one section per stage) -------------------------------------------------------
@@ -75,18 +93,17 @@ def ingest(
     with user_errors():
         from workbench.artifacts import write_json
         from workbench.config import IngestConfig
-        from workbench.ingest import chunks_manifest, ingest_corpus, write_chunks
+        from workbench.ingest import (check_chunks_target, chunks_manifest, chunks_manifest_path, ingest_corpus,
+                                      write_chunks)
 
         given = {"chunk_tokens": chunk_tokens, "overlap_tokens": overlap, "language": language,
                  "tokenizer": tokenizer}
         cfg = IngestConfig(**{k: v for k, v in given.items() if v is not None})
         path = out or Path(f"{corpus_dir.resolve().name}.chunks.jsonl")
-        if path.is_dir():
-            raise WorkbenchError(f"--out {path} is a directory", "pass a file path such as chunks.jsonl")
+        check_chunks_target(path)
         result = ingest_corpus(corpus_dir, cfg)
         write_chunks(result.chunks, path)
-        write_json(path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json"),
-                   chunks_manifest(result, cfg, corpus_dir))
+        write_json(chunks_manifest_path(path), chunks_manifest(result, cfg, corpus_dir))
         typer.echo(result.report.summary())
         typer.echo(f"wrote {result.report.n_chunks} chunks to {path}")
 
@@ -95,8 +112,8 @@ def ingest(
 @app.command()
 def index(
     corpus_dir: Path = typer.Argument(..., help="Corpus folder to index."),
-    name: Optional[str] = typer.Option(None, "--name", help="Index name under indices/ (default: the corpus "
-                                       "folder's name)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Index name, a plain name (letters, digits, '.-_'); "
+                                       "written to indices/NAME (default: the corpus folder's name)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="FAISS index: auto (flat < 20k chunks, HNSW up to "
                                        "~1M, IVF-PQ beyond), flat, hnsw or ivfpq (default: the preset's)."),
     embedder: Optional[str] = typer.Option(None, "--embedder", help="Sentence-transformers model: the embedded "
@@ -167,10 +184,14 @@ def finetune(
                              "raft (QA pairs with retrieved passages), scratch (small model from zero)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id "
                                        "(default: the preset's)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Adapter name under adapters/ (default CORPUS-MODE)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Adapter name, a plain name (letters, digits, '.-_'); "
+                                       "written to adapters/NAME (default CORPUS-MODE)."),
     preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
     qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--restart", help="--resume: continue the interrupted run "
+                                          "from its last checkpoint (fails if its settings changed); --restart: "
+                                          "discard its checkpoints. Default: continue it when its settings are "
+                                          "the same, else refuse."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Retrain even if a current adapter exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -203,7 +224,8 @@ def eval_(
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter for ft / ft_rag (default "
                                           "<corpus>-sft)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N eval questions."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<corpus>-<time>)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name, a plain name; written to runs/NAME "
+                                       "(default <corpus>-<time>)."),
     preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL of a judge "
                                             "model for faithfulness / relevancy / factual correctness."),
@@ -219,7 +241,7 @@ def eval_(
         cfg = override(load_preset(preset), eval={"systems": systems.split(",") if systems else None,
                                                   "limit": limit, "judge_base_url": judge_url,
                                                   "judge_model": judge_model})
-        folder = evaluate(corpus_dir, cfg, qa_path=qa, index=index, adapter=adapter, out=out)
+        folder = evaluate(corpus_dir, cfg, qa_path=qa, index=index, adapter=adapter, out=_run_dir(name))
         print_summary(folder)
         typer.echo(str(folder))
 
@@ -231,15 +253,164 @@ def run_(
     qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl)."),
     profile: str = typer.Option("quick", "--profile", help="quick (CPU, embedded models) or full (GPU), or a "
                                 "preset YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<corpus>-<time>)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name, a plain name; written to runs/NAME "
+                                       "(default <corpus>-<time>)."),
 ):
     """Ingest, index, fine-tune, evaluate and report in one go, reusing every artifact that is current."""
     with user_errors():
         from workbench.config import load_preset
         from workbench.pipeline import run
 
-        folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=out)
+        folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=_run_dir(name))
         typer.echo(str(folder))
+
+# @@inspect
+inspect_app = typer.Typer(help="Look inside the models on your own corpus: tokens, next-token probabilities, "
+                          "attention, what fine-tuning changed, the embedding space (printed as tables).",
+                          no_args_is_help=True)
+app.add_typer(inspect_app, name="inspect")
+_BASE_HELP = "Base model: name, local folder, .gguf or hub id (default: the embedded SmolLM2-135M-Instruct)."
+_INDEX_HELP = "Index name or folder: build the RAG prompt over its top-k passages (default: closed book)."
+
+
+@inspect_app.command("tokens")
+def inspect_tokens(
+    text: str = typer.Argument(..., help="Any text, e.g. \"The Tern-3 buoy weighs 42 kg\"."),
+    base: Optional[str] = typer.Option(None, "--base", help=_BASE_HELP),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Embedder (default: the embedded MiniLM)."),
+):
+    """The text cut into the base model's tokens and the embedder's, side by side, with ids and counts."""
+    with user_errors():
+        from workbench.config import DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER
+        from workbench.inside.tokens import format_splits, load_tokenizers, split_all
+
+        typer.echo(format_splits(split_all(text, load_tokenizers(base or DEFAULT_BASE_MODEL,
+                                                                  embedder or DEFAULT_EMBEDDER))))
+
+
+@inspect_app.command("next")
+def inspect_next(
+    question: str = typer.Argument(..., help="The question whose real prompt is read."),
+    index: Optional[str] = typer.Option(None, "--index", help=_INDEX_HELP),
+    k: int = typer.Option(2, "-k", "--k", help="Passages in the RAG prompt."),
+    top: int = typer.Option(10, "--top", help="Next tokens listed."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature (0 = greedy)."),
+    top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens (0 = all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Keep the most likely tokens up to this mass (1 = all)."),
+    samples: int = typer.Option(3, "--samples", help="Continuations sampled at these settings (0 = none)."),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens", help="Tokens per sampled continuation."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    base: Optional[str] = typer.Option(None, "--base", help=_BASE_HELP),
+):
+    """The top next tokens after a question's prompt, their probabilities, and sampled continuations."""
+    with user_errors():
+        from workbench.inside.nexttoken import (check_sampling, format_next, next_logits, sample_continuations,
+                                                top_tokens)
+        from workbench.inside.prompt import load_question_prompt
+
+        check_sampling(temperature, top_k, top_p)
+        model, tokenizer, prompt = load_question_prompt(question, base, index, k)
+        tokens = top_tokens(next_logits(model, prompt), tokenizer, top, temperature, top_k, top_p)
+        drawn = sample_continuations(model, tokenizer, prompt, samples, max_new_tokens, temperature, top_k, top_p,
+                                     seed) if samples else []
+        typer.echo(format_next(prompt, tokens, drawn, temperature, top_k, top_p))
+
+
+@inspect_app.command("attention")
+def inspect_attention(
+    question: str = typer.Argument(..., help="The question whose real prompt is read."),
+    index: Optional[str] = typer.Option(None, "--index", help=_INDEX_HELP),
+    k: int = typer.Option(2, "-k", "--k", help="Passages in the RAG prompt."),
+    layer: int = typer.Option(-1, "--layer", help="Layer (0-based; negative counts from the last)."),
+    head: Optional[int] = typer.Option(None, "--head", help="Attention head (default: the mean over heads)."),
+    base: Optional[str] = typer.Option(None, "--base", help=_BASE_HELP),
+):
+    """How much the position that produces the answer's first token attends to each passage and the question."""
+    with user_errors():
+        from workbench.inside.attention import attention_view, format_attention
+        from workbench.inside.prompt import load_question_prompt
+
+        model, tokenizer, prompt = load_question_prompt(question, base, index, k)
+        typer.echo(format_attention(attention_view(model, tokenizer, prompt, layer), head))
+
+
+@inspect_app.command("changed")
+def inspect_changed(
+    adapter: str = typer.Argument(..., help="Adapter name (under adapters/) or folder."),
+    question: Optional[str] = typer.Option(None, "--question", help="One question (with --answer): per-token view."),
+    answer: Optional[str] = typer.Option(None, "--answer", help="The gold answer of --question."),
+    qa: Optional[Path] = typer.Option(None, "--qa", help="Question file for the batch view (default: the eval "
+                                      "questions of the adapter's corpus)."),
+    limit: int = typer.Option(32, "--limit", help="Questions scored in the batch view."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the adapter's)."),
+):
+    """What fine-tuning changed: gold-answer probabilities under the base model and the adapter."""
+    with user_errors():
+        from workbench.inside import changes
+
+        if (question is None) != (answer is None):
+            raise WorkbenchError("--question and --answer go together", "pass both, or neither for the batch view")
+        if qa is not None:
+            from workbench.qa import eval_items, load_qa
+
+            items = eval_items(load_qa(qa))
+        elif question is None:
+            items = changes.adapter_questions(adapter)
+        pair = changes.load_pair(adapter, base)
+        if question is not None:
+            typer.echo(changes.format_change(changes.compare_answer(*pair, question, answer)))
+        else:
+            typer.echo(changes.format_shifts(changes.compare_items(*pair, items, limit)))
+
+
+@inspect_app.command("space")
+def inspect_space(
+    index: str = typer.Argument(..., help="Index name or folder."),
+    query: str = typer.Argument(..., help="The query placed among the chunks."),
+    method: str = typer.Option("pca", "--method", help="pca, or umap when umap-learn is installed."),
+    k: int = typer.Option(5, "-k", "--k", help="Nearest chunks listed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the chunk sample and of UMAP."),
+):
+    """The query and its nearest chunks in the 2-D projection of the index's embedding space."""
+    with user_errors():
+        from workbench.index import load_index
+        from workbench.inside.space import format_map, semantic_map
+        from workbench.retrieve import Retriever
+
+        retriever = Retriever(load_index(index))
+        typer.echo(format_map(semantic_map(retriever.index, retriever.embedder, query, method, k, seed=seed)))
+
+
+@inspect_app.command("similar")
+def inspect_similar(
+    sentences: list[str] = typer.Argument(..., help="Two or more sentences."),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Embedder (default: the embedded MiniLM)."),
+):
+    """The cosine-similarity matrix of a few sentences."""
+    with user_errors():
+        from workbench.embed import Embedder
+        from workbench.inside.space import format_similarity, similarity_matrix
+
+        typer.echo(format_similarity(*similarity_matrix(Embedder(embedder) if embedder else Embedder(), sentences)))
+
+
+@inspect_app.command("arithmetic")
+def inspect_arithmetic(
+    index: str = typer.Argument(..., help="Index name or folder."),
+    a: str = typer.Argument(..., help="Phrase A."),
+    b: str = typer.Argument(..., help="Phrase B (subtracted)."),
+    c: str = typer.Argument(..., help="Phrase C (added)."),
+    k: int = typer.Option(5, "-k", "--k", help="Nearest chunks listed."),
+):
+    """Vector arithmetic: the chunks nearest to embed(A) - embed(B) + embed(C)."""
+    with user_errors():
+        from workbench.index import load_index
+        from workbench.inside.space import format_arithmetic, vector_arithmetic
+        from workbench.retrieve import Retriever
+
+        retriever = Retriever(load_index(index))
+        typer.echo(format_arithmetic(a, b, c, *vector_arithmetic(retriever.index, retriever.embedder, a, b, c, k)))
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -6,9 +6,11 @@ presets. Unknown keys in a preset are an error, so a typo never silently falls b
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from workbench.errors import WorkbenchError
 
@@ -25,8 +27,9 @@ class IngestConfig:
     """Chunk budget in tokenizer tokens, never exceeded (a sentence longer than it is split by tokens)."""
     overlap_tokens: int = 32
     """Tokens of trailing sentences repeated at the start of the next chunk."""
-    language: str = "en"
-    """spaCy language code for the blank pipeline + sentencizer (any language works)."""
+    language: str = "auto"
+    """Corpus language (ISO 639-1 code such as en or pt): "auto" detects it per document. It picks the spaCy
+    sentence pipeline, BM25 stopwords and stemmer, answer cleaning and question-synthesis templates."""
     tokenizer: str = "default"
     """"default" (the embedder's tokenizer), "whitespace", or a Hugging Face tokenizer id/folder."""
     near_duplicate_threshold: float = 0.9
@@ -76,6 +79,9 @@ class RetrieveConfig:
     """Candidates taken from each retriever before fusion / reranking."""
     rrf_k: int = 60
     """Reciprocal-rank-fusion constant."""
+    dense_weight: float | None = None
+    """Weight of the dense ranking in the fusion (BM25's is 1); None: 1, or less when the embedder is not
+    known to cover the corpus language (``workbench.retrieve.UNCOVERED_DENSE_WEIGHT``)."""
     reranker: str | None = None
     """Optional cross-encoder id/folder that reorders the fused candidates."""
     max_query_chars: int = 2000
@@ -88,6 +94,8 @@ class RetrieveConfig:
             raise WorkbenchError("k must be at least 1", "use k >= 1")
         if self.candidates < 1 or self.rrf_k < 0 or self.max_query_chars < 1:
             raise WorkbenchError("candidates and max_query_chars must be >= 1 and rrf_k >= 0", "fix the preset")
+        if self.dense_weight is not None and self.dense_weight < 0:
+            raise WorkbenchError(f"dense_weight={self.dense_weight} is negative", "use a weight >= 0, or null (auto)")
 
 
 @dataclass
@@ -214,35 +222,129 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if get_origin(tp) is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def check_value(tp: Any, value: Any) -> Any:
+    """``value`` as the field type ``tp`` asks for, or raise TypeError.
+
+    Only lossless readings are accepted: an integer where a number is asked, and a string YAML left
+    unconverted although it is a number in exponent form (``2e-4``: YAML 1.1 reads it as text). A string
+    is never read as an integer or a flag (``"128"``, ``"yes"``), and a flag never as a number.
+    """
+    if get_origin(tp) in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return check_value(option, value)
+            except TypeError:
+                continue
+        raise TypeError
+    if get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise TypeError
+        return [check_value(get_args(tp)[0], v) for v in value]
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    return value
+
+
+def _checked_fields(cls: type, data: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    out = {}
+    for k, v in data.items():
+        try:
+            out[k] = check_value(hints[k], v)
+        except TypeError:
+            raise WorkbenchError(f"{where}, key {k}: expected {_type_name(hints[k])}, got {v!r} "
+                                 f"({type(v).__name__})", f"fix {k} in {source}") from None
+    return out
+
+
+def _build(cls: type, kwargs: dict[str, Any], where: str) -> Any:
+    """``cls(**kwargs)``, with a range check's message prefixed by where the values came from."""
+    try:
+        return cls(**kwargs)
+    except WorkbenchError as e:
+        raise WorkbenchError(f"{where}: {e.message}", e.hint) from None
+
+
 def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys."""
-    data = data or {}
+    """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys and values of the wrong type.
+
+    Args:
+        cls: the config dataclass.
+        data: the mapping (a preset's parsed YAML, or a section of it).
+        where: where the data came from, for messages (``quick.yaml``; sections are added).
+
+    Raises:
+        WorkbenchError: naming the file, section and key: an unknown key, a value of the wrong type, or
+            a value out of range.
+    """
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise WorkbenchError(f"{where}: expected a mapping, got {type(data).__name__}", "fix the preset")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise WorkbenchError(f"{where}: unknown key(s) {', '.join(unknown)}",
+        raise WorkbenchError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}",
                              f"known keys: {', '.join(sorted(names))}")
-    kwargs = {}
-    for k, v in data.items():
-        t = hints[k]
-        kwargs[k] = from_dict(t, v, f"{where}.{k}") if dataclasses.is_dataclass(t) else v
-    return cls(**kwargs)
+    source = where.split(",")[0]
+    kwargs = {k: from_dict(hints[k], v, f"{source}, section {k}")
+              for k, v in data.items() if dataclasses.is_dataclass(hints[k])}
+    kwargs.update(_checked_fields(cls, {k: v for k, v in data.items() if k not in kwargs}, where, source))
+    return _build(cls, kwargs, where)
 
 
 def override(cfg: RunConfig, **groups: dict[str, Any]) -> RunConfig:
     """A copy of ``cfg`` with some fields of some groups replaced; ``None`` values keep the preset's.
 
     Example: ``override(cfg, model={"base_model": base}, retrieve={"k": k})`` (command-line options
-    over a preset). Each changed group is re-validated by its ``__post_init__``.
+    over a preset). Values are type-checked and each changed group is re-validated by its
+    ``__post_init__``.
     """
     changes = {}
     for group, values in groups.items():
         values = {k: v for k, v in values.items() if v is not None}
         if values:
-            changes[group] = dataclasses.replace(getattr(cfg, group), **values)
+            current = getattr(cfg, group)
+            unknown = sorted(set(values) - {f.name for f in dataclasses.fields(current)})
+            if unknown:
+                raise WorkbenchError(f"unknown setting(s) {group}.{', '.join(unknown)}", "check the option name")
+            checked = _checked_fields(type(current), values, f"setting {group}", "the command-line option")
+            try:
+                changes[group] = dataclasses.replace(current, **checked)
+            except WorkbenchError as e:
+                raise WorkbenchError(f"{group}: {e.message}", e.hint) from None
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -269,4 +371,4 @@ def load_preset(name_or_path: str | Path) -> RunConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise WorkbenchError(f"{path}: invalid YAML ({e})", "fix the file") from None
-    return from_dict(RunConfig, data, where=path.name)
+    return from_dict(RunConfig, data, where=path.name if path.resolve().parent == CONFIG_DIR else str(path))

@@ -78,6 +78,29 @@ def _paths() -> Check:
     return Check("paths", "ok", f"project {project_root()}  model cache {cache_dir()}")
 
 
+def _leftovers() -> Iterator[Check]:
+    """Folders left by killed builds, interrupted fine-tunings, and locks of processes that are gone."""
+    from workbench.artifacts import human_size, leftovers, tree_size
+    from workbench.locks import stale_locks
+    from workbench.paths import adapters_dir, indices_dir, runs_dir
+
+    found = False
+    for root in (indices_dir(), adapters_dir(), runs_dir()):
+        for p in leftovers(root):
+            found = True
+            yield Check("leftover", "warn", f"{p} ({human_size(tree_size(p))}): left by a killed build; the next "
+                        "build of that artifact removes it (or restores it, for .old-*)")
+        for p in sorted(root.glob(".*.work")) if root.is_dir() else []:
+            found = True
+            yield Check("interrupted", "warn", f"{p} ({human_size(tree_size(p))}): checkpoints of an interrupted "
+                        "fine-tuning; the same finetune command continues it, --restart discards it")
+    for p in stale_locks():
+        found = True
+        yield Check("stale lock", "warn", f"{p}: its build process is gone; the next build takes it over")
+    if not found:
+        yield Check("leftovers", "ok", "no leftovers of killed builds under indices/, adapters/, runs/")
+
+
 def _embedder() -> Check:
     from workbench.config import DEFAULT_EMBEDDER
     from workbench.embed import Embedder
@@ -131,6 +154,7 @@ def run_checks(models: bool = True) -> Iterator[Check]:
     yield _guard("device", _device)
     yield _offline()
     yield _paths()
+    yield from _leftovers()
     if models:
         yield _guard("embedder", _embedder)
         yield _guard("base LLM", _base_model)

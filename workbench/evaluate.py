@@ -17,8 +17,12 @@ from typing import Any, Callable
 
 from workbench.config import RunConfig, to_dict
 from workbench.errors import WorkbenchError
+from workbench.locks import acquire_locks, lock_name, release_locks
 from workbench.metrics import ANSWER_METRICS, bootstrap_ci, mean, normalize_answer, paired_test, score_answers
+from workbench.paths import runs_dir, safe_name
 from workbench.qa import QAItem
+
+RUN_FORMAT_VERSION = 1
 
 RETRIEVAL_KS = (1, 3, 5, 10)
 SUMMARY_VERSION = 1
@@ -38,13 +42,14 @@ def load_eval_items(corpus_dir: Path, qa_path: Path | None, limit: int | None) -
     Raises:
         WorkbenchError: missing corpus folder or question file, bad lines, no eval questions.
     """
-    from workbench.qa import QA_FILE, eval_items, load_qa
+    from workbench.qa import QA_FILE, eval_items, load_qa, warn_unknown_docs
 
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise WorkbenchError(f"corpus folder {corpus_dir} not found", "pass the folder that holds the documents")
     qa = Path(qa_path) if qa_path else corpus_dir / QA_FILE
     items = eval_items(load_qa(qa))
+    warn_unknown_docs(items, corpus_dir, qa)
     if limit is not None:
         if limit < 1:
             raise WorkbenchError(f"--limit {limit} leaves no questions", "use a positive limit")
@@ -58,15 +63,13 @@ def run_folder(corpus_dir: Path, out: Path | None) -> Path:
     Raises:
         WorkbenchError: ``out`` exists and is not an earlier run folder (it would be replaced).
     """
-    from workbench.paths import runs_dir
-
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return runs_dir() / f"{Path(corpus_dir).resolve().name}-{stamp}"
+        return runs_dir() / safe_name(f"{Path(corpus_dir).resolve().name}-{stamp}", fallback=f"run-{stamp}")
+    from workbench.artifacts import check_replaceable
+
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "summary.json").exists())):
-        raise WorkbenchError(f"{out} exists and is not a run folder; it would be replaced",
-                             "pass a new folder to --out, or an earlier run folder to overwrite")
+    check_replaceable(out, "run")
     return out
 
 
@@ -442,15 +445,22 @@ def _jsonable(x: Any) -> Any:
 
 def write_run(folder: Path, rows: list[dict], summary: dict) -> Path:
     """Write results.jsonl, summary.json, report.md and plots/ into ``folder`` atomically."""
-    from workbench.artifacts import atomic_dir, write_json
+    from workbench.artifacts import atomic_dir, make_manifest, recover_leftovers, write_json
     from workbench.plots import make_plots
     from workbench.records import write_jsonl
     from workbench.report import build_report
 
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
-        write_jsonl(tmp / "results.jsonl", rows)
-        write_json(tmp / "summary.json", summary)
-        plots = make_plots(summary, tmp / "plots")
-        (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
+    locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []
+    try:
+        recover_leftovers(folder)
+        with atomic_dir(folder, kind="run") as tmp:
+            write_jsonl(tmp / "results.jsonl", rows)
+            write_json(tmp / "summary.json", summary)
+            plots = make_plots(summary, tmp / "plots")
+            (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
+            write_json(tmp / "manifest.json", make_manifest("run", RUN_FORMAT_VERSION, name=folder.name,
+                                                            corpus=summary.get("corpus"), qa=summary.get("qa")))
+    finally:
+        release_locks(locks)
     return folder

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.artifacts import atomic_dir, hash_bytes, hash_file, make_manifest, write_json
+from workbench.artifacts import (atomic_dir, check_replaceable, hash_bytes, hash_file, make_manifest, recover_leftovers,
+                                 write_json)
 from workbench.config import FinetuneConfig, IngestConfig, ModelConfig, RunConfig, to_dict
 from workbench.errors import WorkbenchError
+from workbench.locks import acquire_locks, lock_name, release_locks
+from workbench.paths import adapters_dir, check_name
 from workbench.train_data import Example, require_enough
 
 FORMAT_VERSION = 1
@@ -472,35 +475,64 @@ def _run_info(cfg: FinetuneConfig, model_cfg: ModelConfig, corpus_fp: str, qa_ha
             "corpus_fingerprint": corpus_fp, "qa_hash": qa_hash}
 
 
-def _prepare_work(work: Path, info: dict, resume: bool, progress: bool) -> None:
+def _checkpoint_steps(work: Path) -> int:
+    """The last checkpoint step saved under ``work`` (0 when there is none)."""
+    steps = [int(c.name.rsplit("-", 1)[-1]) for c in work.glob("**/checkpoint-*") if c.name.rsplit("-", 1)[-1].isdigit()]
+    return max(steps, default=0)
+
+
+def _prepare_work(work: Path, info: dict, resume: bool | None, progress: bool) -> bool:
+    """Get the checkpoint folder ready; returns whether training continues from its checkpoints.
+
+    ``resume`` None (the default) continues an interrupted run made with the same settings and data,
+    and starts afresh when there is none; True insists on continuing; False discards earlier checkpoints.
+    Checkpoints made with other settings are never discarded silently.
+    """
     stamp = work / "run.json"
-    if resume and stamp.exists():
-        if json.loads(stamp.read_text(encoding="utf-8")) != info:
-            raise WorkbenchError(f"the checkpoints in {work} were made with other settings or data",
-                                 "drop --resume to start over")
-        return
-    if resume and not stamp.exists() and progress:
-        print("no interrupted run to resume; starting from the beginning")
+    if work.exists() and not stamp.is_file():
+        raise WorkbenchError(f"{work} exists but is not a workbench checkpoint folder (no run.json); refusing to "
+                             "touch it", "move that folder away yourself")
+    try:
+        same = stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == info
+    except (OSError, ValueError):
+        same = False
+    steps = _checkpoint_steps(work) if work.exists() else 0
+    if resume is not False and same:
+        if progress and steps:
+            print(f"continuing the interrupted run from its checkpoint at step {steps} ({work})")
+        return True
+    if resume and not work.exists():
+        if progress:
+            print("no interrupted run to resume; starting from the beginning")
+    elif resume or (resume is None and steps):
+        raise WorkbenchError(f"the checkpoints in {work} (step {steps}) were made with other settings or data",
+                             "re-run with the settings they were made with to continue them, or pass --restart "
+                             "to discard them and start over")
     if work.exists():
-        if progress and any(work.glob("**/checkpoint-*")):
-            print(f"discarding checkpoints of an earlier interrupted run in {work} (use --resume to continue it)")
+        if progress and steps:
+            print(f"discarding the checkpoints of an earlier run in {work} (--restart)")
         shutil.rmtree(work)
     work.mkdir(parents=True)
     stamp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return False
 
 
 def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name: str | None = None,
-             qa_path: Path | None = None, resume: bool = False, progress: bool = True, *,
+             qa_path: Path | None = None, resume: bool | None = None, progress: bool = True, *,
              run_cfg: RunConfig | None = None, retriever: Any = None, rebuild: bool = False) -> FinetuneResult:
     """Fine-tune on a corpus and write ``adapters/NAME/`` (reusing a current one unless ``rebuild``).
+
+    Everything is checked (name, corpus, question file, base model) before any folder is touched, and
+    the build holds the adapter's lock (``workbench.locks``) so two builds of one adapter never race.
 
     Args:
         corpus_dir: the corpus folder (documents + optional qa.jsonl).
         cfg: fine-tuning settings (``cfg.mode``: sft, cpt, raft or scratch).
         model_cfg: the base model (ignored by scratch, which trains its own).
-        name: adapter name (default ``<corpus>-<mode>``).
+        name: adapter name, a plain name (default ``<corpus>-<mode>``); written to ``adapters/NAME`` only.
         qa_path: question file (default ``CORPUS_DIR/qa.jsonl``).
-        resume: continue from the last checkpoint of an interrupted run with the same settings.
+        resume: None continues an interrupted run with the same settings if there is one; True insists
+            on continuing; False discards earlier checkpoints and starts over.
         progress: show progress bars and stage messages.
         run_cfg: the other stages' settings (ingest, index/retrieve for RAFT, generate.context_tokens).
         retriever: a ready retriever for RAFT (else the corpus index is built or reused).
@@ -510,20 +542,30 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
         FinetuneResult with the adapter path, losses, tokens seen and timing.
 
     Raises:
-        WorkbenchError: missing corpus or base model, no training data, corpus too small, CUDA out of
-            memory, or resume with changed settings.
+        WorkbenchError: invalid name, missing corpus, bad question file or base model, a folder that is
+            not an adapter at ``adapters/NAME``, another build of it running, no training data, corpus too
+            small, CUDA out of memory, or resume with changed settings.
     """
-    from workbench.adapters import adapter_dir, adapter_status, default_adapter_name, read_adapter_manifest
+    from workbench.adapters import adapter_status, default_adapter_name, read_adapter_manifest
     from workbench.ingest import corpus_fingerprint
+    from workbench.qa import load_qa, warn_unknown_docs
 
     t_start = time.perf_counter()
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise WorkbenchError(f"corpus folder {corpus_dir} not found", "pass an existing corpus directory")
     run_cfg = run_cfg or RunConfig(finetune=cfg, model=model_cfg)
-    name = name or default_adapter_name(corpus_dir, cfg.mode)
-    final = adapter_dir(name)
+    name = check_name(name, "adapter") if name is not None else default_adapter_name(corpus_dir, cfg.mode)
+    final = adapters_dir() / name
+    check_replaceable(final, KIND)
     qa_file = Path(qa_path) if qa_path else corpus_dir / "qa.jsonl"
+    if qa_path is not None or qa_file.exists():
+        warn_unknown_docs(load_qa(qa_file), corpus_dir, qa_file)  # a bad file fails before any folder is touched
+    base_name, base_hash = None, None
+    if cfg.mode != "scratch":
+        from workbench.models import model_fingerprint
+
+        base_name, base_hash = model_cfg.base_model, model_fingerprint(model_cfg.base_model)
     if not rebuild and adapter_status(name, corpus_dir, cfg, model_cfg, qa_file) == "current":
         m = read_adapter_manifest(final)
         return FinetuneResult(final, name, True, time.perf_counter() - t_start, m.get("tokens_seen", 0),
@@ -531,24 +573,37 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
                               cfg.mode, m.get("n_train_examples", 0))
     corpus_fp = corpus_fingerprint(corpus_dir)
     qa_hash = hash_file(qa_file) if qa_file.exists() else None
-    rank0 = _init_distributed(model_cfg)
-    work = final.with_name(f".{name}.work")
-    if rank0:
-        _prepare_work(work, _run_info(cfg, model_cfg, corpus_fp, qa_hash), resume, progress)
-    _barrier()  # the other ranks wait until the work folder is ready
+    locks = acquire_locks([lock_name("adapter", name)]) if int(os.environ.get("RANK", "0")) == 0 else []
+    try:
+        rank0 = _init_distributed(model_cfg)
+        work = final.with_name(f".{name}.work")
+        if rank0:
+            for line in recover_leftovers(final):
+                if progress:
+                    print(f"adapter {name}: {line}")
+            _prepare_work(work, _run_info(cfg, model_cfg, corpus_fp, qa_hash), resume, progress)
+        _barrier()  # the other ranks wait until the work folder is ready
+        return _train_and_write(corpus_dir, cfg, model_cfg, run_cfg, name, final, work, qa_file, corpus_fp,
+                                qa_hash, (base_name, base_hash), retriever, rank0, progress, t_start)
+    finally:
+        release_locks(locks)
 
+
+def _train_and_write(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, run_cfg: RunConfig, name: str,
+                     final: Path, work: Path, qa_file: Path, corpus_fp: str, qa_hash: str | None,
+                     base: tuple[str | None, str | None], retriever: Any, rank0: bool, progress: bool,
+                     t_start: float) -> FinetuneResult:
+    """Train (continuing from ``work``'s checkpoints when there are any) and write the adapter atomically."""
+    resume = any(p.name != "run.json" for p in work.iterdir())  # kept by _prepare_work: continue from it
     if cfg.mode == "scratch":
         from workbench.scratch import train_scratch
 
         trained = train_scratch(corpus_dir, cfg, work, qa_file, run_cfg, resume=resume, progress=progress)
         model, tokenizer, data, outcome, device = trained
-        base_name, base_hash = None, None
     else:
         model, tokenizer, data, outcome, device = _train_lora(corpus_dir, cfg, model_cfg, work, qa_file, run_cfg,
                                                               retriever, resume, progress)
-        from workbench.models import model_fingerprint
-
-        base_name, base_hash = model_cfg.base_model, model_fingerprint(model_cfg.base_model)
+    base_name, base_hash = base
 
     n_examples = len(data.train)
     result = FinetuneResult(final, name, False, time.perf_counter() - t_start, outcome.tokens_seen,
@@ -556,7 +611,7 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
     if not rank0:
         return result
     tokenizer.padding_side = "left"  # as generation wants it (training may have padded on the right)
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, kind=KIND) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_curve(outcome.log_history, tmp)

@@ -10,16 +10,19 @@ from __future__ import annotations
 import re
 import sys
 import time
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.artifacts import MANIFEST, atomic_dir, hash_bytes, make_manifest, read_manifest, write_json
+from workbench.artifacts import (MANIFEST, atomic_dir, check_replaceable, hash_bytes, make_manifest, read_manifest,
+                                 recover_leftovers, write_json)
 from workbench.config import IndexConfig, IngestConfig, to_dict
 from workbench.errors import WorkbenchError
+from workbench.language import DEFAULT_LANGUAGE, TermAnalyzer, analyzer_for
+from workbench.locks import artifact_lock
+from workbench.paths import check_name, indices_dir, safe_name
 from workbench.records import Chunk, read_chunks, write_jsonl
 
 FORMAT_VERSION = 1
@@ -35,8 +38,9 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVFPQ_RESCORE = 4
 """IVF-PQ fetches this many times the wanted candidates and rescores them exactly from embeddings.npy."""
 BM25_K1, BM25_B = 1.5, 0.75
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_WORD = re.compile(r"\w+")
+BM25_ANALYSIS_VERSION = 2
+"""Version of the BM25 text analysis recorded in the manifest (2: per-language stopwords, stemming and accent
+folding). An index recorded with another version is stale: its terms would not match the queries' terms."""
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -84,7 +88,7 @@ class Index:
         chunks: the chunks, row-aligned with ``embeddings`` and the FAISS ids.
         embeddings: ``(n, dim)`` float32 unit vectors, memory-mapped from embeddings.npy.
         faiss: the FAISS index (inner product on unit vectors = cosine).
-        bm25: the ``bm25s.BM25`` index over :func:`bm25_tokenize` tokens.
+        bm25: the ``bm25s.BM25`` index over the terms of :attr:`analyzer`.
         manifest: manifest.json (embedder, corpus, kind, parameters, timings).
     """
 
@@ -107,6 +111,16 @@ class Index:
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
+    @property
+    def language(self) -> str:
+        """The corpus language recorded at build time (the default for an index from before it was)."""
+        return str(self.manifest.get("language") or DEFAULT_LANGUAGE)
+
+    @property
+    def analyzer(self) -> TermAnalyzer:
+        """How the index's BM25 terms were made; queries are analyzed the same way."""
+        return TermAnalyzer.from_manifest(self.manifest.get("bm25"))
+
     def __len__(self) -> int:
         return len(self.chunks)
 
@@ -118,7 +132,13 @@ def bm25_tokenize(text: str) -> list[str]:
 
     Identifiers split on punctuation ("KX-4471-B" -> kx, 4471, b) the same way in chunks and queries.
     """
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return TermAnalyzer().analyze(text)
+
+
+def bm25_manifest(analyzer: TermAnalyzer) -> dict[str, Any]:
+    """The manifest's ``bm25`` block: scoring parameters and the text analysis of index and queries."""
+    return {"k1": BM25_K1, "b": BM25_B, "method": "lucene", "tokenizer": "nfkc-casefold-words",
+            "analysis_version": BM25_ANALYSIS_VERSION, **analyzer.to_json()}
 
 
 def passage_text(chunk: Chunk) -> str:
@@ -237,22 +257,26 @@ def dense_search(index: Index, queries: np.ndarray, n: int) -> tuple[np.ndarray,
     return scores, ids
 
 
-def build_bm25(texts: list[str], progress: bool = False) -> Any:
-    """A BM25 (Lucene variant) index over :func:`bm25_tokenize` tokens of ``texts``."""
+def build_bm25(texts: list[str], progress: bool = False, analyzer: TermAnalyzer | None = None) -> Any:
+    """A BM25 (Lucene variant) index over the ``analyzer`` terms of ``texts`` (default: plain words)."""
     import bm25s
 
+    analyzer = analyzer or TermAnalyzer()
     bm25 = bm25s.BM25(k1=BM25_K1, b=BM25_B)
-    bm25.index([bm25_tokenize(t) for t in texts], show_progress=progress)
+    bm25.index([analyzer.analyze(t) for t in texts], show_progress=progress)
     return bm25
 
 
-def sparse_search(bm25: Any, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def sparse_search(index: Index, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``n`` rows by BM25 score for one query; rows sharing no term with it are left out.
+
+    The query is analyzed exactly as the index's chunks were (the analyzer recorded in its manifest).
 
     Returns:
         ``(scores, ids)``, 1-D, best first (possibly fewer than n).
     """
-    ids = bm25.get_tokens_ids(bm25_tokenize(query))
+    bm25 = index.bm25
+    ids = bm25.get_tokens_ids(index.analyzer.analyze(query))
     if not ids:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
     scores = np.asarray(bm25.get_scores_from_ids(ids), dtype=np.float32)
@@ -266,32 +290,25 @@ def sparse_search(bm25: Any, query: str, n: int) -> tuple[np.ndarray, np.ndarray
 # --- locations and status --------------------------------------------------------------------------
 
 def resolve_index_dir(name_or_dir: str | Path) -> Path:
-    """The folder of an index given its name (under ``indices/``) or a folder path.
+    """The folder of an index to read, given its name (under ``indices/``) or a folder path.
 
     Raises:
         WorkbenchError: a name that is not a plain folder name.
     """
-    from workbench.paths import indices_dir
-
     s = str(name_or_dir)
     p = Path(s).expanduser()
     if p.is_absolute() or "/" in s or "\\" in s or (p.is_dir() and (p / MANIFEST).exists()):
-        return p
-    if not SAFE_NAME.match(s):
-        raise WorkbenchError(f"invalid index name {s!r}", "use letters, digits, '.', '-', '_' (no path separators)")
-    return indices_dir() / s
+        return p  # a folder to read from; builds never write there
+    return indices_dir() / check_name(s, "index")
 
 
 def default_index_name(corpus_dir: Path) -> str:
-    """The index name used when none is given: the corpus folder's name, made a safe folder name."""
-    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", Path(corpus_dir).resolve().name).strip(".-_+")[:128]
-    return name or "index"
+    """The index name used when none is given: the corpus folder's name, made a plain name."""
+    return safe_name(Path(corpus_dir).resolve().name, fallback="index")
 
 
 def list_index_names() -> list[str]:
     """Names of the indices under ``indices/`` (folders with a manifest)."""
-    from workbench.paths import indices_dir
-
     root = indices_dir()
     return sorted(p.name for p in root.iterdir() if (p / MANIFEST).exists()) if root.is_dir() else []
 
@@ -317,6 +334,8 @@ def _why_stale(manifest: dict[str, Any], *, corpus_fp: str | None = None, cfg: I
         return f"the corpus {manifest.get('corpus')} changed since the index was built"
     if ingest_cfg is not None and manifest.get("ingest_config") != to_dict(ingest_cfg):
         return "the chunking settings changed"
+    if (manifest.get("bm25") or {}).get("analysis_version") != BM25_ANALYSIS_VERSION:
+        return "its BM25 text analysis is from an older version (no per-language stemming and stopwords)"
     if embedder_fp is not None and manifest.get("embedder_fingerprint") != embedder_fp:
         asked = cfg.embedder if cfg is not None else "another embedder"
         return f"it was built with embedder {manifest.get('embedder')!r}, not {asked!r}"
@@ -380,7 +399,8 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         corpus_dir: the corpus folder.
         cfg: embedder, index kind, batch size, device.
         ingest_cfg: chunking settings.
-        name: index name (default: :func:`default_index_name`) or a folder path.
+        name: index name, a plain name (default: :func:`default_index_name`); the index is written to
+            ``indices/NAME`` only, and an existing folder there is replaced only when it is an index.
         rebuild: ignore any previous index and re-encode everything.
         embedder: an :class:`~workbench.embed.Embedder` (default: built from ``cfg``).
         progress: progress bars and stage messages on stderr.
@@ -389,18 +409,30 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         What was done, where, and how long it took.
 
     Raises:
-        WorkbenchError: missing/empty corpus, unknown embedder, invalid name or kind.
+        WorkbenchError: missing/empty corpus, unknown embedder, invalid name or kind, a folder that is
+            not an index at ``indices/NAME``, or another build of the same index running.
     """
     from workbench.embed import Embedder
-    from workbench.ingest import ingest_corpus
 
     t0 = time.perf_counter()
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise WorkbenchError(f"corpus folder {corpus_dir} does not exist", "pass the folder holding the documents")
-    folder = resolve_index_dir(name or default_index_name(corpus_dir))
+    name = check_name(name, "index") if name is not None else default_index_name(corpus_dir)
+    folder = indices_dir() / name
+    check_replaceable(folder, "index")
     embedder = embedder or Embedder(cfg.embedder, cfg.device, cfg.batch_size)
     embedder_fp = embedder.fingerprint  # resolves the model now: an unknown name fails before any work
+    with artifact_lock("index", name):
+        for line in recover_leftovers(folder):
+            _log(f"index {name}: {line}", progress)
+        return _build_locked(corpus_dir, folder, cfg, ingest_cfg, embedder, embedder_fp, rebuild, progress, t0)
+
+
+def _build_locked(corpus_dir: Path, folder: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, embedder: Any,
+                  embedder_fp: str, rebuild: bool, progress: bool, t0: float) -> IndexBuildResult:
+    from workbench.ingest import ingest_corpus
+
     old = _previous_manifest(folder)
     if old is not None and not rebuild:
         why = _why_stale(old, corpus_fp=_corpus_fingerprint(corpus_dir), cfg=cfg, ingest_cfg=ingest_cfg,
@@ -415,7 +447,8 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         _log(report.summary(), progress)
     return build_from_chunks(ingested.chunks, folder, cfg, embedder=embedder, corpus=corpus_dir,
                              corpus_fingerprint=ingested.fingerprint, ingest_cfg=ingest_cfg, rebuild=rebuild,
-                             progress=progress, started=t0)
+                             progress=progress, started=t0, language=ingested.report.language,
+                             languages=ingested.report.languages)
 
 
 def _previous_manifest(folder: Path) -> dict[str, Any] | None:
@@ -447,11 +480,13 @@ def _cached_embeddings(folder: Path, embedder_fp: str) -> tuple[dict[str, int], 
 def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, embedder: Any = None,
                       corpus: Path | None = None, corpus_fingerprint: str | None = None,
                       ingest_cfg: IngestConfig | None = None, rebuild: bool = False, progress: bool = True,
-                      started: float | None = None) -> IndexBuildResult:
+                      started: float | None = None, language: str = DEFAULT_LANGUAGE,
+                      languages: dict[str, float] | None = None) -> IndexBuildResult:
     """Write an index of ``chunks`` to ``folder`` atomically (the ingestion-free half of build_index).
 
     Embeddings of texts already in a previous index at ``folder`` (same embedder files) are copied
-    instead of re-encoded, unless ``rebuild``.
+    instead of re-encoded, unless ``rebuild``. BM25 analyzes the texts for ``language`` (recorded in the
+    manifest with ``languages``, the share of the corpus text in each detected language).
 
     Returns:
         What was built.
@@ -483,7 +518,7 @@ def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, em
             todo.setdefault(key, []).append(row)
     dim = int(old_emb.shape[1]) if old_emb is not None and not todo else embedder.dim
 
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, kind="index") as tmp:
         emb = np.lib.format.open_memmap(tmp / EMBEDDINGS, mode="w+", dtype=np.float32, shape=(len(chunks), dim))
         if old_emb is not None:
             reuse = np.asarray([(row, cached[k]) for row, k in enumerate(keys) if k in cached], dtype=np.int64)
@@ -505,7 +540,8 @@ def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, em
         import faiss
 
         faiss.write_index(faiss_index, str(tmp / FAISS))
-        build_bm25(texts, progress=False).save(str(tmp / BM25_DIR), show_progress=False)
+        analyzer = analyzer_for(language)
+        build_bm25(texts, progress=False, analyzer=analyzer).save(str(tmp / BM25_DIR), show_progress=False)
         write_jsonl(tmp / CHUNKS, (c.to_json() for c in chunks))
         write_json(tmp / CONFIG, {"index": to_dict(cfg), "ingest": to_dict(ingest_cfg) if ingest_cfg else None})
         n_encoded = sum(len(rows) for rows in todo.values())
@@ -516,7 +552,8 @@ def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, em
             corpus_fingerprint=corpus_fingerprint, n_chunks=len(chunks), n_docs=len({c.doc for c in chunks}),
             embedder=embedder.stored_name, embedder_fingerprint=embedder.fingerprint, dim=dim,
             faiss_kind=kind, kind_requested=cfg.kind, kind_reason=reason, faiss_params=params,
-            bm25={"k1": BM25_K1, "b": BM25_B, "method": "lucene", "tokenizer": "nfkc-casefold-words"},
+            language=analyzer.language, languages=languages or {analyzer.language: 1.0},
+            bm25=bm25_manifest(analyzer),
             ingest_config=to_dict(ingest_cfg) if ingest_cfg else None, index_config=to_dict(cfg),
             n_encoded=n_encoded, n_reused=len(chunks) - n_encoded, encode_seconds=round(encode_s, 3),
             seconds=round(seconds, 3))
@@ -577,11 +614,16 @@ def load_index(name_or_dir: str | Path, corpus_dir: Path | None = None, check_co
 
 
 def index_from_chunks(chunks: list[Chunk], embeddings: np.ndarray, kind: str = "auto",
-                      manifest: dict[str, Any] | None = None) -> Index:
-    """An in-memory index over given chunks and their embeddings (benchmarks, experiments; nothing written)."""
+                      manifest: dict[str, Any] | None = None, analyzer: TermAnalyzer | None = None) -> Index:
+    """An in-memory index over given chunks and their embeddings (benchmarks, experiments; nothing written).
+
+    ``analyzer``: the BM25 text analysis (default: the plain, language-neutral one).
+    """
     kind, reason = choose_kind(len(chunks), kind)
     fidx, params = make_faiss_index(embeddings, kind)
-    bm25 = build_bm25([passage_text(c) for c in chunks])
+    analyzer = analyzer or TermAnalyzer()
+    bm25 = build_bm25([passage_text(c) for c in chunks], analyzer=analyzer)
     m = {"name": "in-memory", "faiss_kind": kind, "kind_reason": reason, "faiss_params": params,
-         "n_chunks": len(chunks), "dim": int(embeddings.shape[1]), **(manifest or {})}
+         "n_chunks": len(chunks), "dim": int(embeddings.shape[1]), "language": analyzer.language,
+         "bm25": bm25_manifest(analyzer), **(manifest or {})}
     return Index(None, chunks, embeddings, fidx, bm25, m)

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import hashlib
+import json
 import os
 import re
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from workbench.artifacts import human_size
 from workbench.chunking import chunk_document, get_splitter, load_token_counter
 from workbench.cleaning import FORMATS, clean_document
 from workbench.config import IngestConfig
 from workbench.dedup import NearDuplicateIndex, minhash, text_hash
 from workbench.errors import WorkbenchError
+from workbench.language import AUTO, detect_language, language_mix, spacy_language
 from workbench.records import Chunk, write_jsonl
 
 __all__ = ["IngestReport", "IngestResult", "chunks_manifest", "corpus_fingerprint", "decode_bytes",
@@ -71,6 +76,9 @@ def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]
     docs: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for folder, dirs, files in os.walk(root):
+        for d in dirs:  # os.walk does not follow linked folders (so a link loop cannot trap it): say so
+            if not d.startswith(".") and (Path(folder) / d).is_symlink():
+                skipped.append(((Path(folder) / d).relative_to(root).as_posix(), "linked folder not followed"))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             path = Path(folder) / name
@@ -78,13 +86,32 @@ def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]
             if name.startswith(".") or rel == QA_FILE:
                 continue
             suffix = path.suffix.lower()
-            if suffix not in FORMATS:
+            problem = unreadable_reason(path)
+            if problem:
+                skipped.append((rel, problem))
+            elif suffix not in FORMATS:
                 skipped.append((rel, f"unsupported extension {suffix!r}" if suffix else "no extension"))
             elif suffix == ".pdf" and not pdf:
                 skipped.append((rel, "PDF support needs pypdf (pip install pypdf)"))
             else:
                 docs.append(path)
     return sorted(docs), sorted(skipped)
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why a file cannot be read as a document (a dangling or looping link, not a regular file, no read
+    permission), or None when it can."""
+    try:
+        st = path.stat()  # follows links
+    except FileNotFoundError:
+        return "dangling link (its target does not exist)" if path.is_symlink() else "vanished while listing"
+    except OSError as e:
+        return "link loop" if e.errno == errno.ELOOP else f"cannot be read ({e.strerror or type(e).__name__})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "no permission to read it"
+    return None
 
 
 def _fingerprint(entries: list[tuple[str, str]]) -> str:
@@ -105,7 +132,13 @@ def corpus_fingerprint(corpus_dir: Path) -> str:
 
     root = _check_dir(corpus_dir)
     docs, _ = list_documents(root)
-    return _fingerprint([(p.relative_to(root).as_posix(), hash_file(p)) for p in docs])
+    entries = []
+    for p in docs:
+        try:
+            entries.append((p.relative_to(root).as_posix(), hash_file(p)))
+        except OSError as e:  # changed between listing and reading: it counts as unreadable
+            entries.append((p.relative_to(root).as_posix(), f"unreadable:{type(e).__name__}"))
+    return _fingerprint(entries)
 
 
 # --- reading one document -----------------------------------------------------------------------------
@@ -212,13 +245,17 @@ class IngestReport:
     seconds: float = 0.0
     workers: int = 1
     """Processes that read and chunked the documents."""
+    language: str = ""
+    """The corpus language: ``ingest.language`` when set, else the detected language holding most text."""
+    languages: dict[str, float] = field(default_factory=dict)
+    """Detected language -> share of the corpus text, largest first (empty when the language was set)."""
 
     def summary(self) -> str:
         """A few human-readable lines: counts, reasons, timing."""
         # throughput only means something once loading spaCy and the tokenizer no longer dominates
         rate = f", {self.bytes_read / 1e6 / self.seconds:.2f} MB/s" if self.bytes_read >= 1e6 else ""
         procs = f", {self.workers} processes" if self.workers > 1 else ""
-        lines = [f"read {self.documents_read} document(s) ({_size(self.bytes_read)}) from {self.corpus}: "
+        lines = [f"read {self.documents_read} document(s) ({human_size(self.bytes_read)}) from {self.corpus}: "
                  f"{self.n_chunks} chunks, {self.n_tokens:,} tokens ({self.tokenizer}) "
                  f"in {self.seconds:.1f} s{rate}{procs}"]
         if self.skipped:
@@ -230,6 +267,9 @@ class IngestReport:
         if self.near_duplicates:
             lines.append(f"flagged {len(self.near_duplicates)} near-duplicate(s), kept: "
                          + _listing(f"{d} (~{of}, Jaccard {j:.2f})" for d, of, j in self.near_duplicates))
+        if self.languages:
+            shares = ", ".join(f"{lang} {share:.0%}" for lang, share in self.languages.items())
+            lines.append(f"language: {self.language} (detected; share of the text: {shares})")
         for w in self.warnings[:_SHOWN]:
             lines.append(f"warning: {w}")
         if len(self.warnings) > _SHOWN:
@@ -240,8 +280,6 @@ class IngestReport:
         return asdict(self)
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def _listing(items) -> str:
@@ -273,6 +311,9 @@ class _DocOutcome:
     """The file could not be read or decoded (as opposed to holding no text after cleaning)."""
     text_hash: str = ""
     sketch: Any = None
+    language: str | None = None
+    """The detected language (None when the language was set, or the text too short to tell)."""
+    n_chars: int = 0
     chunks: list[Chunk] = field(default_factory=list)
 
 
@@ -292,8 +333,12 @@ def _ingest_one(path: Path, rel: str, cfg: IngestConfig) -> _DocOutcome:
     if not doc.text:
         out.skip = "no text after cleaning"
         return out
-    out.text_hash, out.sketch = text_hash(doc.text), minhash(doc.text)
-    counter, splitter = load_token_counter(cfg.tokenizer), get_splitter(cfg.language)
+    out.text_hash, out.sketch, out.n_chars = text_hash(doc.text), minhash(doc.text), len(doc.text)
+    language = cfg.language
+    if language == AUTO:
+        out.language = detect_language(doc.text)[0]
+        language = spacy_language(out.language) if out.language else "xx"
+    counter, splitter = load_token_counter(cfg.tokenizer), get_splitter(language)
     out.chunks = list(chunk_document(doc, rel, cfg.chunk_tokens, cfg.overlap_tokens, counter, splitter))
     return out
 
@@ -362,7 +407,8 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
     if not docs:
         raise _no_documents(root, skipped)
     counter = load_token_counter(cfg.tokenizer)  # load here first: a bad name fails before any work
-    get_splitter(cfg.language)
+    if cfg.language != AUTO:
+        get_splitter(cfg.language)
     report = IngestReport(corpus=str(corpus_dir), tokenizer=counter.name, skipped=list(skipped))
     chunks: list[Chunk] = []
     file_hashes: list[tuple[str, str]] = []
@@ -370,6 +416,7 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
     near = NearDuplicateIndex(cfg.near_duplicate_threshold)
     unreadable: list[tuple[str, str]] = []
     spans: dict[str, tuple[int, int]] = {}  # document -> its range in chunks
+    detected: list[tuple[str | None, int]] = []  # (language, characters) per kept document
     total = sum(p.stat().st_size for p in docs)
     rels = [p.relative_to(root).as_posix() for p in docs]
     workers = report.workers = _n_workers(cfg, total, len(docs))
@@ -409,6 +456,7 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
                     c.meta["near_duplicate_of"] = kept
             report.n_tokens += sum(c.n_tokens for c in out.chunks)
             report.documents_read += 1
+            detected.append((out.language, out.n_chars))
             bar.set_postfix(chunks=len(chunks), refresh=False)
     report.skipped = sorted(report.skipped + unreadable)
     if report.documents_read == 0:
@@ -420,8 +468,22 @@ def ingest_corpus(corpus_dir: Path, cfg: IngestConfig | None = None, progress: b
         raise WorkbenchError(f"no text in the {len(docs)} document(s) in {root} (all empty after cleaning)",
                              "add documents with some text")
     report.n_chunks = len(chunks)
+    _set_language(report, cfg, detected)
     report.seconds = time.perf_counter() - t0
     return IngestResult(chunks=chunks, report=report, fingerprint=_fingerprint(file_hashes))
+
+
+def _set_language(report: IngestReport, cfg: IngestConfig, detected: list[tuple[str | None, int]]) -> None:
+    """The corpus language into the report: the configured one, else the detected mix (a mixed-language
+    corpus gets a warning: BM25, answer cleaning and synthesis use the main language for every document)."""
+    if cfg.language != AUTO:
+        report.language = cfg.language
+        return
+    mix = language_mix(detected)
+    report.language, report.languages = mix.language, {k: round(v, 4) for k, v in mix.shares.items()}
+    if mix.mixed:
+        report.warnings.append(f"mixed-language corpus: {mix.summary()}; retrieval and synthesis use "
+                               f"{mix.language} (set ingest.language to choose)")
 
 
 def _no_documents(root: Path, skipped: list[tuple[str, str]]) -> WorkbenchError:
@@ -431,6 +493,34 @@ def _no_documents(root: Path, skipped: list[tuple[str, str]]) -> WorkbenchError:
                               "do not count)", hint)
     return WorkbenchError(f"no documents in {root}: {len(skipped)} file(s) skipped: "
                           + _listing(f"{p} ({why})" for p, why in skipped), hint)
+
+
+def chunks_manifest_path(path: Path) -> Path:
+    """The manifest beside a chunks file: ``x.jsonl`` -> ``x.manifest.json``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def check_chunks_target(path: Path) -> None:
+    """Refuse to write chunks over a folder, or over a file that ``workbench ingest`` did not write.
+
+    Raises:
+        WorkbenchError: ``path`` is a folder, or an existing file without a chunks manifest beside it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise WorkbenchError(f"--out {path} is a directory", "pass a file path such as chunks.jsonl")
+    manifest = chunks_manifest_path(path)
+    if path.exists() and not (manifest.name != path.name and manifest.is_file() and _is_chunks_manifest(manifest)):
+        raise WorkbenchError(f"{path} exists and was not written by `workbench ingest` (no chunks manifest beside "
+                             "it); refusing to overwrite it", "pass a new file name to --out")
+
+
+def _is_chunks_manifest(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == "chunks"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_chunks(chunks: list[Chunk], path: Path) -> int:

@@ -6,11 +6,52 @@ The project root is the current directory unless ``WORKBENCH_HOME`` names anothe
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+NAME_RULE = ("a plain name: letters, digits, '.', '-', '_' (at most 128), not starting with '.', "
+             "no '/' and no '..'")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+ARTIFACT_DIRS = {"index": "indices", "adapter": "adapters", "run": "runs"}
+"""Artifact kind -> its folder under the project root."""
 
 
 def project_root() -> Path:
     return Path(os.environ.get("WORKBENCH_HOME") or Path.cwd()).resolve()
+
+
+def check_name(name: str, kind: str = "artifact") -> str:
+    """``name`` unchanged when it is a plain artifact name (see ``NAME_RULE``).
+
+    Raises:
+        WorkbenchError: a path, ``..``, an empty or hidden name, or a character outside the rule.
+    """
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise WorkbenchError(f"invalid {kind} name {name!r}: a name must be {NAME_RULE}",
+                             f"{kind}s always live under the project's {ARTIFACT_DIRS.get(kind, 'artifact')}/ folder")
+    return name
+
+
+def safe_name(text: str, fallback: str = "corpus") -> str:
+    """A plain name made from free text (e.g. a corpus folder's name): other characters become '-'."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).replace("..", ".").strip(".-")[:128]
+    return name if name and _NAME.match(name) else fallback
+
+
+def artifact_dir(kind: str, name: str) -> Path:
+    """Where the artifact ``name`` of ``kind`` (index, adapter, run) lives: always under the project root.
+
+    Raises:
+        WorkbenchError: ``name`` is not a plain name.
+    """
+    return project_root() / ARTIFACT_DIRS[kind] / check_name(name, kind)
+
+
+def state_dir() -> Path:
+    """``project_root()/.workbench``: build locks, app job logs and error logs (git-ignored)."""
+    return project_root() / ".workbench"
 
 
 def indices_dir() -> Path:

@@ -69,9 +69,12 @@ def load_qa(path: Path) -> list[QAItem]:
                              f"put a {QA_FILE} at the corpus root or pass --qa FILE")
     items: list[QAItem] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for lineno, obj in _numbered(path, lines):
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WorkbenchError(f"question file {path} cannot be read ({e.strerror or type(e).__name__})",
+                             "check its permissions") from None
+    for lineno, obj in _numbered(path, data.removeprefix(b"\xef\xbb\xbf").split(b"\n")):
         item = _item(obj, f"{path}:{lineno}")
         if item.id in seen:
             raise WorkbenchError(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})",
@@ -83,10 +86,15 @@ def load_qa(path: Path) -> list[QAItem]:
     return items
 
 
-def _numbered(path: Path, lines: list[str]):
+def _numbered(path: Path, lines: list[bytes]):
     import json
 
-    for lineno, line in enumerate(lines, 1):
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WorkbenchError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start + 1} of the line)",
+                                 "save the file as UTF-8") from None
         if not line.strip():
             continue
         try:
@@ -109,3 +117,30 @@ def eval_items(items: list[QAItem]) -> list[QAItem]:
         raise WorkbenchError("the question file has no eval questions",
                              "mark some questions \"split\": \"eval\" (the default)")
     return ev
+
+
+def unknown_docs(items: list[QAItem], corpus_dir: Path) -> list[str]:
+    """The ``doc`` values that name no document of the corpus (sorted, once each)."""
+    from workbench.ingest import list_documents
+
+    root = Path(corpus_dir)
+    docs, _ = list_documents(root)
+    known = {d.relative_to(root).as_posix() for d in docs}
+    return sorted({q.doc for q in items if q.doc and q.doc not in known})
+
+
+def warn_unknown_docs(items: list[QAItem], corpus_dir: Path, qa_path: Path) -> int:
+    """Print one warning line (stderr) when questions name documents the corpus does not have.
+
+    Returns:
+        How many questions name an unknown document.
+    """
+    import sys
+
+    missing = set(unknown_docs(items, corpus_dir))
+    n = sum(q.doc in missing for q in items)
+    if n:
+        shown = ", ".join(sorted(missing)[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        print(f"warning: {n} question(s) in {qa_path} name a doc that is not in the corpus ({shown}); "
+              "doc_recall cannot credit them", file=sys.stderr)
+    return n

@@ -2,10 +2,9 @@
 
 Each build is ``python -m workbench.cli ...`` (the same commands a user types) started in its own
 process group, its output going to a log file under ``.workbench/jobs/``. Before it starts, it takes a
-lock file per artifact it will write (``.workbench/locks/index-NAME.lock``, ``adapter-NAME.lock``,
-``run-CORPUS.lock``), created with O_EXCL: a second build of the same artifact — from this session,
-another session or another server process — is refused until the first ends. A lock whose process is
-gone (a crashed server) is stale and is taken over. Finished artifacts appear in the selectors on the
+lock file per artifact it will write (``workbench.locks``: the same locks the command line takes): a
+second build of the same artifact — from this session, another session, another server process or a
+terminal — is refused until the first ends. A lock whose process is gone is stale and is taken over. Finished artifacts appear in the selectors on the
 next rerun, since artifact listing is never cached.
 """
 from __future__ import annotations
@@ -29,17 +28,13 @@ from workbench import paths
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown
 from workbench.errors import WorkbenchError
+from workbench.locks import JOB_ENV, acquire_locks, alive, held_locks, release_locks
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 """How builds invoke the workbench command line (tests point this at a stand-in)."""
 LOG_TAIL_BYTES = 64 * 1024
 _PERCENT = re.compile(r"(\d{1,3})%\|")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def state_dir() -> Path:
-    """``project_root()/.workbench``: build locks and job logs (git-ignored)."""
-    return paths.project_root() / ".workbench"
 
 
 @dataclass
@@ -70,7 +65,7 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return self.ended is None and self.pid is not None and _alive(self.pid)
+        return self.ended is None and self.pid is not None and alive(self.pid)
 
     @property
     def status(self) -> str:
@@ -79,85 +74,6 @@ class Job:
         if self.rc is None:
             return "ended (exit status unknown)"
         return "succeeded" if self.rc == 0 else f"failed (exit code {self.rc})"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (finished, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-# --- locks ---------------------------------------------------------------------------------------
-
-def _lock_path(name: str) -> Path:
-    if not artifacts.SAFE_NAME.match(name):
-        raise WorkbenchError(f"invalid lock name {name!r}", "use plain artifact names")
-    return state_dir() / "locks" / f"{name}.lock"
-
-
-def _read_lock(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def acquire_locks(names: list[str], job_id: str, pid: int | None = None) -> list[Path]:
-    """Take every named artifact lock, or none.
-
-    Raises:
-        WorkbenchError: an artifact is being built by another live job (naming it).
-    """
-    taken: list[Path] = []
-    try:
-        for name in names:
-            path = _lock_path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for attempt in range(2):
-                try:
-                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    holder = _read_lock(path)
-                    hpid = holder.get("pid")
-                    fresh = time.time() - path.stat().st_mtime < 30 if path.exists() else False
-                    if attempt == 0 and ((hpid is not None and not _alive(int(hpid))) or (hpid is None and not fresh)):
-                        path.unlink(missing_ok=True)  # stale: its process is gone
-                        continue
-                    raise WorkbenchError(
-                        f"{name.replace('-', ' ', 1)} is already being built by job {holder.get('job', '?')}",
-                        "wait for it to finish (or stop it) before starting another build of it") from None
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"job": job_id, "pid": pid, "since": time.time()}, f)
-                taken.append(path)
-                break
-    except BaseException:
-        release_locks(taken)
-        raise
-    return taken
-
-
-def release_locks(locks: list[Path]) -> None:
-    for p in locks:
-        Path(p).unlink(missing_ok=True)
-
-
-def held_locks() -> dict[str, dict[str, Any]]:
-    """Lock name -> holder, for live locks only."""
-    d = state_dir() / "locks"
-    out = {}
-    for p in sorted(d.glob("*.lock")) if d.is_dir() else []:
-        h = _read_lock(p)
-        if h.get("pid") is None or _alive(int(h["pid"])):
-            out[p.stem] = h
-    return out
 
 
 # --- jobs ----------------------------------------------------------------------------------------
@@ -192,7 +108,7 @@ class JobManager:
         with self._mutex:
             lock_paths = acquire_locks(locks, job_id)
             try:
-                env = dict(os.environ, PYTHONUNBUFFERED="1", WORKBENCH_HOME=str(self.root),
+                env = dict(os.environ, PYTHONUNBUFFERED="1", WORKBENCH_HOME=str(self.root), **{JOB_ENV: job_id},
                            COLUMNS="120", TERM="dumb")
                 with open(log, "wb") as out:
                     out.write(f"$ workbench {' '.join(args)}\n".encode())
