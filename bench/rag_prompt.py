@@ -50,6 +50,8 @@ def paragraph_chunks(corpus: Path, words: int = 180) -> list[Chunk]:
 class BM25Retriever:
     """``search_batch`` over paragraph chunks with bm25s (used when no index is given)."""
 
+    language = "en"
+
     def __init__(self, chunks: list[Chunk], k: int = 3):
         import bm25s
 
@@ -83,9 +85,10 @@ REPLY_STARTS = ("", "The answer is:", "Answer:")
 class CachedRetriever:
     """Serves the top-k of hits retrieved once (so variants differ only in what is being measured)."""
 
-    def __init__(self, questions: list[str], hits: list[list[Hit]], embedder=None):
+    def __init__(self, questions: list[str], hits: list[list[Hit]], embedder=None, language: str = "en"):
         self.by_q = dict(zip(questions, hits))
         self.embedder = embedder  # ranks the sentences replies copy from (None: idf overlap)
+        self.language = language  # answer cleaning's stopwords
 
     def search_batch(self, queries: list[str], k: int | None = None) -> list[list[Hit]]:
         return [self.by_q[q][:k] for q in queries]
@@ -151,7 +154,7 @@ def main() -> None:
         base_retriever = BM25Retriever(paragraph_chunks(args.corpus))
     variants = [parse_variant(v) for v in (args.variant or [""])]
     retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)),
-                                getattr(base_retriever, "embedder", None))
+                                getattr(base_retriever, "embedder", None), base_retriever.language)
     model, tok = load_base_model(ModelConfig())
     defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
                 A.COPY_SENTENCES, A.ABSTAIN_BIAS)

@@ -94,7 +94,7 @@ def bench_latency(n_chunks: int, n_queries: int) -> None:
         qv = embedder.encode([q], role="query")
         t1 = time.perf_counter()
         dense_search(index, qv, 50)
-        sparse_search(index.bm25, q, 50)
+        sparse_search(index, q, 50)
         t2 = time.perf_counter()
         embed.append(t1 - t0)
         search.append(t2 - t1)

@@ -191,6 +191,8 @@ class FakeGenerator:
 
 
 class FakeRetriever:
+    language = "en"
+
     def __init__(self):
         self.calls = []
 

@@ -13,6 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class StubRetriever:
+    language = "en"
+
     def __init__(self):
         text = "The Tern-3 buoy weighs 42 kg. It runs on a 9 Ah battery."
         self.hits = [Hit(Chunk("buoy.md#0", text, "buoy.md", (0, len(text)), "Tern-3 buoy"), 0.9, 1)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.answer import _STOPWORDS
+from workbench.language import stopwords
 from workbench.quantity import quantity_phrase
 
 SOURCES = [
@@ -39,18 +39,18 @@ SOURCES = [
     ("27 days of paid annual leave", "27 days"),
 ])
 def test_quantity_phrase_cuts_or_widens_to_the_phrase_in_the_passage(reply, phrase):
-    assert quantity_phrase(reply, SOURCES, "?", _STOPWORDS) == phrase
+    assert quantity_phrase(reply, SOURCES, "?", stopwords("en")) == phrase
 
 
 def test_quantity_phrase_keeps_a_year_alone_when_the_question_asks_for_one():
-    assert quantity_phrase("2016", SOURCES, "In what year did we reach 100 employees?", _STOPWORDS) == "2016"
-    assert quantity_phrase("2016", SOURCES, "When did we reach 100 employees?", _STOPWORDS) == "March 2016"
+    assert quantity_phrase("2016", SOURCES, "In what year did we reach 100 employees?", stopwords("en")) == "2016"
+    assert quantity_phrase("2016", SOURCES, "When did we reach 100 employees?", stopwords("en")) == "March 2016"
 
 
 @pytest.mark.parametrize("reply", ["Sølvi Brekke", "I don't know", "", "42", "hours 14"])
 def test_quantity_phrase_leaves_other_replies_alone(reply):
     # names and abstentions are no quantities; "42" is not in the sources; "hours 14" does not start with one
-    assert quantity_phrase(reply, SOURCES, "?", _STOPWORDS) == reply
+    assert quantity_phrase(reply, SOURCES, "?", stopwords("en")) == reply
 
 
 def test_quantity_phrase_looks_in_the_sources_in_the_given_order():

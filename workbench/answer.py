@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from workbench.language import DEFAULT_LANGUAGE, base_language, stopwords
 from workbench.records import Hit
 
 if TYPE_CHECKING:
@@ -158,11 +159,6 @@ def _window(tokenizer: Any, context_tokens: int) -> int:
 
 
 _WORD = re.compile(r"\w+")
-_STOPWORDS = frozenset(
-    "a an the of to in on at for by with from and or but is are was were be been being do does did what which "
-    "who whom whose when where why how much many long often that this these those it its as if than then there "
-    "our we us you your i me my they them their he she his her has have had can could may might must shall should "
-    "will would into onto about after before over under up down out off each any all some no not per also".split())
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\w\"'(\[])|\n+")
 
 
@@ -171,8 +167,9 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
 
 
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.casefold()) if w not in _STOPWORDS}
+def _terms(text: str, language: str = DEFAULT_LANGUAGE) -> set[str]:
+    stop = stopwords(language)
+    return {w for w in _WORD.findall(text.casefold()) if w not in stop}
 
 
 def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> list[str]:
@@ -192,13 +189,13 @@ def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> lis
     return out
 
 
-def overlap_scores(question: str, sentences: Sequence[str]) -> list[float]:
+def overlap_scores(question: str, sentences: Sequence[str], language: str = DEFAULT_LANGUAGE) -> list[float]:
     """Per sentence, the summed inverse document frequency (over ``sentences``) of the question's content
-    words it contains: rare words such as names and codes weigh most."""
+    words (not stopwords of ``language``) it contains: rare words such as names and codes weigh most."""
     import math
 
-    q = _terms(question)
-    bags = [_terms(s) & q for s in sentences]
+    q = _terms(question, language)
+    bags = [_terms(s, language) & q for s in sentences]
     df: dict[str, int] = {}
     for terms in bags:
         for w in terms:
@@ -305,9 +302,20 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _ABBREV = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|St|Mt|No|Nr|Fig|approx|ca|vs|etc|Inc|Ltd|Co)\.|\b[A-Z]\.)$")
 
 
-_COPULA = re.compile(r"\s(?:is|are|was|were|will be|has been|have been|equals|comes to|amounts to)\s", re.I)
-_GLUE = frozenset("is are was were be been being 's has have had on at in of for by to from called named about "
-                  "around roughly approximately exactly only just set rated gives give given takes take".split())
+_COPULA = {
+    "en": re.compile(r"\s(?:is|are|was|were|will be|has been|have been|equals|comes to|amounts to)\s", re.I),
+    "pt": re.compile(r"\s(?:é|são|foi|foram|era|eram|será|serão|está|estão|chama-se|chamam-se)\s", re.I),
+}
+"""The copula that splits a full-sentence reply into a restated question and the answer, per language."""
+_GLUE = {
+    "en": frozenset("is are was were be been being 's has have had on at in of for by to from called named about "
+                    "around roughly approximately exactly only just set rated gives give given takes take".split()),
+    "pt": frozenset("é são foi foram era eram ser sido está estão tem têm tinha teve chamado chamada chamados "
+                    "chamadas cerca aproximadamente apenas somente exatamente".split()),
+}
+"""Words between a restated question and the answer ("... is called ..."), beyond the stopwords."""
+_NAMED = {"en": re.compile(r"\b(?:called|named)\s+(\S.*)$"),
+          "pt": re.compile(r"\b(?:chamad[oa]s?|denominad[oa]s?|conhecid[oa]s?\s+como)\s+(\S.*)$", re.I)}
 
 
 def _stem(word: str) -> str:
@@ -315,7 +323,7 @@ def _stem(word: str) -> str:
     return w[:5] if len(w) > 5 else w
 
 
-def strip_echo(answer: str, question: str) -> str:
+def strip_echo(answer: str, question: str, language: str = DEFAULT_LANGUAGE) -> str:
     """Drop the part of a full-sentence reply that restates the question.
 
     Small models answer "Who owns X?" with "The owner of X is Ada Berg". When one side of the first
@@ -324,17 +332,21 @@ def strip_echo(answer: str, question: str) -> str:
     and so is a trailing one ("27 days of paid vacation per calendar year"). A long reply keeps its first
     comma-separated part, or a later short name or number when the first part only restates the question
     ("the Chief Financial Officer, Matthias Oduya"). Replies of three words or fewer are returned unchanged.
+    Stopwords, copulas and glue words are those of ``language`` (English ones for a language without its own).
     """
     if len(answer.split()) <= 3 or not question:
         return answer
-    q = {_stem(w) for w in question.split() + _WORD.findall(question) if w.casefold() not in _STOPWORDS}
+    lang = base_language(language) if base_language(language) in _COPULA else DEFAULT_LANGUAGE
+    stop = stopwords(language)
+    skip = stop | _GLUE[lang]
+    q = {_stem(w) for w in question.split() + _WORD.findall(question) if w.casefold() not in stop}
 
     def echo_share(text: str) -> float:
-        content = [_stem(w) for w in text.split() if w.casefold() not in _STOPWORDS]
+        content = [_stem(w) for w in text.split() if w.casefold() not in stop]
         return sum(w in q for w in content) / len(content) if content else 1.0
 
     def by_copula(text: str) -> str | None:
-        m = _COPULA.search(text)
+        m = _COPULA[lang].search(text)
         left, right = (text[: m.start()].strip(), text[m.end():].strip()) if m else ("", "")
         if left and right:
             if echo_share(left) >= 0.5 and echo_share(right) < echo_share(left):
@@ -348,26 +360,27 @@ def strip_echo(answer: str, question: str) -> str:
     if len(segments) > 1 and echo_share(answer) >= 0.5:  # "the Chief Financial Officer, Matthias Oduya"
         answer = next((s for s in segments[1:] if len(s.split()) <= 4 and (s[:1].isupper() or s[:1].isdigit())
                        and echo_share(s) < 0.5), answer)
-    m = re.search(r"\b(?:called|named)\s+(\S.*)$", answer)
+    m = _NAMED[lang].search(answer)
     if m:
         answer = m.group(1)
     answer = by_copula(answer) or answer
     words = answer.split()
     i = 0
-    while i < len(words) - 1 and (_stem(words[i]) in q or words[i].casefold().strip(",") in _STOPWORDS | _GLUE):
+    while i < len(words) - 1 and (_stem(words[i]) in q or words[i].casefold().strip(",") in skip):
         i += 1
     if i >= 2 and any(_stem(w) in q for w in words[:i]):
         answer = by_copula(" ".join(words[i:])) or " ".join(words[i:])
     words = answer.split()
     j = len(words)
-    while j > 1 and (_stem(words[j - 1]) in q or words[j - 1].casefold() in _STOPWORDS | _GLUE):
+    while j > 1 and (_stem(words[j - 1]) in q or words[j - 1].casefold() in skip):
         j -= 1
     if len(words) - j >= 2 and any(_stem(w) in q for w in words[j:]):  # "27 days of paid vacation per year"
         answer = " ".join(words[:j])
     return answer
 
 
-def clean_answer(text: str, question: str | None = None, passages: Sequence[str] = ()) -> str:
+def clean_answer(text: str, question: str | None = None, passages: Sequence[str] = (),
+                 language: str = DEFAULT_LANGUAGE) -> str:
     """The answer phrase of a raw reply: no echoed question, label, citation marker or trailing sentences.
 
     Keeps the first non-empty line (after an ``Answer:`` label when the model echoed the question), drops
@@ -376,6 +389,7 @@ def clean_answer(text: str, question: str | None = None, passages: Sequence[str]
     from, a reply that starts with a number, date or time becomes the whole quantity phrase it stands in
     there ("14" -> "14 hours", "6 hours and must not be interrupted" -> "6 hours";
     ``workbench.quantity.quantity_phrase``), looked up first in the sentences sharing most with the question.
+    ``language`` picks the stopwords and echo patterns.
     """
     text = (text or "").replace("\r", "")
     m = re.search(r"(?im)^\s*(?:final\s+)?answer\s*:\s*(\S.*)$", text)
@@ -394,15 +408,15 @@ def clean_answer(text: str, question: str | None = None, passages: Sequence[str]
     line = " ".join(line.split()).strip(" \"'`“”‘’")
     line = line.rstrip(" .;:,") if not re.search(r"\b[A-Z]\.$|\.\.\.$", line) else line
     if question and not is_abstention(line):
-        line = strip_echo(line, question).strip(" \"'`“”‘’").rstrip(" .;:,")
+        line = strip_echo(line, question, language).strip(" \"'`“”‘’").rstrip(" .;:,")
     if passages and not is_abstention(line):
         from workbench.copying import source_text
         from workbench.quantity import quantity_phrase
 
         sents = [source_text(s) for p in passages for s in split_sentences(p)]
-        scores = overlap_scores(question or "", sents)
+        scores = overlap_scores(question or "", sents, language)
         ranked = [sents[i] for i in sorted(range(len(sents)), key=lambda i: -scores[i])]
-        line = quantity_phrase(line, ranked, question or "", _STOPWORDS)
+        line = quantity_phrase(line, ranked, question or "", stopwords(language))
     return line
 
 
@@ -412,7 +426,12 @@ _ABSTAIN = re.compile(
     r"|\b(?:passages?|context|texts?|documents?|sources?)\s+(?:do(?:es)?\s*(?:not|n'?t)|did\s*n'?o?t)\s+"
     r"(?:say|mention|contain|state|provide|specify|include|give|answer)"
     r"|\bno\s+(?:information|answer|mention|data|details)\b|\bcannot\s+(?:be\s+)?(?:answer|determin)"
-    r"|\bunable\s+to\s+(?:answer|find|determine)|^\s*(?:unknown|n/?a|none)\s*$)",
+    r"|\bunable\s+to\s+(?:answer|find|determine)|^\s*(?:unknown|n/?a|none)\s*$"
+    # Portuguese: "não sei", "não é mencionado", "não há informação", "os trechos não dizem", "desconhecido"
+    r"|\bn[ãa]o\s+(?:sei|consigo|(?:[ée]|foi|est[áa])\s+(?:mencionad|indicad|especificad|informad|dit)"
+    r"|h[áa]\s+(?:informa|men[çc][ãa]o|resposta|dados))"
+    r"|\b(?:trechos?|passagens?|textos?|documentos?)\s+n[ãa]o\s+(?:dizem?|mencionam?|cont[êe]m|informam?)"
+    r"|^\s*desconhecid[oa]\s*$)",
     re.I)
 
 
@@ -463,13 +482,14 @@ F1 0.49 (declines 13% of answerable and 11% of unanswerable questions), -1.5: 0.
 
 
 def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedder: Any = None,
-                 n_sentences: int | None = None) -> list[list[CopySource]]:
+                 n_sentences: int | None = None, language: str = DEFAULT_LANGUAGE) -> list[list[CopySource]]:
     """What each grounded reply may copy from: the abstention phrase and the passages' ``n_sentences``
     sentences (table rows, headings) closest to the question.
 
     Closeness is the embedder's cosine similarity (each distinct sentence encoded once per call) or,
     without an embedder, the summed idf of shared question words (``overlap_scores``). The prompt still
-    shows the whole passages; only where the answer is copied from narrows.
+    shows the whole passages; only where the answer is copied from narrows. A reply may not start with a
+    stopword of ``language`` or a word of its question.
     """
     from workbench.copying import CopySource, no_start_words
 
@@ -478,7 +498,7 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
     if n <= 0:
         texts = [[h.chunk.text for h in hs] for hs in hits]
     elif embedder is None:
-        texts = [_top(ss, overlap_scores(q, ss), n) for q, ss in zip(questions, sents)]
+        texts = [_top(ss, overlap_scores(q, ss, language), n) for q, ss in zip(questions, sents)]
     else:
         distinct = list(dict.fromkeys(s for ss in sents for s in ss))
         row = {s: i for i, s in enumerate(distinct)}
@@ -487,7 +507,7 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
         texts = [_top(ss, (vecs[[row[s] for s in ss]] @ qv).tolist(), n) for qv, ss in zip(qvecs, sents)]
     out = []
     for q, kept in zip(questions, texts):
-        no_start = no_start_words(q, _STOPWORDS)
+        no_start = no_start_words(q, stopwords(language))
         out.append([CopySource(t, no_start) for t in kept] + [CopySource(ABSTAIN, bias=ABSTAIN_BIAS)])
     return out
 
@@ -504,7 +524,8 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
     Args:
         questions: the questions, answered in this order.
         generator: a ``workbench.generate.Generator`` (its config sets the reply and context budgets).
-        retriever: a ``workbench.retrieve.Retriever`` (``search_batch``), or None for closed book.
+        retriever: a ``workbench.retrieve.Retriever`` (``search_batch``; its ``language`` picks the stopwords
+            of answer cleaning), or None for closed book.
         k: passages per question (None: the retriever's configured k).
         progress: show progress bars.
 
@@ -521,12 +542,13 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
     prompts = [build_prompt(q, h, generator.tokenizer, generator.cfg.context_tokens)
                for q, h in zip(questions, hits_per_q)]
     copy = retriever is not None and generator.cfg.copy_spans
-    sources = copy_sources(questions, [used for _, used in prompts], getattr(retriever, "embedder", None)) \
-        if copy else None
+    language = retriever.language if retriever is not None else DEFAULT_LANGUAGE
+    sources = copy_sources(questions, [used for _, used in prompts], getattr(retriever, "embedder", None),
+                           language=language) if copy else None
     gens = generator.generate([m for m, _ in prompts], progress=progress, stop=ANSWER_STOPS, sources=sources)
     out = []
     for q, (_, used), g in zip(questions, prompts, gens):
-        text = clean_answer(g.text, q, [h.chunk.text for h in used])
+        text = clean_answer(g.text, q, [h.chunk.text for h in used], language)
         out.append(Answer(q, text, list(used), cite(g.text, used, text), g.latency_s + retrieval_share,
                           g.n_new_tokens, g.text))
     return out

@@ -2,7 +2,9 @@
 optional cross-encoder reranker.
 
 Hybrid is the default: BM25 catches rare identifiers and non-English terms an English embedder blurs,
-the embedder catches paraphrases BM25 misses, and RRF needs no score calibration between the two.
+the embedder catches paraphrases BM25 misses, and RRF needs no score calibration between the two. When the
+embedder does not cover the corpus language (the embedded English MiniLM on a Portuguese corpus), its ranking
+counts less in the fusion (``RetrieveConfig.dense_weight``, :data:`UNCOVERED_DENSE_WEIGHT`).
 """
 from __future__ import annotations
 
@@ -14,23 +16,31 @@ import numpy as np
 from workbench.config import RetrieveConfig
 from workbench.errors import WorkbenchError
 from workbench.index import Index, dense_search, passage_text, sparse_search
+from workbench.language import covers
 from workbench.records import Hit
 
 
-def rrf_fuse(rankings: list[list[int]], rrf_k: int = 60) -> list[tuple[int, float]]:
-    """Reciprocal-rank fusion: ``score(d) = sum over rankings of 1 / (rrf_k + rank(d))`` (ranks from 1).
+UNCOVERED_DENSE_WEIGHT = 0.5
+"""Fusion weight of the dense ranking (BM25's is 1) when the embedder is not known to cover the corpus
+language. Tuned on the 200 train questions of a Portuguese corpus with the English MiniLM (see README)."""
+
+
+def rrf_fuse(rankings: list[list[int]], rrf_k: int = 60,
+             weights: list[float] | None = None) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion: ``score(d) = sum over rankings of w / (rrf_k + rank(d))`` (ranks from 1).
 
     Args:
         rankings: row ids, best first, one list per retriever.
         rrf_k: damping constant (60 in Cormack et al. 2009).
+        weights: one weight per ranking (default: all 1).
 
     Returns:
         ``(row, score)`` best first; ties keep the order in which rows first appear.
     """
     scores: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, w in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, row in enumerate(ranking, 1):
-            scores[row] = scores.get(row, 0.0) + 1.0 / (rrf_k + rank)
+            scores[row] = scores.get(row, 0.0) + w / (rrf_k + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
@@ -103,6 +113,19 @@ class Retriever:
                                          "pass a cross-encoder folder or id, or drop the reranker") from None
         return self._reranker
 
+    @property
+    def language(self) -> str:
+        """The corpus language of the index (answering cleans replies with its stopwords)."""
+        return self.index.language
+
+    def dense_weight(self) -> float:
+        """The dense ranking's fusion weight: ``cfg.dense_weight``, or by default 1 when the index's embedder
+        covers its language (or is not known) and :data:`UNCOVERED_DENSE_WEIGHT` when it does not."""
+        if self.cfg.dense_weight is not None:
+            return self.cfg.dense_weight
+        known = covers(str(self.index.manifest.get("embedder") or ""), self.index.language)
+        return UNCOVERED_DENSE_WEIGHT if known is False else 1.0
+
     def warm_up(self) -> "Retriever":
         """Load the embedder (and reranker) now."""
         if self.cfg.mode != "sparse":
@@ -152,6 +175,7 @@ class Retriever:
         k = min(k, len(self.index))
         n_cand = max(self.cfg.candidates, k)
         dense_ids = None
+        weights = [self.dense_weight(), 1.0]
         if mode != "sparse":
             qv = self.embedder.encode(queries, role="query")  # (q, dim)
             dense_scores, dense_ids = dense_search(self.index, qv, n_cand)
@@ -161,12 +185,12 @@ class Retriever:
                 keep = dense_ids[i] >= 0
                 ranked = list(zip(dense_ids[i][keep].tolist(), dense_scores[i][keep].tolist()))
             elif mode == "sparse":
-                s, ids = sparse_search(self.index.bm25, q, n_cand)
+                s, ids = sparse_search(self.index, q, n_cand)
                 ranked = list(zip(ids.tolist(), s.tolist()))
             else:
-                _, ids = sparse_search(self.index.bm25, q, n_cand)
+                _, ids = sparse_search(self.index, q, n_cand)
                 dense = [int(r) for r in dense_ids[i] if r >= 0]
-                ranked = rrf_fuse([dense, ids.tolist()], self.cfg.rrf_k)
+                ranked = rrf_fuse([dense, ids.tolist()], self.cfg.rrf_k, weights)
             if self.cfg.reranker:
                 ranked = self._rerank(q, ranked[:n_cand])
             out.append([Hit(self.index.chunks[row], float(score), rank)

@@ -117,6 +117,11 @@ class CachedRetriever:
         """The live retriever's embedder (it ranks the passage sentences a reply may copy from)."""
         return getattr(self.retriever, "embedder", None)
 
+    @property
+    def language(self) -> str:
+        """The live retriever's corpus language (answer cleaning uses its stopwords)."""
+        return self.retriever.language
+
     def search(self, query: str, k: int | None = None) -> list[Any]:
         if query in self._hits:
             return self._hits[query][:k] if k else self._hits[query]

@@ -192,7 +192,8 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     sources = None
     if hits is not None and gen.cfg.copy_spans:
         with retriever.lock:  # the embedder ranks the sentences the reply may copy from
-            sources = A.copy_sources([turn.question], [used], retriever.retriever.embedder)[0]
+            sources = A.copy_sources([turn.question], [used], retriever.retriever.embedder,
+                                     language=retriever.retriever.language)[0]
     pieces: list[str] = []
     with loaded.lock:  # one generation at a time on this model
         for piece in gen.stream(messages, stop=A.ANSWER_STOPS, sources=sources):
@@ -205,7 +206,8 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     raw = "".join(pieces)
     turn.latency_s = time.perf_counter() - t0
     turn.n_new_tokens = len(loaded.tokenizer(raw, add_special_tokens=False)["input_ids"]) if raw else 0
-    turn.answer = A.clean_answer(raw, turn.question, [h.chunk.text for h in used])
+    language = retriever.retriever.language if retriever is not None else A.DEFAULT_LANGUAGE
+    turn.answer = A.clean_answer(raw, turn.question, [h.chunk.text for h in used], language)
     turn.citations = [(c.n, c.doc, c.heading or "") for c in A.cite(raw, used, turn.answer)]
 
 
