@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-PAGES = ("Chat", "Results", "Build")
+PAGES = ("Chat", "Results", "Build", "Inside")
 
 
 def main() -> None:
@@ -28,6 +28,10 @@ def main() -> None:
 
             empty_project_guide()
         results.page()
+    elif page == "Inside":
+        from workbench.app import inside
+
+        inside.page()
     else:
         from workbench.app import build
 

@@ -154,7 +154,7 @@ def load_question_prompt(question: str, base_model: str | None = None, index: st
     from workbench.models import load_base_model
     from workbench.retrieve import Retriever
 
-    retriever = Retriever(load_index(index, check_corpus=True)) if index else None
+    retriever = Retriever(load_index(index)) if index else None
     model, tokenizer = load_base_model(ModelConfig(**({"base_model": base_model} if base_model else {})))
     return model, tokenizer, question_prompt(question, model, tokenizer, retriever, k=k)
 
