@@ -107,6 +107,48 @@ def tiny_corpus(tmp_path) -> Path:
     return root
 
 
+PT_DOCS = {
+    "rio.txt": "O Reno nasce nos Alpes suíços e deságua no Mar do Norte, na Holanda. O rio percorre cerca de "
+               "1.230 quilômetros. A maior cidade às suas margens é Colônia, com mais de um milhão de habitantes.",
+    "imunidade.txt": "A inflamação é uma das primeiras respostas do sistema imunológico a uma infecção. Os "
+                     "sintomas da inflamação são vermelhidão, inchaço, calor e dor. As prostaglandinas dilatam "
+                     "os vasos sanguíneos e causam febre.",
+    "farmacia.txt": "O farmacêutico orienta os pacientes sobre o uso correto dos medicamentos. Em muitos países, "
+                    "a farmácia hospitalar prepara doses estéreis para quimioterapia.",
+    "geologia.txt": "As rochas ígneas formam-se quando o magma esfria. As rochas sedimentares acumulam-se no fundo "
+                    "dos mares. Charles Lyell publicou Principles of Geology em 1830.",
+    "varsovia.txt": "Varsóvia é a capital da Polônia. A cidade foi quase totalmente destruída em 1944 e "
+                    "reconstruída depois da guerra. A Universidade de Varsóvia foi fundada em 1816.",
+    "vulcoes.txt": "Os vulcões expelem lava, cinzas e gases. A erupção do Vesúvio destruiu Pompeia no ano 79.",
+}
+PT_QUESTIONS = [  # questions in other inflections than the documents (plural vs singular, verb forms)
+    ("Quais são os sintomas das inflamações?", ["vermelhidão, inchaço, calor e dor"], "imunidade.txt"),
+    ("Onde deságuam as águas do rio Reno?", ["Mar do Norte"], "rio.txt"),
+    ("Que substâncias dilatam o vaso sanguíneo e provocam febres?", ["prostaglandinas"], "imunidade.txt"),
+    ("Quem orienta o paciente sobre medicamentos?", ["farmacêutico"], "farmacia.txt"),
+    ("Como se formam as rocha ígnea?", ["quando o magma esfria"], "geologia.txt"),
+    ("Quando foi fundada a universidade de Varsóvia?", ["1816"], "varsovia.txt"),
+    ("Que erupções destruíram Pompeia?", ["Vesúvio"], "vulcoes.txt"),
+    ("Quantos quilômetros o Reno percorre?", ["1.230 quilômetros"], "rio.txt"),
+]
+
+
+@pytest.fixture
+def pt_corpus(tmp_path) -> Path:
+    """A six-document Portuguese corpus whose eval questions use other inflections than the documents."""
+    import json
+
+    root = tmp_path / "corpus-pt"
+    root.mkdir()
+    for name, text in PT_DOCS.items():
+        (root / name).write_text(text + "\n", encoding="utf-8")
+    rows = [{"id": f"pt{i}", "question": q, "answers": a, "doc": d, "split": "eval"}
+            for i, (q, a, d) in enumerate(PT_QUESTIONS)]
+    (root / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                   encoding="utf-8")
+    return root
+
+
 def _cuda() -> bool:
     try:
         import torch

@@ -133,6 +133,31 @@ def _base_model() -> Check:
                  f"{gen.n_new_tokens} tokens in {t3 - t2:.1f} s: {gen.text!r}")
 
 
+def _languages() -> Iterator[Check]:
+    """Per preset, which languages its embedder and base LLM cover (from their model cards; nothing loads)."""
+    from workbench.config import CONFIG_DIR, load_preset
+    from workbench.errors import WorkbenchError
+    from workbench.language import MULTILINGUAL, model_languages
+
+    def said(name: str) -> str:
+        langs = model_languages(name)
+        if langs is None:
+            return f"{name} (languages not known)"
+        return f"{name} ({'many languages' if langs == MULTILINGUAL else ', '.join(langs)})"
+
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        try:
+            cfg = load_preset(path)
+        except WorkbenchError as e:
+            yield Check(f"languages ({path.stem})", "fail", str(e))
+            continue
+        english_only = all(model_languages(m) == ("en",) for m in (cfg.index.embedder, cfg.model.base_model))
+        hint = "; other languages: BM25 adapts (stemming, stopwords), the models do not: use the multilingual " \
+               "preset" if english_only else ""
+        yield Check(f"languages ({path.stem})", "ok",
+                    f"embedder {said(cfg.index.embedder)}, base LLM {said(cfg.model.base_model)}{hint}")
+
+
 def _guard(name: str, fn: Callable[[], Check]) -> Check:
     from workbench.errors import WorkbenchError
 
@@ -155,6 +180,7 @@ def run_checks(models: bool = True) -> Iterator[Check]:
     yield _offline()
     yield _paths()
     yield from _leftovers()
+    yield from _languages()
     if models:
         yield _guard("embedder", _embedder)
         yield _guard("base LLM", _base_model)

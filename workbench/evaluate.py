@@ -171,12 +171,15 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
     ctx = SystemContext(cfg=cfg, adapters=adapters, progress=progress)
     cost: dict[str, Any] = {"index_build_s": None, "finetune_s": None, "finetune_tokens": None}
     retrieval: dict[str, Any] = {}
+    # the corpus language, as the index recorded it (unknown without retrieval unless ingest.language is set)
+    language: dict[str, Any] = {"language": None if cfg.ingest.language == "auto" else cfg.ingest.language}
     refs: list[list[str]] | None = None
     hits: list[list[Any]] | None = None
     if any(s.retrieval and s.build is None for s in specs):
         from workbench.retrieve import Retriever
 
         idx, index_cost = ensure_index(corpus_dir, cfg, index, progress)
+        language = {"language": idx.language, "languages": idx.manifest.get("languages") or {}}
         cost.update(index_cost)
         live = Retriever(idx, cfg.retrieve)
         k_max = max(max(RETRIEVAL_KS), cfg.retrieve.k)
@@ -205,6 +208,7 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
                                   cost=cost, reference_contexts=refs)
     summary["config"]["adapters"] = {r: adapters[r] for r in {s.adapter for s in specs if s.adapter}}
     summary["config"]["index"] = cost.get("index")
+    summary.update(language)
     return write_run(folder, rows, summary)
 
 
