@@ -141,3 +141,18 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(env, tiny_corpus, tiny
     m = json.loads((env["home"] / "adapters" / "t" / "manifest.json").read_text())
     assert m["resumed_from_step"] >= 4 and m["global_step"] == 40, (m, out)
     assert not (env["home"] / "adapters" / ".t.work").exists()
+
+
+def test_a_build_started_by_the_app_runs_under_the_apps_lock(env, monkeypatch):
+    from workbench.errors import WorkbenchError
+    from workbench.locks import JOB_ENV, acquire_locks, artifact_lock, release_locks
+
+    app_locks = acquire_locks(["index-x"], job_id="job-1", pid=os.getpid())  # the app, before it starts the CLI
+    with pytest.raises(WorkbenchError, match="already being built by job job-1"):
+        with artifact_lock("index", "x"):
+            pass
+    monkeypatch.setenv(JOB_ENV, "job-1")  # the CLI process the app started
+    with artifact_lock("index", "x"):
+        pass
+    assert app_locks[0].exists()  # still the app's until its job ends
+    release_locks(app_locks)

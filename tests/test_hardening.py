@@ -242,3 +242,13 @@ def test_keyboard_interrupt_hint_never_suggests_deleting_checkpoints(project, mo
     r = runner.invoke(app, ["index", str(project["corpus"])])
     assert r.exit_code == 130 and "run the same command again" in r.output
     assert "--restart" not in r.output and "rebuild" not in r.output
+
+
+def test_file_without_read_permission_is_skipped_with_a_reason(tiny_corpus, monkeypatch):
+    import workbench.ingest as ingest
+
+    real_access = os.access
+    monkeypatch.setattr(ingest.os, "access", lambda p, mode: Path(p).name != "buoy.md" and real_access(p, mode))
+    docs, skipped = ingest.list_documents(tiny_corpus)
+    assert ("buoy.md", "no permission to read it") in skipped
+    assert all(d.name != "buoy.md" for d in docs)

@@ -85,6 +85,10 @@ def ensure_index(corpus_dir: Path, cfg: RunConfig, name: str | None, progress: b
     name = name or default_index_name(corpus_dir)
     status = index_status(name, corpus_dir, cfg.index, cfg.ingest)
     built = None
+    if status != "current" and ("/" in str(name) or "\\" in str(name)):
+        raise WorkbenchError(f"index folder {name} is {status}",
+                             "a folder given as a path is only read, never rebuilt: build a current index with "
+                             "`workbench index CORPUS --name NAME` and pass --index NAME")
     if status != "current":
         log(f"index {name}: {status}; building it")
         built = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, progress=progress)

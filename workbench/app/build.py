@@ -28,7 +28,8 @@ from workbench import paths
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown
 from workbench.errors import WorkbenchError
-from workbench.locks import JOB_ENV, acquire_locks, alive, held_locks, release_locks
+from workbench.locks import JOB_ENV, acquire_locks, alive, held_locks, lock_name, release_locks
+from workbench.paths import safe_name
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 """How builds invoke the workbench command line (tests point this at a stand-in)."""
@@ -206,20 +207,24 @@ def progress_of(text: str) -> tuple[float | None, str]:
 
 def index_job(corpus: str, name: str | None = None) -> tuple[str, list[str], list[str]]:
     """(title, CLI args, locks) for building the corpus's index."""
+    from workbench.index import default_index_name
+
     art = artifacts.resolve("corpus", corpus)
-    name = name or art.name
-    return f"index {name} from corpora/{art.name}", ["index", str(art.path), "--name", name], [f"index-{name}"]
+    name = name or default_index_name(art.path)
+    return (f"index {name} from corpora/{art.name}", ["index", str(art.path), "--name", name],
+            [lock_name("index", name)])
 
 
 def finetune_job(corpus: str, mode: str, preset: str = "quick") -> tuple[str, list[str], list[str]]:
     """(title, CLI args, locks) for fine-tuning an adapter (named ``<corpus>-<mode>``)."""
     from workbench.adapters import default_adapter_name
+    from workbench.index import default_index_name
 
     art = artifacts.resolve("corpus", corpus)
     if mode not in ("sft", "cpt", "raft", "scratch"):
         raise WorkbenchError(f"unknown fine-tuning mode {mode!r}", "use sft, cpt, raft or scratch")
     name = default_adapter_name(art.path, mode)
-    locks = [f"adapter-{name}"] + ([f"index-{art.name}"] if mode == "raft" else [])
+    locks = [lock_name("adapter", name)] + ([lock_name("index", default_index_name(art.path))] if mode == "raft" else [])
     return (f"fine-tune {name} ({mode}, preset {preset})",
             ["finetune", str(art.path), "--mode", mode, "--name", name, "--preset", preset], locks)
 
@@ -227,6 +232,7 @@ def finetune_job(corpus: str, mode: str, preset: str = "quick") -> tuple[str, li
 def run_job(corpus: str, profile: str = "quick") -> tuple[str, list[str], list[str]]:
     """(title, CLI args, locks) for ``workbench run``: locks its index, adapters and run."""
     from workbench.adapters import default_adapter_name
+    from workbench.index import default_index_name
 
     art = artifacts.resolve("corpus", corpus)
     modes = ["sft"]
@@ -242,9 +248,10 @@ def run_job(corpus: str, profile: str = "quick") -> tuple[str, list[str], list[s
         raise
     except Exception:  # planning is best effort; sft is what the presets train
         pass
-    locks = [f"index-{art.name}"] + [f"adapter-{default_adapter_name(art.path, m)}" for m in modes]
+    locks = [lock_name("index", default_index_name(art.path))]
+    locks += [lock_name("adapter", default_adapter_name(art.path, m)) for m in modes]
     return (f"full run on corpora/{art.name} (profile {profile})", ["run", str(art.path), "--profile", profile],
-            locks + [f"run-{art.name}"])
+            locks + [lock_name("run", safe_name(art.name))])
 
 
 def _start(spec: tuple[str, list[str], list[str]]) -> None:
