@@ -29,8 +29,9 @@ def check_name(name: str, kind: str = "artifact") -> str:
         WorkbenchError: a path, ``..``, an empty or hidden name, or a character outside the rule.
     """
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise WorkbenchError(f"invalid {kind} name {name!r}: a name must be {NAME_RULE}",
-                             f"{kind}s always live under the project's {ARTIFACT_DIRS.get(kind, 'artifact')}/ folder")
+        where = f"; it always goes under the project's {ARTIFACT_DIRS[kind]}/ folder" if kind in ARTIFACT_DIRS else ""
+        raise WorkbenchError(f"invalid {kind} name {name!r}: a name must be {NAME_RULE}{where}",
+                             f"pass a name such as my-{kind}")
     return name
 
 
