@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--split", default="train", choices=("train", "eval"))
     ap.add_argument("--language", default="auto")
+    ap.add_argument("--chunk-tokens", type=int, default=None, help="ingest.chunk_tokens (default: IngestConfig's)")
     ap.add_argument("--variant", action="append")
     args = ap.parse_args()
 
@@ -65,16 +66,23 @@ def main() -> None:
     from workbench.index import index_from_chunks, passage_text
     from workbench.ingest import ingest_corpus
     from workbench.qa import load_qa, split_items
+    from workbench.records import Hit
     from workbench.retrieval_eval import retrieval_metrics
     from workbench.retrieve import Retriever
 
-    ingested = ingest_corpus(args.corpus, IngestConfig(language=args.language), progress=False)
+    ingest_cfg = IngestConfig(language=args.language)
+    if args.chunk_tokens:
+        ingest_cfg = IngestConfig(language=args.language, chunk_tokens=args.chunk_tokens)
+    ingested = ingest_corpus(args.corpus, ingest_cfg, progress=False)
     language = ingested.report.language
     items = [q for q in split_items(load_qa(args.corpus / "qa.jsonl"), args.split) if q.answerable]
     embedder = Embedder()
     t0 = time.perf_counter()
     emb = embedder.encode([passage_text(c) for c in ingested.chunks])
-    print(f"{args.corpus.name}: language {language} {ingested.report.languages}, {len(ingested.chunks)} chunks "
+    anywhere = retrieval_metrics(items, [[Hit(c, 0.0, 1) for c in ingested.chunks]] * len(items),
+                                 ks=(len(ingested.chunks),))[f"answer_recall@{len(ingested.chunks)}"]
+    print(f"{args.corpus.name}: language {language} {ingested.report.languages}, {len(ingested.chunks)} chunks of "
+          f"{ingest_cfg.chunk_tokens} tokens; {anywhere:.3f} of the answers occur in some chunk; "
           f"(encoded in {time.perf_counter() - t0:.0f} s), {len(items)} answerable {args.split} questions")
     for v in [parse_variant(x) for x in (args.variant or [""])]:
         analyzer = make_analyzer(v["analyzer"], language)

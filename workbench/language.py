@@ -142,6 +142,14 @@ class TermAnalyzer:
                    stopwords=bool(bm25.get("stopwords")), fold_accents=bool(bm25.get("fold_accents")))
 
 
+def content_terms(text: str, language: str) -> set[str]:
+    """The content words of ``text`` as the corpus's BM25 sees them, less stopwords: the terms answering
+    matches a question against passage sentences with ("inflamações" meets "inflamação" in Portuguese)."""
+    import dataclasses
+
+    return set(dataclasses.replace(analyzer_for(language), stopwords=True).analyze(text))
+
+
 def analyzer_for(language: str) -> TermAnalyzer:
     """The BM25 analyzer built for a corpus in ``language``.
 
