@@ -6,6 +6,10 @@ import re
 import pytest
 
 from workbench import answer as A
+from workbench.config import PromptConfig
+from workbench import postprocess as PP
+from workbench import prompt as P
+from workbench import text as T
 from workbench.config import GenerateConfig
 from workbench.generate import Generation
 from workbench.records import Chunk, Hit
@@ -31,11 +35,11 @@ def tok(tiny_lm_dir):
 
 
 def test_closed_book_prompt():
-    msgs = A.build_messages("How heavy is the Tern-3?", None)
+    msgs = P.build_messages("How heavy is the Tern-3?", None)
     assert [m["role"] for m in msgs] == ["system", "user"]
-    assert msgs[0]["content"] == A.SYSTEM_CLOSED
+    assert msgs[0]["content"] == P.SYSTEM_CLOSED
     assert msgs[1]["content"] == "Question: How heavy is the Tern-3?"
-    assert A.ABSTAIN in msgs[0]["content"]
+    assert T.ABSTAIN in msgs[0]["content"]
 
 
 def user_turn(msgs):
@@ -44,40 +48,39 @@ def user_turn(msgs):
 
 
 def test_passages_are_numbered_in_rank_order(tok):
-    msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
+    msgs, used = P.build_prompt("How heavy is the Tern-3?", HITS, tok)
     user = user_turn(msgs)["content"]
-    assert msgs[0]["content"] == A.SYSTEM_RAG and msgs[-2]["role"] == "user"
+    assert msgs[0]["content"] == P.SYSTEM_RAG and msgs[-2]["role"] == "user"
     assert re.findall(r"^\[(\d)\] \(([^)]*)\)", user, re.M) == [
         ("1", "buoy.md › Tern-3"), ("2", "sub/people.txt"), ("3", "page.html")]
     assert user.index("42 kg") < user.index("Varnholt") < user.index("Economy")
     assert user.rstrip().endswith("Question: How heavy is the Tern-3?")
     assert used == HITS
-    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * len(A.FEW_SHOT) + ["user", "assistant"]
-    assert msgs[-1]["content"] == A.REPLY_START
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]  # no worked examples by default
+    assert msgs[-1]["content"] == PromptConfig().reply_start
 
 
-def test_rag_reply_is_opened_and_rendered_open(tok, monkeypatch):
+def test_rag_reply_is_opened_and_rendered_open(tok):
     from workbench.generate import render_prompt
 
-    msgs = A.build_messages("How heavy is the Tern-3?", HITS, tok)
+    msgs = P.build_messages("How heavy is the Tern-3?", HITS, tok)
     text = render_prompt(tok, msgs)
-    assert A.REPLY_START and text.endswith(A.REPLY_START)  # the model continues the reply, no end of turn
+    start = PromptConfig().reply_start
+    assert start and text.endswith(start)  # the model continues the reply, no end of turn
     assert text.count("<|im_start|>assistant") == 1
-    monkeypatch.setattr(A, "REPLY_START", "")
-    plain = A.build_messages("How heavy is the Tern-3?", HITS, tok)
+    plain = P.build_messages("How heavy is the Tern-3?", HITS, tok, cfg=PromptConfig(reply_start=""))
     assert plain[-1]["role"] == "user" and render_prompt(tok, plain).endswith("<|im_start|>assistant\n")
 
 
-def test_worked_examples_and_question_first(monkeypatch, tok):
-    monkeypatch.setattr(A, "FEW_SHOT", A.WORKED_EXAMPLES)
-    monkeypatch.setattr(A, "QUESTION_FIRST", True)
-    msgs, _ = A.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=4096)
-    assert [m["role"] for m in msgs] == (["system"] + ["user", "assistant"] * len(A.WORKED_EXAMPLES)
+def test_worked_examples_and_question_first(tok):
+    cfg = PromptConfig(few_shot=3, question_first=True)
+    msgs, _ = P.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=4096, cfg=cfg)
+    assert [m["role"] for m in msgs] == (["system"] + ["user", "assistant"] * len(P.WORKED_EXAMPLES)
                                          + ["user", "assistant"])
-    assert msgs[2]["content"] == A.WORKED_EXAMPLES[0][2] and msgs[1]["content"].startswith("Question: ")
+    assert msgs[2]["content"] == P.WORKED_EXAMPLES[0][2] and msgs[1]["content"].startswith("Question: ")
     assert user_turn(msgs)["content"].startswith("Question: How heavy is the Tern-3?\n\nPassages:\n[1]")
     # a tight budget goes to the passages: the examples are dropped
-    tight, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=450)
+    tight, used = P.build_prompt("How heavy is the Tern-3?", HITS, tok, context_tokens=450, cfg=cfg)
     assert [m["role"] for m in tight] == ["system", "user", "assistant"] and used
 
 
@@ -86,25 +89,21 @@ def test_prompt_fits_the_budget(tok):
 
     long = " ".join(f"The buoy number {i} weighs {i} kg and runs on a battery." for i in range(200))
     hits = [hit(i, long) for i in range(1, 6)]
-    old = A.PASSAGE_SENTENCES
-    A.PASSAGE_SENTENCES = 0  # whole chunks, so the budget has to cut them
-    try:
-        for budget in (400, 700, 1200):
-            msgs, used = A.build_prompt("How heavy is buoy 7?", hits, tok, context_tokens=budget)
-            n = len(tok(render_prompt(tok, msgs), add_special_tokens=False)["input_ids"])
-            assert n <= budget - A.ANSWER_RESERVE
-            assert 1 <= len(used) < len(hits)
-            assert user_turn(msgs)["content"].count("…") == 1  # the last passage that fits is cut, not dropped
-        small, _ = A.build_prompt("q?", hits, tok, context_tokens=400)
-        big, _ = A.build_prompt("q?", hits, tok, context_tokens=1200)
-        assert len(user_turn(big)["content"]) > len(user_turn(small)["content"])
-    finally:
-        A.PASSAGE_SENTENCES = old
+    cfg = PromptConfig(passage_sentences=0)  # whole chunks, so the budget has to cut them
+    for budget in (400, 700, 1200):
+        msgs, used = P.build_prompt("How heavy is buoy 7?", hits, tok, context_tokens=budget, cfg=cfg)
+        n = len(tok(render_prompt(tok, msgs), add_special_tokens=False)["input_ids"])
+        assert n <= budget - cfg.answer_reserve
+        assert 1 <= len(used) < len(hits)
+        assert user_turn(msgs)["content"].count("…") == 1  # the last passage that fits is cut, not dropped
+    small, _ = P.build_prompt("q?", hits, tok, context_tokens=400, cfg=cfg)
+    big, _ = P.build_prompt("q?", hits, tok, context_tokens=1200, cfg=cfg)
+    assert len(user_turn(big)["content"]) > len(user_turn(small)["content"])
 
 
 def test_prompt_without_tokenizer_estimates_tokens():
     long = "word " * 3000
-    msgs, used = A.build_prompt("q?", [hit(1, long), hit(2, long)], None, context_tokens=1000)
+    msgs, used = P.build_prompt("q?", [hit(1, long), hit(2, long)], None, context_tokens=1000)
     assert len(used) == 1
     assert sum(len(m["content"]) for m in msgs) < 4 * 1000
 
@@ -112,10 +111,10 @@ def test_prompt_without_tokenizer_estimates_tokens():
 def test_focus_keeps_the_matching_sentences_in_order():
     text = ("Kestrelmark was founded in 2011. The Tern-3 hull is 1.15 m wide. The canteen opens at noon. "
             "The Tern-3 buoy has a mass of 86 kg. Parking is free.")
-    out = A.focus_passages("What is the mass of the Tern-3 buoy?", [text, "Short one."], 2)
+    out = P.focus_passages("What is the mass of the Tern-3 buoy?", [text, "Short one."], 2)
     assert out == ["The Tern-3 hull is 1.15 m wide. The Tern-3 buoy has a mass of 86 kg.", "Short one."]
-    assert A.focus_passages("q", [text], 0) == [text]
-    assert A.split_sentences("# Title\n| a | b |\nOne. Two!") == ["# Title", "| a | b |", "One.", "Two!"]
+    assert P.focus_passages("q", [text], 0) == [text]
+    assert T.split_sentences("# Title\n| a | b |\nOne. Two!") == ["# Title", "| a | b |", "One.", "Two!"]
 
 
 @pytest.mark.parametrize("raw, clean", [
@@ -133,7 +132,7 @@ def test_focus_keeps_the_matching_sentences_in_order():
     ("", ""),
 ])
 def test_clean_answer(raw, clean):
-    assert A.clean_answer(raw) == clean
+    assert PP.clean_answer(raw) == clean
 
 
 @pytest.mark.parametrize("raw, question, clean", [
@@ -152,30 +151,30 @@ def test_clean_answer(raw, clean):
     ("I don't know.", "Who runs the depot?", "I don't know"),
 ])
 def test_clean_answer_drops_the_echoed_question(raw, question, clean):
-    assert A.clean_answer(raw, question) == clean
+    assert PP.clean_answer(raw, question) == clean
 
 
 @pytest.mark.parametrize("text", ["I don't know", "I do not know.", "I don’t know the answer",
                                   "The passages do not mention it.", "This is not mentioned in the passages.",
                                   "There is no information about that.", "Unknown", "", "   "])
 def test_abstentions(text):
-    assert A.is_abstention(text)
+    assert T.is_abstention(text)
 
 
 @pytest.mark.parametrize("text", ["42 kg", "Ilse Varnholt", "The unknown sensor is the KM-7", "No. 7 pier",
                                   "Know-how transfer programme", "none of the above, only KS-211"])
 def test_answers_are_not_abstentions(text):
-    assert not A.is_abstention(text)
+    assert not T.is_abstention(text)
 
 
 def test_citations_from_markers_then_containment():
-    cites = A.cite("Ilse Varnholt [2]", HITS)
+    cites = PP.cite("Ilse Varnholt [2]", HITS)
     assert [(c.n, c.doc, c.chunk_id) for c in cites] == [(2, "sub/people.txt", "sub/people.txt#2")]
-    cites = A.cite("42 kg", HITS)
+    cites = PP.cite("42 kg", HITS)
     assert [(c.n, c.doc, c.heading) for c in cites] == [(1, "buoy.md", "Tern-3")]
-    assert A.cite("I don't know [1]", HITS) == []
-    assert A.cite("17 parsecs", HITS) == []
-    assert A.cite("[9] 42 kg", HITS)[0].n == 1  # an out-of-range marker is ignored
+    assert PP.cite("I don't know [1]", HITS) == []
+    assert PP.cite("17 parsecs", HITS) == []
+    assert PP.cite("[9] 42 kg", HITS)[0].n == 1  # an out-of-range marker is ignored
 
 
 class FakeGenerator:
@@ -208,15 +207,15 @@ def test_answer_questions_with_retrieval(tok):
     assert ret.calls == [(["How heavy is the Tern-3?", "Top speed?"], 2)]
     assert [a.text for a in out] == ["42 kg", "I don't know"]
     assert out[0].hits == HITS[:2] and [c.n for c in out[0].citations] == [1]
-    assert out[1].citations == [] and A.is_abstention(out[1].text)
+    assert out[1].citations == [] and T.is_abstention(out[1].text)
     assert out[0].raw == "42 kg. The buoy is heavy." and out[0].n_new_tokens == 3
     assert out[0].latency_s >= 0.5
     convs, stop = gen.seen[0]
-    assert stop == A.ANSWER_STOPS and "[2]" in user_turn(convs[0])["content"]
+    assert stop == P.ANSWER_STOPS and "[2]" in user_turn(convs[0])["content"]
     assert "[3]" not in user_turn(convs[0])["content"]
     # replies are copied from the passages' sentences (three here, all kept) or the abstention
-    assert [s.text for s in gen.sources[0][:-1]] == A.split_sentences(HITS[0].chunk.text + " " + HITS[1].chunk.text)
-    assert gen.sources[0][-1].text == A.ABSTAIN and not gen.sources[0][-1].no_start
+    assert [s.text for s in gen.sources[0][:-1]] == T.split_sentences(HITS[0].chunk.text + " " + HITS[1].chunk.text)
+    assert gen.sources[0][-1].text == T.ABSTAIN and not gen.sources[0][-1].no_start
     assert {"heavy", "tern-3", "the"} <= gen.sources[0][0].no_start  # no span starts with an echo or a stopword
 
 
@@ -224,7 +223,7 @@ def test_answer_questions_closed_book(tok):
     gen = FakeGenerator(tok, ["Orrvik"])
     out = A.answer_questions(["Where is Kestrelmark?"], gen)
     assert out[0].hits == [] and out[0].citations == [] and out[0].text == "Orrvik"
-    assert gen.seen[0][0][0] == A.build_messages("Where is Kestrelmark?", None, tok)
+    assert gen.seen[0][0][0] == P.build_messages("Where is Kestrelmark?", None, tok)
     assert gen.sources is None  # closed book generates freely
 
 
@@ -251,16 +250,15 @@ def test_check_question():
 
 
 def test_format_answer_lists_sources_and_latency():
-    a = A.Answer("How heavy?", "42 kg", HITS[:2], A.cite("42 kg", HITS[:2]), 1.25, 5)
+    a = A.Answer("How heavy?", "42 kg", HITS[:2], PP.cite("42 kg", HITS[:2]), 1.25, 5)
     text = A.format_answer(a)
     assert text.splitlines()[0] == "42 kg"
     assert " *[1] buoy.md › Tern-3" in text and "  [2] sub/people.txt" in text
     assert "latency 1.25 s, 5 new tokens (4.0 tokens/s)" in text
 
 
-def test_best_passage_last_keeps_rank_numbers(monkeypatch, tok):
-    monkeypatch.setattr(A, "BEST_PASSAGE_LAST", True)
-    msgs, used = A.build_prompt("How heavy is the Tern-3?", HITS, tok)
+def test_best_passage_last_keeps_rank_numbers(tok):
+    msgs, used = P.build_prompt("How heavy is the Tern-3?", HITS, tok, cfg=PromptConfig(best_passage_last=True))
     assert re.findall(r"^\[(\d)\]", user_turn(msgs)["content"], re.M) == ["3", "2", "1"]
     assert used == HITS
 
@@ -276,7 +274,7 @@ def test_best_passage_last_keeps_rank_numbers(monkeypatch, tok):
      "What is the name of the system that holds traveller profiles?", "TrailDesk"),
 ])
 def test_clean_answer_more_echo_shapes(raw, question, clean):
-    assert A.clean_answer(raw, question) == clean
+    assert PP.clean_answer(raw, question) == clean
 
 
 def test_copy_sources_keep_the_sentences_closest_to_the_question():
@@ -286,16 +284,16 @@ def test_copy_sources_keep_the_sentences_closest_to_the_question():
             hit(2, "Ilse Varnholt leads Kestrelmark. The battery charger is grey.")]
     q = "How many Ah does the battery hold?"
     for embedder in (StubEmbedder(dim=2048), None):  # embedding similarity, or idf overlap without an embedder
-        (sources,) = A.copy_sources([q], [hits], embedder, n_sentences=2)
+        (sources,) = P.copy_sources([q], [hits], embedder, PromptConfig(copy_sentences=2))
         assert [s.text for s in sources[:-1]] == ["Its battery holds 9 Ah.", "The battery charger is grey."]
-        assert sources[-1].text == A.ABSTAIN and not sources[-1].no_start  # "I" may start the reply
+        assert sources[-1].text == T.ABSTAIN and not sources[-1].no_start  # "I" may start the reply
         assert all(s.no_start >= {"battery", "ah", "the", "how"} for s in sources[:-1])
-    (whole,) = A.copy_sources([q], [hits], StubEmbedder(), n_sentences=0)
+    (whole,) = P.copy_sources([q], [hits], StubEmbedder(), PromptConfig(copy_sentences=0))
     assert [s.text for s in whole[:-1]] == [h.chunk.text for h in hits]
 
 
 def test_clean_answer_completes_a_quantity_from_the_passages():
     passages = ["Battery: the pack lasts 19 days without sun. The wiper runs every 6 hours."]
-    assert A.clean_answer("19", "How long does the pack last?", passages) == "19 days"
-    assert A.clean_answer("19", "How long does the pack last?") == "19"  # no passages: as replied
-    assert A.clean_answer("I don't know", "How long?", passages) == "I don't know"
+    assert PP.clean_answer("19", "How long does the pack last?", passages) == "19 days"
+    assert PP.clean_answer("19", "How long does the pack last?") == "19"  # no passages: as replied
+    assert PP.clean_answer("I don't know", "How long?", passages) == "I don't know"

@@ -366,7 +366,8 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     passage order, and the abstention) while
     "Copy answers from passages" is on, the default, and freely when it is off; closed-book ones never.
     (Whether constrained replies are spans is tested on the generator: this app model cannot end a reply.)"""
-    from workbench import answer as A
+    from workbench import text as T
+    from workbench.config import PromptConfig
     from workbench.generate import Generator
 
     seen = []
@@ -383,9 +384,9 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     assert seen[0] is None and seen[2] is None  # base, ft
     for sources, key in ((seen[1], "rag"), (seen[3], "ft_rag:tiny-sft")):
         hits = history[key][0]["hits"]
-        sentences = [s for h in hits for s in A.split_sentences(h["text"])]
+        sentences = [s for h in hits for s in T.split_sentences(h["text"])]
         assert [s.text for s in sources[:-1]] == [s for s in sentences if s in {x.text for x in sources}]
-        assert 1 <= len(sources) - 1 <= A.COPY_SENTENCES and sources[-1].text == A.ABSTAIN
+        assert 1 <= len(sources) - 1 <= PromptConfig().copy_sentences and sources[-1].text == T.ABSTAIN
     seen.clear()
     at.checkbox(key="chat_copy").uncheck().run()
     ask(at, "How much does the Tern-3 buoy weigh?")
@@ -486,3 +487,33 @@ def test_generation_is_serialised_per_model_and_concurrent_sessions_get_their_ow
         assert turn.question == q and turn.error is None
         assert (turn.answer, turn.n_new_tokens) == (solo.answer, solo.n_new_tokens)
         assert [h["id"] for h in turn.hits] == [h["id"] for h in solo.hits]
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_app_and_evaluation_give_identical_answers(tiny_project, app_lm_dir, copy):
+    """One answering path: the chat's streamed answer equals evaluation's for the same question and settings
+    (prompt, passages, copy constraint, cleaning, citations)."""
+    from workbench.answer import answer_questions
+    from workbench.app import engine
+    from workbench.config import GenerateConfig, ModelConfig, PromptConfig
+    from workbench.generate import Generator
+    from workbench.index import load_index
+    from workbench.models import load_base_model
+    from workbench.retrieve import Retriever
+
+    model, tok = load_base_model(ModelConfig(base_model=str(app_lm_dir), device="cpu"), progress=False)
+    retriever = Retriever(load_index(tiny_project / "indices" / "tiny"))
+    prompt = PromptConfig(copy_sentences=2)
+    settings = engine.ChatSettings(base_model=str(app_lm_dir), k=2, max_new_tokens=8, copy_spans=copy,
+                                   prompt=prompt)
+    gen = Generator(model, tok, GenerateConfig(max_new_tokens=8, batch_size=1, copy_spans=copy))
+    loaded = engine.LoadedModel(model, tok, "base")
+    for question in ("How much does the Tern-3 weigh?", "Who leads Kestrelmark Instruments?"):
+        for with_passages in (True, False):
+            r = retriever if with_passages else None
+            (ev,) = answer_questions([question], gen, retriever=r, k=2, prompt=prompt)
+            turn = engine.answer_once(engine.Turn("rag" if r else "base", question), loaded,
+                                      engine.LoadedRetriever(r, "tiny") if r else None, settings)
+            assert turn.answer == ev.text and turn.answer  # a reply, the same one
+            assert [h["id"] for h in turn.hits] == [h.chunk.id for h in ev.hits]
+            assert turn.citations == [(c.n, c.doc, c.heading) for c in ev.citations]

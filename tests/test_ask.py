@@ -37,15 +37,15 @@ def test_ask_base_with_a_local_model(tiny_corpus, tiny_lm_dir):
 
 
 def test_ask_rag_prints_sources(monkeypatch, tiny_corpus, tiny_lm_dir):
-    import workbench.answer
+    import workbench.systems
 
     stub = StubRetriever()
-    monkeypatch.setattr(workbench.answer, "open_retriever", lambda target, cfg, progress=True: stub)
+    monkeypatch.setattr(workbench.systems, "open_retriever", lambda target, cfg, progress=True: stub)
     res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "-k", "2",
                                    "--base", str(tiny_lm_dir), "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
     assert "sources:" in res.output and "[1] buoy.md › Tern-3 buoy  (score 0.900, buoy.md#0)" in res.output
-    assert stub.k is None  # -k went into the retrieval config the retriever was opened with
+    assert stub.k == 2  # -k went into the retrieval config, which evaluation's path reads
 
 
 @pytest.mark.parametrize("args, message", [
@@ -60,11 +60,16 @@ def test_ask_bad_input(tiny_corpus, args, message):
     assert message in res.output and "Traceback" not in res.output
 
 
-def test_ask_ft_without_adapter(tiny_corpus, tmp_path, monkeypatch, tiny_lm_dir):
+@pytest.mark.parametrize("system, adapter, mode", [("ft", "corpus-sft", "sft"), ("ft_rag", "corpus-sft", "sft"),
+                                                   ("raft", "corpus-raft", "raft"),
+                                                   ("scratch", "corpus-scratch", "scratch")])
+def test_ask_takes_every_registered_system_and_names_its_missing_adapter(tiny_corpus, tmp_path, monkeypatch,
+                                                                         tiny_lm_dir, system, adapter, mode):
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
-    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "Weight?", "--system", "ft", "--base", str(tiny_lm_dir)])
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "Weight?", "--system", system, "--base",
+                                   str(tiny_lm_dir)])
     assert res.exit_code == 2, res.output
-    assert "corpus-sft" in res.output and "workbench finetune" in res.output
+    assert adapter in res.output and f"workbench finetune {tiny_corpus} --mode {mode}" in res.output
 
 
 @pytest.mark.slow

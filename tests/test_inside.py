@@ -109,7 +109,7 @@ def test_next_token_probabilities_sum_to_one_over_the_vocabulary(lm):
 def test_sampling_is_reproducible_and_greedy_matches_generate(lm):
     import torch
 
-    from workbench.inside.nexttoken import sample_continuations
+    from workbench.inside.nexttoken import next_logits, read_prompt, sample_continuations
     from workbench.inside.prompt import question_prompt
 
     model, tok = lm
@@ -117,6 +117,10 @@ def test_sampling_is_reproducible_and_greedy_matches_generate(lm):
     a = sample_continuations(model, tok, prompt, n=3, max_new_tokens=8, temperature=1.2, seed=7)
     assert a == sample_continuations(model, tok, prompt, n=3, max_new_tokens=8, temperature=1.2, seed=7)
     assert len(set(a + sample_continuations(model, tok, prompt, 3, 8, 1.2, seed=8))) > 1
+    prefill = read_prompt(model, prompt)  # the page reads the prompt once; sampling reuses (never changes) it
+    assert np.allclose(prefill.logits, next_logits(model, prompt), atol=1e-5)
+    for _ in range(2):
+        assert sample_continuations(model, tok, prompt, 3, 8, 1.2, seed=7, prefill=prefill) == a
     greedy = sample_continuations(model, tok, prompt, n=2, max_new_tokens=8, temperature=0.0)
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt.ids]), max_new_tokens=8, do_sample=False)
@@ -127,7 +131,7 @@ def test_sampling_is_reproducible_and_greedy_matches_generate(lm):
 # --- prompts -----------------------------------------------------------------------------------------
 
 def test_rag_prompt_is_the_evaluation_prompt_with_labelled_parts(lm, retriever):
-    from workbench.answer import build_messages
+    from workbench.prompt import build_messages
     from workbench.generate import render_prompt
     from workbench.inside.prompt import question_prompt
 
@@ -211,7 +215,7 @@ def test_an_eager_model_needs_no_switch(tiny_lm_dir):
 def test_teacher_forced_logprobs_match_a_manual_forward_pass(lm):
     import torch
 
-    from workbench.answer import build_messages
+    from workbench.prompt import build_messages
     from workbench.generate import render_prompt
     from workbench.inside.changes import score_batch
 

@@ -211,7 +211,8 @@ def test_english_synthesis_keeps_english_templates():
 # --- answering in the corpus language ------------------------------------------------------------------------
 
 def test_portuguese_answer_cleaning():
-    from workbench.answer import clean_answer, is_abstention
+    from workbench.postprocess import clean_answer
+    from workbench.text import is_abstention
 
     assert clean_answer("A maior cidade do rio Reno é Colônia", "Qual é a maior cidade do rio Reno?",
                         language="pt") == "Colônia"
@@ -221,12 +222,25 @@ def test_portuguese_answer_cleaning():
 
 
 def test_copy_sources_ban_portuguese_function_words_as_starts():
-    from workbench.answer import copy_sources
+    from workbench.config import PromptConfig
+    from workbench.prompt import copy_sources
     from workbench.records import Hit
 
     hits = [Hit(c, 1.0, 1) for c in make_chunks([PT_DOCS["rio.txt"]])]
-    (sources,) = copy_sources(["Onde deságua o Reno?"], [hits], language="pt", n_sentences=0)
+    (sources,) = copy_sources(["Onde deságua o Reno?"], [hits], cfg=PromptConfig(copy_sentences=0), language="pt")
     assert {"no", "da", "onde", "deságua", "reno"} <= sources[0].no_start
+
+
+def test_copy_sentences_are_ranked_by_shared_stems_when_the_embedder_lacks_the_language():
+    from workbench.config import PromptConfig
+    from workbench.prompt import copy_sources
+    from workbench.records import Hit
+
+    hits = [Hit(c, 1.0, 1) for c in make_chunks([PT_DOCS["rio.txt"], PT_DOCS["imunidade.txt"]])]
+    # the stub embedder matches surface words only ("o" of "O Reno ..."); shared stems find the sentence
+    (best,) = copy_sources(["Que prostaglandina dilata o vaso?"], [hits], StubEmbedder(name="all-MiniLM-L6-v2"),
+                           cfg=PromptConfig(copy_sentences=1), language="pt")
+    assert best[0].text == "As prostaglandinas dilatam os vasos sanguíneos e causam febre."
 
 
 # --- retrieval recall on a small Portuguese corpus (the real embedded MiniLM) ---------------------------------

@@ -26,7 +26,7 @@ def _item(q="How much does the Tern-3 weigh?", a="42 kg", **kw):
 
 
 def test_sft_prompt_is_exactly_the_eval_prompt_and_only_the_answer_has_loss(tok):
-    from workbench.answer import build_messages
+    from workbench.prompt import build_messages
 
     ex = sft_examples([_item()], tok)[0]
     assert ex.messages == build_messages("How much does the Tern-3 weigh?", None, tok)
@@ -77,7 +77,9 @@ def test_raft_prompt_holds_gold_or_only_distractors(tok):
 
 
 def test_raft_example_continues_the_opened_reply_as_generation_does(tok):
-    from workbench.answer import REPLY_START
+    from workbench.config import PromptConfig
+
+    REPLY_START = PromptConfig().reply_start
 
     chunks = [Chunk(id="d0#0", text="The Tern-3 weighs 42 kg.", doc="d0.md", span=(0, 24))]
     ex = raft_examples([_item(doc="d0.md")], chunks, [[Hit(chunks[0], 1.0, 1)]], n_passages=1,

@@ -159,9 +159,10 @@ def search(
 def ask(
     target: str = typer.Argument(..., help="Corpus folder (indexed if needed), index name, or index folder."),
     question: str = typer.Argument(..., help="The question."),
-    system: str = typer.Option("rag", "--system", help="base (closed book), rag (base + passages), ft "
-                               "(adapter, closed book) or ft_rag (adapter + passages)."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter for ft / ft_rag (default <corpus>-sft)."),
+    system: str = typer.Option("rag", "--system", help="Any registered system: base (closed book), rag (base + "
+                               "passages), ft (adapter, closed book), ft_rag (adapter + passages), raft, scratch."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter name or folder (read only) for the "
+                                          "system's adapter (default <corpus>-<mode>, e.g. demo-sft)."),
     k: Optional[int] = typer.Option(None, "-k", "--k", help="Passages for rag / ft_rag (default: the preset's)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Reply budget in tokens."),
@@ -169,8 +170,9 @@ def ask(
 ):
     """Answer one question with one system; print the answer, its sources and the latency."""
     with user_errors():
-        from workbench.answer import ask as ask_question, format_answer
+        from workbench.answer import format_answer
         from workbench.config import load_preset, override
+        from workbench.systems import ask as ask_question
 
         cfg = override(load_preset(preset), model={"base_model": base or None},
                        generate={"max_new_tokens": max_new_tokens or None}, retrieve={"k": k})
@@ -298,21 +300,21 @@ def inspect_next(
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens (0 = all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Keep the most likely tokens up to this mass (1 = all)."),
     samples: int = typer.Option(3, "--samples", help="Continuations sampled at these settings (0 = none)."),
-    max_new_tokens: int = typer.Option(16, "--max-new-tokens", help="Tokens per sampled continuation."),
+    max_new_tokens: int = typer.Option(12, "--max-new-tokens", help="Tokens per sampled continuation."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     base: Optional[str] = typer.Option(None, "--base", help=_BASE_HELP),
 ):
     """The top next tokens after a question's prompt, their probabilities, and sampled continuations."""
     with user_errors():
-        from workbench.inside.nexttoken import (check_sampling, format_next, next_logits, sample_continuations,
-                                                top_tokens)
+        from workbench.inside.nexttoken import check_sampling, format_next, read_prompt, sample_continuations, top_tokens
         from workbench.inside.prompt import load_question_prompt
 
         check_sampling(temperature, top_k, top_p)
         model, tokenizer, prompt = load_question_prompt(question, base, index, k)
-        tokens = top_tokens(next_logits(model, prompt), tokenizer, top, temperature, top_k, top_p)
+        prefill = read_prompt(model, prompt)
+        tokens = top_tokens(prefill.logits, tokenizer, top, temperature, top_k, top_p)
         drawn = sample_continuations(model, tokenizer, prompt, samples, max_new_tokens, temperature, top_k, top_p,
-                                     seed) if samples else []
+                                     seed, prefill) if samples else []
         typer.echo(format_next(prompt, tokens, drawn, temperature, top_k, top_p))
 
 

@@ -254,7 +254,7 @@ def build_results(items: list[QAItem], runs: list[Any], cfg: RunConfig, *, corpu
         retrieval: the retrieval block.
         cost: the cost block (build times, peak memory).
         reference_contexts: per question, passages holding the answer (for ragas context metrics).
-        is_abstention: abstention rule (default ``workbench.answer.is_abstention``).
+        is_abstention: abstention rule (default ``workbench.text.is_abstention``).
 
     Returns:
         ``(rows, summary)``.
@@ -292,6 +292,7 @@ def build_results(items: list[QAItem], runs: list[Any], cfg: RunConfig, *, corpu
         "n_answerable": sum(answerable), "n_unanswerable": len(items) - sum(answerable),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(cfg),
+        "prompt": to_dict(cfg.prompt),  # how every system was prompted and its replies post-processed
         "systems": systems,
         "retrieval": retrieval or {},
         "cost": cost or {},

@@ -134,10 +134,11 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
         retriever = retriever or _default_retriever(corpus_dir, run_cfg, progress)
         hits = retriever.search_batch([q.question for q in qa], k=cfg.raft_passages + 1)
         examples = train_data.raft_examples(qa, chunks, hits, cfg.raft_passages, cfg.raft_distractor_only,
-                                            tokenizer, run_cfg.generate.context_tokens, cfg.seed)
+                                            tokenizer, run_cfg.generate.context_tokens, cfg.seed, run_cfg.prompt)
     else:
         examples = [ex for it in qa
-                    for ex in train_data.sft_examples([it], tokenizer, source=origin.get(it.id, "paraphrase"))]
+                    for ex in train_data.sft_examples([it], tokenizer, source=origin.get(it.id, "paraphrase"),
+                                                      prompt=run_cfg.prompt)]
     tr, held = train_data.split_heldout(examples, cfg.heldout_fraction, cfg.seed)
     pretrain = train_data.cpt_examples(chunks) if cfg.mode == "scratch" else []
     return TrainingData(tr, held, source, n_dropped, pretrain)
@@ -644,7 +645,7 @@ def _train_and_write(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConf
             qa_file=str(qa_file.resolve()) if qa_file.exists() else None, qa_hash=qa_hash,
             data_source=data.source, data_hash=data.digest(), n_train_examples=n_examples,
             n_heldout_examples=len(data.heldout), n_pretrain_examples=len(data.pretrain),
-            n_leakage_dropped=data.n_leakage_dropped, hyperparameters=to_dict(cfg),
+            n_leakage_dropped=data.n_leakage_dropped, hyperparameters=to_dict(cfg), prompt=to_dict(run_cfg.prompt),
             tokens_seen=outcome.tokens_seen, global_step=outcome.global_step,
             resumed_from_step=outcome.resumed_from_step, train_seconds=round(outcome.train_seconds, 2),
             seconds=round(time.perf_counter() - t_start, 2), train_loss=outcome.train_loss,

@@ -8,28 +8,11 @@ chance (sign-flip permutation test, exact when few questions differ).
 from __future__ import annotations
 
 import itertools
-import re
-import string
-import unicodedata
 from collections import Counter
 from typing import Callable, Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_ASCII_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation, made Unicode-aware.
-
-    NFKC + casefold, punctuation removed (ASCII punctuation as in SQuAD, plus any Unicode punctuation
-    such as « » or –), English articles dropped, whitespace collapsed.
-    """
-    text = unicodedata.normalize("NFKC", text or "").casefold()
-    text = "".join(" " if (c in _ASCII_PUNCT or unicodedata.category(c).startswith("P")) else c
-                   for c in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
+from workbench.text import is_abstention as default_is_abstention
+from workbench.text import normalize_answer
 
 def _tokens(text: str) -> list[str]:
     return normalize_answer(text).split()
@@ -97,12 +80,6 @@ def rouge_l(pred: str, golds: Sequence[str]) -> float:
     return _best(pred, golds, lambda p, g: _overlap_f(p, g, _lcs))
 
 
-def _default_abstention() -> Callable[[str], bool]:
-    from workbench.answer import is_abstention
-
-    return is_abstention
-
-
 ANSWER_METRICS = ("em", "f1", "contains", "rouge_l")
 
 
@@ -116,7 +93,7 @@ def score_answers(predictions: Sequence[str], golds: Sequence[Sequence[str]],
         golds: the acceptable answers per question (empty for unanswerable ones).
         answerable: per question; defaults to "has gold answers".
         is_abstention: decides whether a prediction declines to answer; defaults to
-            ``workbench.answer.is_abstention`` (the same rule the prompt asks the model to follow).
+            ``workbench.text.is_abstention`` (the same rule the prompt asks the model to follow).
 
     Returns:
         ``{"score": {...}, "per_item": [...]}``. ``score`` holds the means of em, f1, contains and rouge_l
@@ -128,7 +105,7 @@ def score_answers(predictions: Sequence[str], golds: Sequence[Sequence[str]],
     if len(predictions) != len(golds):
         raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answer lists")
     answerable = [bool(g) for g in golds] if answerable is None else list(answerable)
-    abstains = is_abstention or _default_abstention()
+    abstains = is_abstention or default_is_abstention
     per_item = []
     for pred, gold, ok in zip(predictions, golds, answerable):
         row = {"abstained": bool(abstains(pred))}

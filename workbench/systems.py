@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from workbench.adapters import adapter_dir, default_adapter_name
+from workbench.answer import Answer, answer_questions, check_question
+from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.qa import QAItem
 
@@ -208,8 +210,6 @@ def run_system(spec: SystemSpec, ctx: SystemContext, items: list[QAItem]) -> Sys
     if spec.build is not None:
         answer = spec.build(ctx)
     else:
-        from workbench.answer import answer_questions
-
         if spec.retrieval and ctx.retriever is None:
             raise WorkbenchError(f"system {spec.name!r} needs an index", "pass --index NAME")
         generator = ctx.generator(spec.adapter)
@@ -218,7 +218,7 @@ def run_system(spec: SystemSpec, ctx: SystemContext, items: list[QAItem]) -> Sys
 
         def answer(qs: list[QAItem]) -> list[Any]:
             return answer_questions([q.question for q in qs], generator, retriever=retriever, k=k,
-                                    progress=ctx.progress)
+                                    progress=ctx.progress, prompt=ctx.cfg.prompt)
     t1 = time.perf_counter()
     answers = list(answer(items))
     seconds = time.perf_counter() - t1
@@ -235,3 +235,54 @@ def order_by_weights(specs: list[SystemSpec]) -> list[SystemSpec]:
         if s.adapter not in roles:
             roles.append(s.adapter)
     return sorted(specs, key=lambda s: roles.index(s.adapter))
+
+
+# --- one question (``workbench ask``) ------------------------------------------------------------------
+
+def open_retriever(target: str, cfg: RunConfig, progress: bool = True) -> Any:
+    """A Retriever over ``target``: an index folder, an index name, or a corpus folder (indexed if needed).
+
+    A corpus folder's index (named after the folder, under ``indices/``) is built when missing and updated
+    when stale, re-encoding only changed chunks; an index given by name or folder is only read.
+    """
+    from workbench.index import build_index, load_index  # loads faiss
+    from workbench.retrieve import Retriever
+
+    path = Path(target)
+    if path.is_dir() and not (path / "manifest.json").exists():
+        result = build_index(path, cfg.index, cfg.ingest, progress=progress)
+        index = load_index(result.path, corpus_dir=path)
+    else:
+        index = load_index(target, check_corpus=True)
+    return Retriever(index, cfg.retrieve)
+
+
+def ask(target: str, question: str, system: str = "rag", cfg: RunConfig | None = None, adapter: str | None = None,
+        progress: bool = True) -> Answer:
+    """Answer one question with any registered system (what ``workbench ask`` runs), through the same
+    ``run_system`` path evaluation uses.
+
+    Args:
+        target: corpus folder, index name or index folder (retrieval systems read passages from it; the
+            default adapter names come from its folder name).
+        question: the question.
+        system: a registered system name (base, rag, ft, ft_rag, raft, scratch, ...).
+        cfg: a ``RunConfig`` (model, generation, prompt and retrieval settings); default: the built-in ones.
+        adapter: adapter name or folder for the system's adapter role (default ``<target>-<mode>``).
+        progress: show index-building progress.
+
+    Raises:
+        WorkbenchError: unknown system, empty or over-long question, missing index or adapter.
+    """
+    cfg = cfg or RunConfig()
+    spec = resolve_systems([system])[0]
+    question = check_question(question)
+    adapters = default_adapters(Path(target))
+    if adapter is not None and spec.adapter is not None:
+        adapters[spec.adapter] = adapter
+    check_adapters([spec], adapters, Path(target))
+    ctx = SystemContext(cfg=cfg, adapters=adapters, progress=False)
+    if spec.retrieval:
+        ctx.retriever = open_retriever(target, cfg, progress)
+        ctx.retriever.check_query(question)
+    return run_system(spec, ctx, [QAItem(id="ask", question=question)]).answers[0]

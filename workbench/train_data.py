@@ -1,7 +1,7 @@
 """Training examples for every fine-tuning mode, tokenized with answer-only loss, and the leakage guard.
 
 SFT and RAFT prompts are rendered with the very prompt builder evaluation uses
-(``workbench.answer.build_messages``), so a fine-tuned model is trained on exactly the text it sees when
+(``workbench.prompt.build_messages``), so a fine-tuned model is trained on exactly the text it sees when
 it is scored. Only the assistant's answer (and the end-of-turn token) carries loss; the prompt's labels
 are ``-100``. CPT examples are plain corpus text with loss on every token.
 
@@ -16,7 +16,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from workbench.config import PromptConfig
 from workbench.errors import WorkbenchError
+from workbench.prompt import build_messages
 from workbench.qa import QAItem
 from workbench.records import Chunk, Hit
 
@@ -98,7 +100,8 @@ def leakage_guard(examples: list[Example], eval_questions: Iterable[str],
 
 # --- example builders ------------------------------------------------------------------------------
 
-def sft_examples(items: list[QAItem], tokenizer: Any = None, source: str = "gold") -> list[Example]:
+def sft_examples(items: list[QAItem], tokenizer: Any = None, source: str = "gold",
+                 prompt: PromptConfig | None = None) -> list[Example]:
     """Closed-book question -> answer examples, prompts exactly as evaluation renders them.
 
     Args:
@@ -106,13 +109,12 @@ def sft_examples(items: list[QAItem], tokenizer: Any = None, source: str = "gold
         tokenizer: the model's tokenizer (handed to ``build_messages``).
         source: provenance label stored on each example.
     """
-    from workbench.answer import build_messages
-
     out = []
     for it in items:
         if not it.answerable or not it.answers:
             continue
-        out.append(Example(messages=build_messages(it.question, None, tokenizer), completion=it.answers[0],
+        out.append(Example(messages=build_messages(it.question, None, tokenizer, cfg=prompt),
+                           completion=it.answers[0],
                            source=source, question=it.question, fact_id=it.fact_id))
     return out
 
@@ -138,7 +140,7 @@ def gold_chunk(item: QAItem, chunks: list[Chunk]) -> Chunk | None:
 
 def raft_examples(items: list[QAItem], chunks: list[Chunk], hits: list[list[Hit]], n_passages: int = 3,
                   distractor_only: float = 0.2, tokenizer: Any = None, context_tokens: int = 2048,
-                  seed: int = 0) -> list[Example]:
+                  seed: int = 0, prompt: PromptConfig | None = None) -> list[Example]:
     """RAFT examples: retrieved passages (gold + distractors) in the prompt, the answer as target.
 
     For each answerable item the gold chunk is made sure to be among ``n_passages`` passages (the
@@ -154,9 +156,8 @@ def raft_examples(items: list[QAItem], chunks: list[Chunk], hits: list[list[Hit]
         distractor_only: share of examples without the gold passage.
         tokenizer, context_tokens: handed to ``build_messages``.
         seed: shuffling seed.
+        prompt: prompt settings (the run's ``RunConfig.prompt``).
     """
-    from workbench.answer import build_messages
-
     rng = random.Random(seed)
     out = []
     for it, item_hits in zip(items, hits):
@@ -168,7 +169,7 @@ def raft_examples(items: list[QAItem], chunks: list[Chunk], hits: list[list[Hit]
         passages = distractors[:n_passages] if no_gold else [gold] + distractors[:n_passages - 1]
         rng.shuffle(passages)
         ranked = [Hit(chunk=c, score=0.0, rank=i + 1) for i, c in enumerate(passages)]
-        out.append(Example(messages=build_messages(it.question, ranked, tokenizer, context_tokens),
+        out.append(Example(messages=build_messages(it.question, ranked, tokenizer, context_tokens, prompt),
                            completion=it.answers[0], source="raft", question=it.question, fact_id=it.fact_id,
                            meta={"gold_in_context": not no_gold}))
     return out

@@ -8,6 +8,7 @@ while different models still answer in parallel.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,13 @@ from typing import Any, Iterator
 
 import streamlit as st
 
+from workbench.answer import finish, prepare
 from workbench.app import artifacts
+from workbench.config import GenerateConfig, PromptConfig
 from workbench.errors import WorkbenchError
+from workbench.generate import Generator
+from workbench.language import DEFAULT_LANGUAGE
+from workbench.prompt import ANSWER_STOPS
 
 
 @dataclass
@@ -52,6 +58,8 @@ class ChatSettings:
     copy_spans: bool = True
     device: str = "auto"
     dtype: str = "auto"
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """Prompt and post-processing settings (the same ``RunConfig.prompt`` evaluation records)."""
 
 
 @dataclass
@@ -158,45 +166,39 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
                   settings: ChatSettings) -> Iterator[str]:
     """Answer ``turn.question``, yielding text as it is generated and filling ``turn`` in as it goes.
 
-    Retrieval (when ``retriever`` is given) runs first; the prompt is built by
-    ``workbench.answer.build_prompt`` (behind ``build_messages``, the builder evaluation and fine-tuning
-    use), generation streams through ``Generator.stream`` with the evaluation's stop strings (and, with
-    passages, its copy constraint) while holding the model's lock, and the reply is cleaned and cited as
-    in evaluation.
+    The same path as evaluation: retrieval (when ``retriever`` is given), then ``workbench.answer.prepare``
+    (the prompt and, with passages, what the reply may copy), generation streamed through
+    ``Generator.stream`` with the evaluation's stop strings while holding the model's lock, then
+    ``workbench.answer.finish`` (cleaning, quantity phrases, citations).
 
     Args:
         turn: the turn to fill (answer, hits, citations, timings).
         loaded: the model to answer with.
         retriever: passages source for rag systems, None for closed book.
-        settings: k, temperature, max new tokens, context budget.
+        settings: k, temperature, max new tokens, context budget, prompt settings.
 
     Yields:
         Pieces of the raw answer text.
     """
-    from workbench import answer as A
-    from workbench.config import GenerateConfig
-    from workbench.generate import Generator
-
     t0 = time.perf_counter()
     hits = None
     if retriever is not None:
         with retriever.lock:
             hits = retriever.retriever.search(turn.question, k=settings.k, mode=settings.mode)
         turn.retrieval_s = time.perf_counter() - t0
-    messages, used = A.build_prompt(turn.question, hits, loaded.tokenizer, context_tokens=settings.context_tokens)
-    turn.hits = [hit_dict(h) for h in used]  # the passages in the prompt: [n] is hits[n-1]
     gen = Generator(loaded.model, loaded.tokenizer,
                     GenerateConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                    batch_size=1, context_tokens=settings.context_tokens,
                                    copy_spans=settings.copy_spans))
-    sources = None
-    if hits is not None and gen.cfg.copy_spans:
-        with retriever.lock:  # the embedder ranks the sentences the reply may copy from
-            sources = A.copy_sources([turn.question], [used], retriever.retriever.embedder,
-                                     language=retriever.retriever.language)[0]
+    language = retriever.retriever.language if retriever is not None else DEFAULT_LANGUAGE
+    embedder = retriever.retriever.embedder if retriever is not None else None
+    with retriever.lock if retriever is not None else contextlib.nullcontext():  # the embedder is shared
+        p = prepare([turn.question], [hits], loaded.tokenizer, settings.context_tokens, settings.prompt,
+                    copy=settings.copy_spans, embedder=embedder, language=language)[0]
+    turn.hits = [hit_dict(h) for h in p.hits]  # the passages in the prompt: [n] is hits[n-1]
     pieces: list[str] = []
     with loaded.lock:  # one generation at a time on this model
-        for piece in gen.stream(messages, stop=A.ANSWER_STOPS, sources=sources):
+        for piece in gen.stream(p.messages, stop=ANSWER_STOPS, sources=p.sources):
             if not piece:
                 continue
             if turn.first_token_s is None:
@@ -206,9 +208,9 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     raw = "".join(pieces)
     turn.latency_s = time.perf_counter() - t0
     turn.n_new_tokens = len(loaded.tokenizer(raw, add_special_tokens=False)["input_ids"]) if raw else 0
-    language = retriever.retriever.language if retriever is not None else A.DEFAULT_LANGUAGE
-    turn.answer = A.clean_answer(raw, turn.question, [h.chunk.text for h in used], language)
-    turn.citations = [(c.n, c.doc, c.heading or "") for c in A.cite(raw, used, turn.answer)]
+    done = finish(p, raw, settings.prompt, turn.latency_s, turn.n_new_tokens)
+    turn.answer = done.text
+    turn.citations = [(c.n, c.doc, c.heading or "") for c in done.citations]
 
 
 def answer_once(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | None,

@@ -112,7 +112,7 @@ def question_prompt(settings: InsideSettings, key: str) -> tuple[engine.LoadedMo
     question = st.text_input("Question", default_question(settings), key=f"{key}_question")
     kinds = ["RAG prompt", "Closed book"] if settings.index else ["Closed book"]
     kind = st.radio("Prompt", kinds, horizontal=True, key=f"{key}_prompt_kind",
-                    help="The prompt evaluation and the chat build for this question (workbench.answer).")
+                    help="The prompt evaluation and the chat build for this question (workbench.prompt).")
     k = st.slider("Passages (k)", 1, 6, 2, key=f"{key}_k") if kind == "RAG prompt" else 0
     if not question.strip():
         st.info("Type a question to see how the model reads its prompt.")

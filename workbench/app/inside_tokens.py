@@ -41,7 +41,7 @@ def next_token_view(settings: InsideSettings) -> None:
     """Top next tokens after a question's prompt; temperature, top-k, top-p reshape them live."""
     import pandas as pd
 
-    from workbench.inside.nexttoken import next_logits, sample_continuations, top_tokens
+    from workbench.inside.nexttoken import read_prompt, sample_continuations, top_tokens
 
     got = question_prompt(settings, "inside_next")
     if got is None:
@@ -51,9 +51,9 @@ def next_token_view(settings: InsideSettings) -> None:
 
     def compute() -> Any:
         with loaded.lock:
-            return next_logits(loaded.model, prompt)
+            return read_prompt(loaded.model, prompt)
 
-    logits = memo("inside_next_logits", mkey, compute)
+    prefill = memo("inside_next_prefill", mkey, compute)  # logits + key/value cache, reused by sampling
     c1, c2, c3, c4 = st.columns(4)
     temperature = c1.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="inside_temperature", help="0 = greedy")
     top_k = c2.slider("Top-k", 0, 100, 0, key="inside_top_k", help="0 = no cut")
@@ -62,7 +62,7 @@ def next_token_view(settings: InsideSettings) -> None:
     st.markdown("**Softmax:** the model scores every vocabulary token (logits *z*); "
                 "*p* = exp(*z*/T) / Σ exp(*z*/T) turns the scores into probabilities that sum to 1. "
                 "T < 1 sharpens, T > 1 flattens; top-k and top-p drop the unlikely tail and renormalise.")
-    top = top_tokens(logits, loaded.tokenizer, n, temperature, top_k, top_p)
+    top = top_tokens(prefill.logits, loaded.tokenizer, n, temperature, top_k, top_p)
     table = pd.DataFrame({"token": [t.token for t in top], "logit": [t.logit for t in top],
                           "p (T=1)": [t.p_raw for t in top], "p (settings)": [t.p for t in top]})
     st.dataframe(table, hide_index=True, column_config={
@@ -76,7 +76,8 @@ def next_token_view(settings: InsideSettings) -> None:
     if s3.button("Sample continuations", key="inside_sample"):
         with loaded.lock:
             st.session_state["inside_samples_out"] = (mkey, sample_continuations(
-                loaded.model, loaded.tokenizer, prompt, int(n_samples), 16, temperature, top_k, top_p, int(seed)))
+                loaded.model, loaded.tokenizer, prompt, int(n_samples), 12, temperature, top_k, top_p, int(seed),
+                prefill=prefill))
     key_and_samples = st.session_state.get("inside_samples_out")
     if key_and_samples and key_and_samples[0] == mkey:
         for i, s in enumerate(key_and_samples[1], 1):

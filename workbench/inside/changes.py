@@ -1,6 +1,6 @@
 """What fine-tuning changed: the gold answer's probability under the base model and under an adapter.
 
-Teacher forcing: the closed-book prompt of a question (``workbench.answer.build_messages``) followed by
+Teacher forcing: the closed-book prompt of a question (``workbench.prompt.build_messages``) followed by
 the gold answer, tokenized exactly as fine-tuning tokenizes a training example
 (``workbench.train_data.tokenize_example``: the answer plus the end-of-turn token). One forward pass
 gives, at every answer position, the log-probability the model puts on the gold token given the prompt
@@ -51,7 +51,8 @@ class GoldScores:
 def example_ids(question: str, answer: str, tokenizer: Any, max_len: int = 2048) -> tuple[list[int], int]:
     """Token ids of the training example (closed-book prompt + answer + end of turn), and where the
     answer starts."""
-    from workbench.answer import build_messages, check_question
+    from workbench.answer import check_question
+    from workbench.prompt import build_messages
     from workbench.train_data import Example, tokenize_example
 
     if not str(answer or "").strip():
@@ -70,35 +71,63 @@ def gold_scores(model: Any, tokenizer: Any, question: str, answer: str) -> GoldS
     return score_batch(model, tokenizer, [(question, answer)])[0]
 
 
-def score_batch(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8) -> list[GoldScores]:
-    """``gold_scores`` for many (question, answer) pairs, right-padded into batches (same numbers)."""
+def score_batch(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[GoldScores]:
+    """``gold_scores`` for many (question, answer) pairs, batched (same numbers, less work).
+
+    Every example starts with the same system prompt and chat markup: that shared start is read once
+    per batch and its key/value cache copied to each row; the rest is right-padded (a causal model never
+    reads the padding after a real token), and the vocabulary projection runs only at the positions
+    that predict an answer token.
+    """
     import torch
 
+    from workbench.inside.nexttoken import cache_argument
     from workbench.inside.prompt import model_window
 
     window = model_window(model, tokenizer)
     rows = [example_ids(q, a, tokenizer, window) for q, a in pairs]
     eos_id = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[GoldScores] = []
-    for b in range(0, len(rows), batch_size):
-        chunk = rows[b:b + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
+    out: dict[int, GoldScores] = {}
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths batch together
+    for b in range(0, len(order), batch_size):
+        chunk = [rows[i] for i in order[b:b + batch_size]]
+        # shared start, cut before the first answer-predicting position so every one of them is computed below
+        shared = min(_common_prefix([r for r, _ in chunk]), min(s for _, s in chunk) - 1)
+        width = max(len(r) for r, _ in chunk) - shared
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, (r, _) in enumerate(chunk):  # right padding: real tokens keep positions 0..n-1
-            ids[i, :len(r)] = torch.tensor(r)
-            mask[i, :len(r)] = 1
+        for i, (r, _) in enumerate(chunk):
+            ids[i, :len(r) - shared] = torch.tensor(r[shared:])
+        # position t predicts token t+1: row i's answer is read off positions start-1 .. n-2 (minus the shared start)
+        keep = sorted({t - shared for r, s in chunk for t in range(s - 1, len(r) - 1)})
+        kwargs: dict[str, Any] = {}
         with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        for i, (r, start) in enumerate(chunk):
-            target = torch.tensor(r[start:], device=logits.device)
-            # position t predicts token t+1: the answer's tokens are read off positions start-1 .. n-2
-            logp = torch.log_softmax(logits[i, start - 1:len(r) - 1], dim=-1)   # (answer tokens, vocab)
+            if shared:
+                head = model(input_ids=torch.tensor([chunk[0][0][:shared]], device=model.device), use_cache=True,
+                             logits_to_keep=1)
+                cache = head[cache_argument(model)]
+                cache.batch_repeat_interleave(len(chunk))
+                kwargs = {cache_argument(model): cache, "use_cache": True}
+            logits = model(input_ids=ids.to(model.device), logits_to_keep=torch.tensor(keep, device=model.device),
+                           **kwargs).logits.float()                                  # (b, len(keep), vocab)
+        where = {t: j for j, t in enumerate(keep)}
+        for i, (r, s) in enumerate(chunk):
+            cols = [where[t - shared] for t in range(s - 1, len(r) - 1)]
+            logp = torch.log_softmax(logits[i, cols], dim=-1)                       # (answer tokens, vocab)
+            target = torch.tensor(r[s:], device=logp.device)
             lp = logp.gather(-1, target[:, None]).squeeze(-1).cpu().numpy()
-            out.append(GoldScores(r[start:], lp.astype(np.float64), logits[i, start - 1].cpu().numpy(),
-                                  eos=eos_id is not None and r[-1] == eos_id))
-    return out
+            out[order[b + i]] = GoldScores(r[s:], lp.astype(np.float64), logits[i, cols[0]].cpu().numpy(),
+                                           eos=eos_id is not None and r[-1] == eos_id)
+    return [out[i] for i in range(len(rows))]
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the longest start all ``seqs`` share."""
+    n = min(len(x) for x in seqs)
+    for j in range(n):
+        if any(x[j] != seqs[0][j] for x in seqs[1:]):
+            return j
+    return n
 
 
 @dataclass

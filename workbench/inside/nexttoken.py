@@ -92,13 +92,40 @@ def reshape(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p:
     return p
 
 
+@dataclass
+class Prefill:
+    """A prompt read once: the scores for the next token and the key/value cache to continue from.
+
+    Attributes:
+        logits: ``(vocab,)`` float32 scores at the last position.
+        cache: the prompt's key/value cache (``sample_continuations`` copies it, never changes it).
+    """
+
+    logits: np.ndarray
+    cache: Any
+
+
+def cache_argument(model: Any) -> str:
+    """The name of the key/value cache argument and output: transformers 5 renamed ``past_key_values``
+    to ``cache``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def read_prompt(model: Any, prompt: Prompt) -> Prefill:
+    """Read ``prompt`` once, keeping the next-token scores and the cache sampling continues from."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prompt.ids], device=model.device), use_cache=True, logits_to_keep=1)
+    return Prefill(out.logits[0, -1].float().cpu().numpy(), out[cache_argument(model)])
+
+
 def next_logits(model: Any, prompt: Prompt) -> np.ndarray:
     """The model's scores for the token after ``prompt``: ``(vocab,)`` float32."""
     import torch
 
-    ids = torch.tensor([prompt.ids], device=model.device)
     with torch.no_grad():
-        out = model(input_ids=ids, logits_to_keep=1)
+        out = model(input_ids=torch.tensor([prompt.ids], device=model.device), logits_to_keep=1)
     return out.logits[0, -1].float().cpu().numpy()
 
 
@@ -112,13 +139,16 @@ def top_tokens(logits: np.ndarray, tokenizer: Any, n: int = 10, temperature: flo
             for r, i in enumerate(best, 1)]
 
 
-def sample_continuations(model: Any, tokenizer: Any, prompt: Prompt, n: int = 3, max_new_tokens: int = 16,
-                         temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+def sample_continuations(model: Any, tokenizer: Any, prompt: Prompt, n: int = 3, max_new_tokens: int = 12,
+                         temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                         prefill: Prefill | None = None) -> list[str]:
     """``n`` continuations of ``prompt`` drawn from ``reshape`` at the given settings (reproducible by seed).
 
-    The prompt is read once and its key/value cache copied to the ``n`` rows; each row stops at the
-    model's end of turn.
+    The prompt is read once (or its ``prefill`` reused) and its key/value cache copied to the ``n`` rows,
+    which then advance one token per step together; each row stops at the model's end of turn.
     """
+    import copy
+
     import torch
 
     from workbench.generate import Generator
@@ -127,28 +157,27 @@ def sample_continuations(model: Any, tokenizer: Any, prompt: Prompt, n: int = 3,
     if not 1 <= n <= 16 or not 1 <= max_new_tokens <= 256:
         raise WorkbenchError("samples must be 1-16 and new tokens 1-256", "lower the numbers")
     stops = set(Generator(model, tokenizer).stop_ids())
+    prefill = prefill or read_prompt(model, prompt)
+    cache_arg = cache_argument(model)
+    cache = copy.deepcopy(prefill.cache)
+    cache.batch_repeat_interleave(n)  # (1, kv heads, T, d) -> (n, kv heads, T, d) per layer
+    logits = np.repeat(prefill.logits[None], n, axis=0)  # (n, vocab)
     rng = np.random.default_rng(seed)
     rows: list[list[int]] = [[] for _ in range(n)]
     done = np.zeros(n, dtype=bool)
-    # transformers 5 renamed past_key_values to cache (argument and output); older versions use the old name
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([prompt.ids], device=model.device), use_cache=True, logits_to_keep=1)
-        cache = out[cache_arg]
-        cache.batch_repeat_interleave(n)  # (1, heads, T, d) -> (n, heads, T, d) per layer
-        logits = out.logits[:, -1].float().cpu().numpy().repeat(n, axis=0)  # (n, vocab)
         for _ in range(max_new_tokens):
             p = reshape(logits, temperature, top_k, top_p)
             nxt = np.array([rng.choice(p.shape[-1], p=row) for row in p])
             for i, t in enumerate(nxt):
                 if not done[i]:
-                    if int(t) in stops:
-                        done[i] = True
-                    else:
+                    done[i] = int(t) in stops
+                    if not done[i]:
                         rows[i].append(int(t))
             if done.all():
                 break
-            out = model(input_ids=torch.tensor(nxt[:, None], device=model.device), use_cache=True, **{cache_arg: cache})
+            out = model(input_ids=torch.tensor(nxt[:, None], device=model.device), use_cache=True,
+                        **{cache_arg: cache})
             cache = out[cache_arg]
             logits = out.logits[:, -1].float().cpu().numpy()
     return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]

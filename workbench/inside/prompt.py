@@ -1,6 +1,6 @@
 """The prompt a model really reads for a question, token by token, with its parts labelled.
 
-A question's prompt is built by ``workbench.answer.build_prompt`` (closed book, or over retrieved
+A question's prompt is built by ``workbench.prompt.build_prompt`` (closed book, or over retrieved
 passages: the builder evaluation, fine-tuning and the chat use) and rendered with the model's chat
 template by ``workbench.generate.render_prompt``. Each token keeps the character span it covers, and the
 tokens are grouped into segments (instructions, passage 1..n, question, reply start) so attention can be
@@ -126,7 +126,8 @@ def question_prompt(question: str, model: Any, tokenizer: Any, retriever: Any = 
     Raises:
         WorkbenchError: an empty or over-long question.
     """
-    from workbench.answer import build_prompt, check_question
+    from workbench.answer import check_question
+    from workbench.prompt import build_prompt
     from workbench.generate import render_prompt
 
     question = check_question(question)
@@ -161,8 +162,6 @@ def load_question_prompt(question: str, base_model: str | None = None, index: st
 
 def _segment_spans(text: str, messages: Sequence[dict[str, str]], n_passages: int) -> list[tuple[str, int, int]]:
     """Character spans of the prompt's parts, found by their text in the rendered prompt."""
-    from workbench.answer import REPLY_START
-
     spans: list[tuple[str, int, int]] = []
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     user = [m["content"] for m in messages if m["role"] == "user"][-1]
@@ -185,10 +184,11 @@ def _segment_spans(text: str, messages: Sequence[dict[str, str]], n_passages: in
     if q >= pos:
         end = user.find("\n", q)
         spans.append(("question", u + q, u + (len(user) if end < 0 else end)))
-    if messages[-1]["role"] == "assistant" and REPLY_START:
-        r = text.rfind(REPLY_START)
+    reply_start = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+    if reply_start:
+        r = text.rfind(reply_start)
         if r >= 0:
-            spans.append(("reply start", r, r + len(REPLY_START)))
+            spans.append(("reply start", r, r + len(reply_start)))
     return spans
 
 

@@ -1,0 +1,81 @@
+"""Text helpers shared by answering and scoring: SQuAD normalisation, abstention detection, sentences
+and question-word overlap. A core module: it imports nothing of the project but ``workbench.language``."""
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from typing import Sequence
+
+from workbench.language import DEFAULT_LANGUAGE, content_terms
+
+ABSTAIN = "I don't know"
+"""What a model is asked to reply when the passages (or its memory) do not hold the answer."""
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ASCII_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation, made Unicode-aware.
+
+    NFKC + casefold, punctuation removed (ASCII punctuation as in SQuAD, plus any Unicode punctuation
+    such as « » or –), English articles dropped, whitespace collapsed.
+    """
+    text = unicodedata.normalize("NFKC", text or "").casefold()
+    text = "".join(" " if (c in _ASCII_PUNCT or unicodedata.category(c).startswith("P")) else c
+                   for c in text)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+_ABSTAIN = re.compile(
+    r"(?:\bi\s+(?:do\s*not|don'?t|cannot|can'?t|am\s+not\s+sure|have\s+no)\b.{0,20}\b(?:know|say|answer|information|tell|find)"
+    r"|\bnot\s+(?:mentioned|stated|specified|provided|given|found|available|included|listed|contained)\b"
+    r"|\b(?:passages?|context|texts?|documents?|sources?)\s+(?:do(?:es)?\s*(?:not|n'?t)|did\s*n'?o?t)\s+"
+    r"(?:say|mention|contain|state|provide|specify|include|give|answer)"
+    r"|\bno\s+(?:information|answer|mention|data|details)\b|\bcannot\s+(?:be\s+)?(?:answer|determin)"
+    r"|\bunable\s+to\s+(?:answer|find|determine)|^\s*(?:unknown|n/?a|none)\s*$"
+    # Portuguese: "não sei", "não é mencionado", "não há informação", "os trechos não dizem", "desconhecido"
+    r"|\bn[ãa]o\s+(?:sei|consigo|(?:[ée]|foi|est[áa])\s+(?:mencionad|indicad|especificad|informad|dit)"
+    r"|h[áa]\s+(?:informa|men[çc][ãa]o|resposta|dados))"
+    r"|\b(?:trechos?|passagens?|textos?|documentos?)\s+n[ãa]o\s+(?:dizem?|mencionam?|cont[êe]m|informam?)"
+    r"|^\s*desconhecid[oa]\s*$)",
+    re.I)
+
+
+def is_abstention(text: str) -> bool:
+    """Whether a reply declines to answer ("I don't know", "not mentioned in the passages", empty...)."""
+    t = (text or "").replace("’", "'").strip()
+    return not t or bool(_ABSTAIN.search(t))
+
+
+WORD = re.compile(r"\w+")
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\w\"'(\[])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and table rows / headings, which sit on their own lines) of a passage."""
+    return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
+
+
+def overlap_scores(question: str, sentences: Sequence[str], language: str = DEFAULT_LANGUAGE) -> list[float]:
+    """Per sentence, the summed inverse document frequency (over ``sentences``) of the question's content
+    words (``content_terms``: no stopwords of ``language``, stemmed where its BM25 stems) it contains: rare
+    words such as names and codes weigh most."""
+    q = content_terms(question, language)
+    bags = [content_terms(s, language) & q for s in sentences]
+    df: dict[str, int] = {}
+    for terms in bags:
+        for w in terms:
+            df[w] = df.get(w, 0) + 1
+    n = len(bags) or 1
+    return [sum(math.log(1 + n / df[w]) for w in terms) for terms in bags]
+
+
+def top_n(items: list[str], scores: list[float], n: int) -> list[str]:
+    """The ``n`` best-scoring items, in their original order."""
+    return [items[i] for i in sorted(sorted(range(len(items)), key=lambda i: (-scores[i], i))[:n])]
+
+
