@@ -60,8 +60,8 @@ _COPULAS_PT = {"é", "foi", "era", "são", "foram", "eram", "será", "serão"}
 _CONTRACTIONS_PT = {"do": "de", "da": "de", "dos": "de", "das": "de", "no": "em", "na": "em", "nos": "em",
                     "nas": "em", "pelo": "por", "pela": "por", "pelos": "por", "pelas": "por", "ao": "a", "à": "a",
                     "aos": "a", "às": "a"}
-"""Preposition + article before a span: in front of "quem" only the preposition stays ("do Napoleão" ->
-"de quem")."""
+"""Preposition + article before a span: in front of "quantos" only the preposition stays ("nos 300 anos" ->
+"em quantos anos")."""
 _CLOZE = {"en": "Fill in the blank: ", "pt": "Complete a lacuna: "}
 
 
@@ -214,8 +214,10 @@ def _question_pt(sentence: str, start: int, end: int, label: str, answer: str) -
         if unit == "%":
             wh, unit = "quantos", "por cento"
         last = words_before[-1].casefold() if words_before else ""
-        if last in {"do", "da", "dos", "das"}:  # "19 dos 28 medicamentos" -> "19 de quantos medicamentos"
-            before = " ".join(words_before[:-1] + ["de"])
+        if last in {"século", "séculos"} or (label == "COUNT" and unit.casefold().endswith(("am", "em"))):
+            return ""  # "século 20" is an ordinal; "20 viram" counts no noun (a verb follows the number)
+        if last in _CONTRACTIONS_PT:  # "19 dos 28 medicamentos" -> "19 de quantos medicamentos"
+            before = " ".join(words_before[:-1] + [_CONTRACTIONS_PT[last]])
         if label == "QUANTITY" and not unit.isalpha() and unit != "por cento":
             unit = unit if unit.casefold() in _UNITS_PT else ""
         if label == "QUANTITY" and not unit:
