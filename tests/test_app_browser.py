@@ -168,3 +168,51 @@ def test_browser_concurrent_sessions_get_their_own_answers(server):
                         assert other not in body
         finally:
             browser.close()
+
+
+INSIDE_SCREENSHOT_COPY = SCREENSHOT_COPY.with_name("app_inside_screenshot.png")
+
+
+def _choose(page, label: str) -> None:
+    """Click a radio option by its label (the sidebar's page list or the Inside page's view list)."""
+    page.get_by_text(label, exact=True).first.click()
+
+
+def test_browser_inside_page_draws_a_heatmap_and_a_projection(server, tmp_path):
+    """The Inside page: the attention view draws its heatmap (an image), the semantic space its projection
+    (a Vega chart drawn in the browser); a screenshot of each."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
+            page.goto(server, wait_until="domcontentloaded")
+            page.locator("[data-testid='stSidebar']").get_by_text("Inside", exact=True).click()
+            expect(page.get_by_role("heading", name="Inside the model")).to_be_visible(timeout=60_000)
+            try:
+                _choose(page, "Attention")
+                heatmap = page.locator("[data-testid='stMain'] [data-testid='stImage'] img")
+                expect(heatmap).to_have_count(1, timeout=120_000)
+                page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                                       ".every(i => i.complete && i.naturalWidth > 300)", timeout=60_000)
+                expect(page.get_by_text("Where the answer's first token looks")).to_be_visible()
+                shot = tmp_path / "inside_attention.png"
+                page.screenshot(path=str(shot), full_page=True)
+                _choose(page, "Semantic space")
+                chart = page.locator("[data-testid='stVegaLiteChart']").first
+                expect(chart).to_be_visible(timeout=120_000)
+                expect(chart.locator("canvas, svg").first).to_be_visible(timeout=60_000)
+                expect(page.get_by_text("red diamond: the query", exact=False)).to_be_visible()
+                page.wait_for_timeout(1000)  # let Vega finish drawing before the screenshot
+            except AssertionError:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+                raise
+            projection = tmp_path / "inside_space.png"
+            page.screenshot(path=str(projection), full_page=True)
+            assert shot.stat().st_size > 20_000 and projection.stat().st_size > 20_000
+            if INSIDE_SCREENSHOT_COPY.parent.is_dir():
+                shutil.copy(shot, INSIDE_SCREENSHOT_COPY.with_name("app_inside_attention.png"))
+                shutil.copy(projection, INSIDE_SCREENSHOT_COPY)
+        finally:
+            browser.close()

@@ -27,7 +27,7 @@ def attention_heatmap(view: Any, head: int | None) -> Any:
 
     plt = pyplot()
     data = view.heatmap(head)                                  # (T, T)
-    size = 7 if view.prompt.n_tokens > MAX_LABELLED_TOKENS else 9
+    size = 5.5 if view.prompt.n_tokens > MAX_LABELLED_TOKENS else 8
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(data ** 0.5, cmap="magma", interpolation="nearest")  # sqrt: small weights stay visible
     for seg in view.prompt.segments:
@@ -84,7 +84,7 @@ def attention_view(settings: InsideSettings) -> None:
     st.caption(f"{prompt.n_tokens} prompt tokens. Each row of the map is a softmax over the tokens before it "
                f"(it sums to 1). The last row produces the answer's first token (greedy: "
                f"{escape_markdown(view.answer_token)}).")
-    st.pyplot(attention_heatmap(view, head), clear_figure=True)
+    st.pyplot(attention_heatmap(view, head), clear_figure=True, width="content")
     shares = pd.DataFrame({"part": [s for s, _ in view.segment_shares(layer, head)],
                            f"layer {layer}": [v for _, v in view.segment_shares(layer, head)],
                            "mean of layers": [v for _, v in view.segment_shares(None, head)]})
@@ -220,8 +220,9 @@ def space_view(settings: InsideSettings) -> None:
     cells = pd.DataFrame({"a": [f"{i + 1}" for i in range(n) for _ in range(n)],
                           "b": [f"{j + 1}" for _ in range(n) for j in range(n)], "cosine": sim.reshape(-1)})
     base = alt.Chart(cells).encode(x=alt.X("b", title=None), y=alt.Y("a", title=None))
-    st.altair_chart(base.mark_rect().encode(color=alt.Color("cosine", scale=alt.Scale(domain=[-1, 1], scheme="redblue")))
-                    + base.mark_text().encode(text=alt.Text("cosine", format=".2f")), width="content")
+    matrix = (base.mark_rect().encode(color=alt.Color("cosine", scale=alt.Scale(domain=[-1, 1], scheme="redblue")))
+              + base.mark_text(fontSize=12).encode(text=alt.Text("cosine", format=".2f")))
+    st.altair_chart(matrix.properties(width=70 * n, height=40 * n), width="content")
     st.caption(" · ".join(f"{i}. {escape_markdown(s)}" for i, s in enumerate(kept_lines, 1)))
     st.subheader("Vector arithmetic: A − B + C")
     a_col, b_col, c_col = st.columns(3)
