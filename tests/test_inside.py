@@ -323,3 +323,46 @@ def test_similarity_matrix_and_vector_arithmetic():
         similarity_matrix(emb, ["only one"])
     with pytest.raises(WorkbenchError, match="phrase is empty"):
         vector_arithmetic(index, emb, "pump", " ", "valve", k=3)
+
+
+# --- the embedded models -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_embedded_models_tokens_softmax_attention_and_similarity():
+    """SmolLM2-135M and MiniLM: real vocabularies, the SDPA kernel switched to eager, real semantics."""
+    import torch
+
+    from workbench.config import ModelConfig
+    from workbench.embed import Embedder
+    from workbench.inside.attention import attention_view
+    from workbench.inside.changes import example_ids, gold_scores
+    from workbench.inside.nexttoken import next_logits, softmax
+    from workbench.inside.prompt import question_prompt
+    from workbench.inside.space import similarity_matrix
+    from workbench.inside.tokens import split_text
+    from workbench.models import load_base_model
+
+    model, tok = load_base_model(ModelConfig(device="cpu"))
+    embedder = Embedder(device="cpu")
+    text = "The Tern-3 buoy weighs 42 kg."
+    llm, emb = split_text(text, tok, "llm"), split_text(text, embedder.model.tokenizer, "minilm", embedder.max_tokens)
+    assert dict(llm.word_costs())["Tern-3"] >= 2 and dict(emb.word_costs())["Tern-3"] >= 3  # tern - 3, or more
+    assert any(t.startswith("##") for t in emb.tokens) or "-" in emb.tokens
+    prompt = question_prompt("How much does the Tern-3 buoy weigh?", model, tok)
+    logits = next_logits(model, prompt)
+    assert logits.shape[0] == model.config.vocab_size and softmax(logits).sum() == pytest.approx(1.0, abs=1e-9)
+    impl = model.config._attn_implementation
+    view = attention_view(model, tok, prompt, layer=-1)
+    assert model.config._attn_implementation == impl
+    assert (impl == "eager") != any("eager kernel" in n for n in view.notes)
+    assert view.n_layers == model.config.num_hidden_layers and np.allclose(view.last_rows.sum(-1), 1.0, atol=1e-4)
+    assert np.allclose(view.maps.sum(-1), 1.0, atol=1e-4)
+    scores = gold_scores(model, tok, "How much does the Tern-3 buoy weigh?", "42 kg")
+    ids = torch.tensor([scores.ids])  # the answer tokens, after the prompt: compare with one plain forward
+    full, start = example_ids("How much does the Tern-3 buoy weigh?", "42 kg", tok)
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([full])).logits[0, start - 1:-1].float(), -1)
+    assert np.allclose(scores.logprobs, lp.gather(-1, ids[0][:, None]).squeeze(-1).numpy(), atol=1e-4)
+    _, sim = similarity_matrix(embedder, ["The buoy weighs 42 kg.", "The float has a mass of 42 kilograms.",
+                                          "Economy class is required for short flights."])
+    assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[1, 2] + 0.2
