@@ -1,7 +1,7 @@
 """Batched vs one-at-a-time greedy generation with the embedded base model on RAG prompts.
 
 Builds N RAG prompts (eval questions of a corpus with retrieved passages, through the same
-``workbench.answer.build_prompt`` the evaluation uses, replies copied from the passages as in evaluation),
+``workbench.prompt.build_prompt`` the evaluation uses, replies copied from the passages as in evaluation),
 then answers them twice with greedy decoding: one prompt at a time (batch size 1) and batched (prompts
 sorted by length, left-padded, batched as ``GenerateConfig`` says). Prints wall
 time, prompts/s, new tokens/s, the speed-up, and whether the outputs are identical.
@@ -24,7 +24,7 @@ def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_boo
                   ) -> tuple[list[list[dict[str, str]]], list[list] | None]:
     """``n`` RAG (or closed-book) conversations for the corpus's eval questions (cycled when there are fewer),
     and what each RAG reply may copy from (None for closed book), exactly as evaluation builds them."""
-    from workbench.answer import build_prompt, copy_sources
+    from workbench.prompt import build_prompt, copy_sources
     from workbench.config import RetrieveConfig
     from workbench.qa import eval_items, load_qa
 
@@ -70,7 +70,7 @@ def main() -> None:
 
     import torch
 
-    from workbench.answer import ANSWER_STOPS
+    from workbench.prompt import ANSWER_STOPS
     from workbench.config import GenerateConfig, ModelConfig
     from workbench.generate import Generator
     from workbench.models import load_base_model

@@ -1,12 +1,16 @@
-"""Measure the grounded-answering defaults (prompt, passages, decoding) with the real base model.
+"""Measure grounded-answering settings (``PromptConfig``, passages, decoding) with the real base model.
 
-Retrieves passages for the eval questions of a corpus (the project's hybrid Retriever over a built
-index when one is given, else a plain BM25 over paragraph chunks), answers them with the embedded
-SmolLM2 through ``workbench.answer.answer_questions`` and prints SQuAD token-F1 / EM / containment on
-answerable questions, abstention on unanswerable ones, answer length and speed.
+Retrieves passages for a corpus's questions (the project's hybrid Retriever over a built index when one
+is given, else a plain BM25 over paragraph chunks), answers them with the embedded SmolLM2 through
+``workbench.answer.answer_questions`` and prints SQuAD token-F1 / EM / containment on answerable
+questions, abstention on unanswerable ones, answer length and speed.
 
-    .venv/bin/python bench/rag_prompt.py corpora/demo --limit 60 --k 3
-    .venv/bin/python bench/rag_prompt.py corpora/demo --index demo --k 2 --k 3 --k 4
+Settings are tuned on the ``train`` split (the default). The ``eval`` split is what reports score, so
+it is refused unless asked for with ``--split eval``, and figures on it are held-out only for settings
+that were not chosen on it.
+
+    .venv/bin/python bench/rag_prompt.py corpora/demo --index demo --variant "focus=3" --variant "focus=4"
+    .venv/bin/python bench/rag_prompt.py corpora/demo --index demo --split eval   # the held-out check
 """
 from __future__ import annotations
 
@@ -70,53 +74,64 @@ class BM25Retriever:
                 for row, srow in zip(ids, scores)]
 
 
-ALT_SYSTEM = (
-    None,
-    "You are a helpful assistant. Use the passages to answer the question. Reply with only the answer, in as "
-    "few words as possible. If the passages do not say, reply: I don't know.",
-    "Read the passages and answer the question. Copy the exact words from the passage that answer it.",
-)
-"""System prompts tried against the default (``sys=N`` in a variant)."""
-
 REPLY_STARTS = ("", "The answer is:", "Answer:")
 """Reply openings tried against the default (``prime=N`` in a variant)."""
 
 
-class CachedRetriever:
-    """Serves the top-k of hits retrieved once (so variants differ only in what is being measured)."""
-
-    def __init__(self, questions: list[str], hits: list[list[Hit]], embedder=None, language: str = "en"):
-        self.by_q = dict(zip(questions, hits))
-        self.embedder = embedder  # ranks the sentences replies copy from (None: idf overlap)
-        self.language = language  # answer cleaning's stopwords
-
-    def search_batch(self, queries: list[str], k: int | None = None) -> list[list[Hit]]:
-        return [self.by_q[q][:k] for q in queries]
+VARIANT_KEYS = {"k": "passages", "sentences": "passage_sentences", "few_shot": "few_shot", "qfirst": "question_first",
+                "rev": "best_passage_last", "prime": "reply_start", "focus": "copy_sentences",
+                "abstain": "abstain_bias", "copy": "copy_spans", "max_new_tokens": "max_new_tokens"}
+"""Variant keys -> what they set: ``k`` passages, ``copy`` and ``max_new_tokens`` the GenerateConfig, the rest
+the PromptConfig field named (``prime`` indexes REPLY_STARTS)."""
 
 
-def parse_variant(text: str) -> dict[str, float]:
-    """``"k=3,sentences=2,few_shot=1,qfirst=1"`` -> settings (passages, PASSAGE_SENTENCES, FEW_SHOT on/off,
-    QUESTION_FIRST on/off, max_new_tokens, sys: index into ALT_SYSTEM (0 = the default SYSTEM_RAG), rev:
-    BEST_PASSAGE_LAST on/off), copy: GenerateConfig.copy_spans on/off (default: the built-in default), prime:
-    index into REPLY_STARTS (0 = no opening; default: the built-in REPLY_START), focus: COPY_SENTENCES, abstain:
-    ABSTAIN_BIAS."""
-    out = {"k": 3, "sentences": None, "few_shot": 0, "max_new_tokens": None, "qfirst": 0, "sys": 0, "rev": 0,
-           "copy": None, "prime": None, "focus": None, "abstain": None}
+def parse_variant(text: str) -> tuple[int, dict, dict]:
+    """``"k=3,focus=2,abstain=-1.5"`` -> (k, PromptConfig changes, GenerateConfig changes)."""
+    k, prompt, generate = 2, {}, {}
     for part in filter(None, text.split(",")):
         key, _, val = part.partition("=")
-        if key.strip() not in out:
-            raise SystemExit(f"unknown variant key {key!r}; known: {', '.join(out)}")
-        out[key.strip()] = float(val) if key.strip() == "abstain" else int(val)
-    return out
+        key = key.strip()
+        if key not in VARIANT_KEYS:
+            raise SystemExit(f"unknown variant key {key!r}; known: {', '.join(VARIANT_KEYS)}")
+        if key == "k":
+            k = int(val)
+        elif key in ("copy", "max_new_tokens"):
+            generate[VARIANT_KEYS[key]] = bool(int(val)) if key == "copy" else int(val)
+        elif key == "prime":
+            prompt["reply_start"] = REPLY_STARTS[int(val)]
+        elif key == "abstain":
+            prompt["abstain_bias"] = float(val)
+        elif key in ("qfirst", "rev"):
+            prompt[VARIANT_KEYS[key]] = bool(int(val))
+        else:
+            prompt[VARIANT_KEYS[key]] = int(val)
+    return k, prompt, generate
+
+
+def pick_items(qa: Path, split: str, limit: int, unanswerable: int) -> tuple[list, int, int]:
+    """The questions of ``split``: answerable ones spread over the file, then unanswerable ones."""
+    from workbench.qa import load_qa, split_items
+
+    items = split_items(load_qa(qa), split)
+    if not items:
+        raise SystemExit(f"{qa} has no {split!r} questions: tune on a train split (mark questions "
+                         '"split": "train"), or pass --split eval to measure held-out figures')
+    ans = [q for q in items if q.answerable]
+    una = [q for q in items if not q.answerable]
+    step = max(1, len(ans) // max(1, limit))  # spread over kinds rather than the first N
+    chosen = ans[::step][:limit] + una[:unanswerable]
+    return chosen, len(ans[::step][:limit]), len(una[:unanswerable])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--qa", type=Path, default=None)
+    ap.add_argument("--split", choices=("train", "eval"), default="train",
+                    help="questions to measure on: train (tuning, the default) or eval (held-out check)")
     ap.add_argument("--index", default=None, help="index name/folder: use the project's hybrid Retriever")
-    ap.add_argument("--variant", action="append", help='e.g. "k=3,sentences=3,few_shot=1" (repeatable; '
-                    "default: the built-in defaults)")
+    ap.add_argument("--variant", action="append", help='e.g. "k=3,focus=3,abstain=-1.5" (repeatable; default: '
+                    "the built-in defaults); keys: " + ", ".join(VARIANT_KEYS))
     ap.add_argument("--limit", type=int, default=40, help="answerable questions scored (spread over the file)")
     ap.add_argument("--unanswerable", type=int, default=10, help="unanswerable questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=24)
@@ -126,24 +141,24 @@ def main() -> None:
     ap.add_argument("--dump", type=Path, default=None, help="write every answer (raw and cleaned) as JSON Lines")
     args = ap.parse_args()
 
+    import dataclasses
+
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from workbench import answer as A
-    from workbench.config import GenerateConfig, ModelConfig, RetrieveConfig
+    from workbench.answer import answer_questions
+    from workbench.config import GenerateConfig, ModelConfig, PromptConfig, RetrieveConfig
     from workbench.generate import Generator
-    from workbench.metrics import contains, exact_match, normalize_answer, token_f1
+    from workbench.metrics import contains, exact_match, token_f1
     from workbench.models import load_base_model
-    from workbench.qa import eval_items, load_qa
+    from workbench.prompt import build_messages
+    from workbench.systems import CachedRetriever
+    from workbench.text import is_abstention, normalize_answer
 
     torch.manual_seed(0)
-    items = eval_items(load_qa(args.qa or args.corpus / "qa.jsonl"))
-    ans = [q for q in items if q.answerable]
-    una = [q for q in items if not q.answerable]
-    step = max(1, len(ans) // max(1, args.limit))  # spread over kinds rather than the first N
-    items = ans[::step][: args.limit] + una[: args.unanswerable]
+    items, n_ans, n_una = pick_items(args.qa or args.corpus / "qa.jsonl", args.split, args.limit, args.unanswerable)
     questions = [q.question for q in items]
     if args.index:
         from workbench.index import load_index
@@ -153,46 +168,36 @@ def main() -> None:
     else:
         base_retriever = BM25Retriever(paragraph_chunks(args.corpus))
     variants = [parse_variant(v) for v in (args.variant or [""])]
-    retriever = CachedRetriever(questions, base_retriever.search_batch(questions, k=max(v["k"] for v in variants)),
-                                getattr(base_retriever, "embedder", None), base_retriever.language)
+    retriever = CachedRetriever(base_retriever, questions,
+                                base_retriever.search_batch(questions, k=max(k for k, _, _ in variants)))
     model, tok = load_base_model(ModelConfig())
-    defaults = (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
-                A.COPY_SENTENCES, A.ABSTAIN_BIAS)
-    print(f"{len(ans[::step][: args.limit])} answerable + {len(una[: args.unanswerable])} unanswerable eval "
-          f"questions; retrieval: {'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
-    for v in variants:
-        A.PASSAGE_SENTENCES = defaults[0] if v["sentences"] is None else v["sentences"]
-        A.FEW_SHOT = A.WORKED_EXAMPLES if v["few_shot"] else ()
-        A.QUESTION_FIRST = bool(v["qfirst"])
-        A.SYSTEM_RAG = ALT_SYSTEM[v["sys"]] or defaults[3]
-        A.BEST_PASSAGE_LAST = bool(v["rev"])
-        A.REPLY_START = defaults[5] if v["prime"] is None else REPLY_STARTS[v["prime"]]
-        A.COPY_SENTENCES = defaults[6] if v["focus"] is None else v["focus"]
-        A.ABSTAIN_BIAS = defaults[7] if v["abstain"] is None else v["abstain"]
-        copy = GenerateConfig().copy_spans if v["copy"] is None else bool(v["copy"])
-        gen = Generator(model, tok, GenerateConfig(max_new_tokens=v["max_new_tokens"] or args.max_new_tokens,
-                                                   batch_size=args.batch_size or GenerateConfig().batch_size,
-                                                   copy_spans=copy))
+    print(f"{n_ans} answerable + {n_una} unanswerable {args.split} questions"
+          f"{' (held out: do not tune on these figures)' if args.split == 'eval' else ''}; retrieval: "
+          f"{'hybrid index ' + args.index if args.index else 'BM25 over paragraphs'}")
+    for k, prompt_changes, gen_changes in variants:
+        prompt = dataclasses.replace(PromptConfig(), **prompt_changes)
+        gen_cfg = dataclasses.replace(GenerateConfig(), max_new_tokens=args.max_new_tokens,
+                                      batch_size=args.batch_size or GenerateConfig().batch_size, **gen_changes)
+        gen = Generator(model, tok, gen_cfg)
         t0 = time.perf_counter()
-        answers = A.answer_questions(questions, gen, retriever=retriever, k=v["k"])
+        answers = answer_questions(questions, gen, retriever=retriever, k=k, prompt=prompt)
         secs = time.perf_counter() - t0
-        prompts = {q: [m for m in A.build_messages(q, a.hits, tok) if m["role"] == "user"][-1]["content"]
+        prompts = {q: [m for m in build_messages(q, a.hits, tok, cfg=prompt) if m["role"] == "user"][-1]["content"]
                    for q, a in zip(questions, answers)}
         a_ans = [(q, a) for q, a in zip(items, answers) if q.answerable]
         in_prompt = [any(normalize_answer(g) in normalize_answer(prompts[q.question]) for g in q.answers)
                      for q, _ in a_ans]
         f1s = [token_f1(a.text, q.answers) for q, a in a_ans]
         f1_in = [f for f, ok in zip(f1s, in_prompt) if ok]
-        abst = statistics.mean(A.is_abstention(a.text) for q, a in zip(items, answers) if not q.answerable) \
-            if una and args.unanswerable else float("nan")
+        abst = statistics.mean(is_abstention(a.text) for q, a in zip(items, answers) if not q.answerable) \
+            if n_una else float("nan")
         n_prompt = statistics.mean(len(tok(prompts[q])["input_ids"]) for q in questions)
-        print(f"k={v['k']} sentences={A.PASSAGE_SENTENCES} few_shot={int(bool(A.FEW_SHOT))} "
-              f"qfirst={int(A.QUESTION_FIRST)} sys={v['sys']} rev={v['rev']} copy={int(copy)} "
-              f"start={A.REPLY_START!r} focus={A.COPY_SENTENCES} abstain={A.ABSTAIN_BIAS}: "
+        changed = ", ".join(f"{key}={val!r}" for key, val in {**prompt_changes, **gen_changes}.items()) or "defaults"
+        print(f"[{args.split}] k={k} {changed}: "
               f"F1 {statistics.mean(f1s):.3f}  EM {statistics.mean(exact_match(a.text, q.answers) for q, a in a_ans):.3f}"
               f"  contains {statistics.mean(contains(a.text, q.answers) for q, a in a_ans):.3f} | answer in prompt "
               f"{statistics.mean(in_prompt):.2f}, F1 then {statistics.mean(f1_in) if f1_in else 0:.3f} | abstains: "
-              f"unanswerable {abst:.2f}, answerable {statistics.mean(A.is_abstention(a.text) for _, a in a_ans):.2f}"
+              f"unanswerable {abst:.2f}, answerable {statistics.mean(is_abstention(a.text) for _, a in a_ans):.2f}"
               f" | {statistics.mean(len(a.text.split()) for a in answers):.1f} words/answer, {n_prompt:.0f} "
               f"passage tokens | {secs:.0f} s", flush=True)
         if args.dump:
@@ -200,13 +205,12 @@ def main() -> None:
 
             with open(args.dump, "a", encoding="utf-8") as f:
                 for q, a in zip(items, answers):
-                    f.write(json.dumps({"variant": v, "question": q.question, "answers": q.answers, "kind": q.kind,
-                                        "raw": a.raw, "text": a.text}, ensure_ascii=False) + "\n")
+                    f.write(json.dumps({"split": args.split, "k": k, "prompt": prompt_changes, "question": q.question,
+                                        "answers": q.answers, "kind": q.kind, "raw": a.raw, "text": a.text},
+                                       ensure_ascii=False) + "\n")
         for q, a in list(zip(items, answers))[: args.show]:
-            score = token_f1(a.text, q.answers) if q.answerable else float(A.is_abstention(a.text))
+            score = token_f1(a.text, q.answers) if q.answerable else float(is_abstention(a.text))
             print(f"   {score:.2f} {q.question[:60]!r} gold={q.answers[:1]} -> {a.text!r}  raw={a.raw[:60]!r}")
-    (A.PASSAGE_SENTENCES, A.FEW_SHOT, A.QUESTION_FIRST, A.SYSTEM_RAG, A.BEST_PASSAGE_LAST, A.REPLY_START,
-     A.COPY_SENTENCES, A.ABSTAIN_BIAS) = defaults
 
 
 if __name__ == "__main__":

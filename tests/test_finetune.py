@@ -21,10 +21,10 @@ class OverlapRetriever:
     """A stand-in retriever for RAFT: ranks the corpus chunks by word overlap with the question."""
 
     def __init__(self, corpus: Path):
-        from workbench.config import IngestConfig
-        from workbench.finetune import _chunks
+        from workbench.config import RunConfig
+        from workbench.trainset import corpus_chunks
 
-        self.chunks = _chunks(corpus, IngestConfig(), False)
+        self.chunks = corpus_chunks(corpus, RunConfig())
 
     def search_batch(self, queries, k=None):
         def words(s):
@@ -130,7 +130,7 @@ def test_reuse_and_staleness(tiny_corpus, tiny_lm_dir, home):
 
 
 def test_resume_continues_from_the_checkpoint(tiny_corpus, tiny_lm_dir, home, monkeypatch):
-    import workbench.finetune as ft
+    import workbench.trainer as ft
 
     real = ft._progress_callback
 
@@ -178,7 +178,7 @@ def test_synthesized_data_never_contains_eval_questions(tiny_corpus, tiny_lm_dir
     """With synthesis on, a planted eval question that the synthesizer produces verbatim is dropped."""
     from transformers import AutoTokenizer
 
-    from workbench.finetune import build_training_data
+    from workbench.trainset import build_training_data
     from workbench.synth import synthesize_rules
     from workbench.train_data import question_tokens
 

@@ -96,7 +96,7 @@ def test_packing_keeps_examples_separate(tiny_lm_dir, tok):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.finetune import make_collator, prepare_for_training
+    from workbench.trainer import make_collator, prepare_for_training
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     prepare_for_training(model)
@@ -120,7 +120,7 @@ def test_packing_keeps_examples_separate(tiny_lm_dir, tok):
 
 
 def test_padded_collator_masks_padding(tok):
-    from workbench.finetune import make_collator
+    from workbench.trainer import make_collator
 
     rows = tokenize_examples(sft_examples([_item(), _item("Who leads the company called Kestrelmark today?",
                                                            "Ilse Varnholt")], tok), tok, 256)
@@ -188,7 +188,7 @@ def test_answer_only_loss_equals_the_models_own_loss(tiny_lm_dir, tok, packing):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.finetune import answer_only_loss, make_collator, prepare_for_training
+    from workbench.trainer import answer_only_loss, make_collator, prepare_for_training
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     prepare_for_training(model)

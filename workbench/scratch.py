@@ -71,14 +71,15 @@ def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Pa
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.finetune import _chunks, build_training_data, train_model
+    from workbench.trainer import train_model
+    from workbench.trainset import build_training_data, corpus_chunks
     from workbench.models import pick_device
     from workbench.train_data import require_enough, tokenize_examples
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     device = pick_device(run_cfg.model.device)
     bf16 = device == "cuda" and run_cfg.model.dtype in ("auto", "bfloat16")
-    chunks = _chunks(corpus_dir, run_cfg.ingest, progress)
+    chunks = corpus_chunks(corpus_dir, run_cfg, progress)
     tok_dir, pre_dir = work / "tokenizer", work / "pretrained"
     if resume and (tok_dir / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
