@@ -90,8 +90,8 @@ def attention_view(settings: InsideSettings) -> None:
                            "mean of layers": [v for _, v in view.segment_shares(None, head)]})
     st.subheader("Where the answer's first token looks")
     st.bar_chart(shares.set_index("part"), stack=False, horizontal=True)
-    st.caption("template: the chat markup (e.g. <|im_start|>); many models park much of their attention on the "
-               "first tokens of a prompt (an \"attention sink\"), which shows up here.".replace("<", "&lt;"))
+    st.caption(escape_markdown("template: the chat markup (e.g. <|im_start|>). Many models park much of their "
+                               "attention on the first tokens of a prompt (an 'attention sink'); it shows here."))
     st.dataframe(shares, hide_index=True)
     words = view.top_words(10, layer, head)
     if words:
