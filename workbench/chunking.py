@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 from workbench.cleaning import CleanDoc
 from workbench.errors import WorkbenchError
+from workbench.paths import embedded_embedder_dir
 from workbench.records import Chunk
 
 # Paragraphs longer than this go to spaCy in pieces (cut at a sentence end where one is near), so a
@@ -127,8 +128,6 @@ def load_token_counter(name: str = "default") -> TokenCounter:
     from tokenizers import Tokenizer
 
     if name == "default":
-        from workbench.paths import embedded_embedder_dir
-
         folder = embedded_embedder_dir()
         if folder is None:
             raise WorkbenchError("the default tokenizer (embedded all-MiniLM-L6-v2) is not installed",

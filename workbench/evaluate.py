@@ -15,12 +15,31 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.adapters import adapter_dir
+from workbench.artifacts import atomic_dir, check_replaceable, make_manifest, recover_leftovers, write_json
 from workbench.config import RunConfig, to_dict
 from workbench.errors import WorkbenchError
+from workbench.index import build_index, default_index_name, index_status, load_index
 from workbench.locks import acquire_locks, lock_name, release_locks
 from workbench.metrics import ANSWER_METRICS, bootstrap_ci, mean, normalize_answer, paired_test, score_answers
+from workbench.paths import qa_path as default_qa_path
 from workbench.paths import runs_dir, safe_name
-from workbench.qa import QAItem
+from workbench.plots import make_plots
+from workbench.qa import QAItem, eval_items, load_qa, warn_unknown_docs
+from workbench.ragas_metrics import JudgeConfig, RagasSample, ragas_scores, resolve_judge
+from workbench.records import write_jsonl
+from workbench.report import build_report
+from workbench.retrieval_eval import retrieval_metrics
+from workbench.retrieve import Retriever
+from workbench.systems import (
+    CachedRetriever,
+    SystemContext,
+    check_adapters,
+    default_adapters,
+    order_by_weights,
+    resolve_systems,
+    run_system,
+)
 
 RUN_FORMAT_VERSION = 1
 
@@ -42,12 +61,11 @@ def load_eval_items(corpus_dir: Path, qa_path: Path | None, limit: int | None) -
     Raises:
         WorkbenchError: missing corpus folder or question file, bad lines, no eval questions.
     """
-    from workbench.qa import QA_FILE, eval_items, load_qa, warn_unknown_docs
 
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise WorkbenchError(f"corpus folder {corpus_dir} not found", "pass the folder that holds the documents")
-    qa = Path(qa_path) if qa_path else corpus_dir / QA_FILE
+    qa = default_qa_path(corpus_dir, qa_path)
     items = eval_items(load_qa(qa))
     warn_unknown_docs(items, corpus_dir, qa)
     if limit is not None:
@@ -66,7 +84,6 @@ def run_folder(corpus_dir: Path, out: Path | None) -> Path:
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return runs_dir() / safe_name(f"{Path(corpus_dir).resolve().name}-{stamp}", fallback=f"run-{stamp}")
-    from workbench.artifacts import check_replaceable
 
     out = Path(out)
     check_replaceable(out, "run")
@@ -80,7 +97,6 @@ def ensure_index(corpus_dir: Path, cfg: RunConfig, name: str | None, progress: b
         ``(index, cost)`` where cost holds the index name, ``index_build_s`` (this build's time, or the
         reused index's original build time from its manifest) and ``index_reused``.
     """
-    from workbench.index import build_index, default_index_name, index_status, load_index
 
     name = name or default_index_name(corpus_dir)
     status = index_status(name, corpus_dir, cfg.index, cfg.ingest)
@@ -102,7 +118,6 @@ def adapter_cost(adapters: dict[str, str], roles: set[str]) -> dict:
     """Fine-tuning time and tokens of the adapters used, read from their manifests."""
     import json
 
-    from workbench.adapters import adapter_dir
 
     per: dict[str, dict] = {}
     for role in sorted(roles):
@@ -159,8 +174,6 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
     Returns:
         The run folder.
     """
-    from workbench.systems import (CachedRetriever, SystemContext, check_adapters, default_adapters,
-                                   order_by_weights, resolve_systems, run_system)
 
     t_start = time.perf_counter()
     corpus_dir = Path(corpus_dir)
@@ -180,8 +193,6 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
     refs: list[list[str]] | None = None
     hits: list[list[Any]] | None = None
     if any(s.retrieval and s.build is None for s in specs):
-        from workbench.retrieve import Retriever
-
         idx, index_cost = ensure_index(corpus_dir, cfg, index, progress)
         language = {"language": idx.language, "languages": idx.manifest.get("languages") or {}}
         cost.update(index_cost)
@@ -218,7 +229,6 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
 
 def retrieval_block(items: list[QAItem], hits: list[list[Any]], cfg: RunConfig, seconds: float) -> dict:
     """summary.json's ``retrieval``: the scalar retrieval metrics, plus mode, k and timing."""
-    from workbench.retrieval_eval import retrieval_metrics
 
     m = retrieval_metrics(items, hits, ks=RETRIEVAL_KS)
     block = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -259,7 +269,6 @@ def build_results(items: list[QAItem], runs: list[Any], cfg: RunConfig, *, corpu
     Returns:
         ``(rows, summary)``.
     """
-    from workbench.ragas_metrics import JudgeConfig, RagasSample, ragas_scores, resolve_judge
 
     golds = [q.answers for q in items]
     answerable = [q.answerable for q in items]
@@ -454,10 +463,6 @@ def _jsonable(x: Any) -> Any:
 
 def write_run(folder: Path, rows: list[dict], summary: dict) -> Path:
     """Write results.jsonl, summary.json, report.md and plots/ into ``folder`` atomically."""
-    from workbench.artifacts import atomic_dir, make_manifest, recover_leftovers, write_json
-    from workbench.plots import make_plots
-    from workbench.records import write_jsonl
-    from workbench.report import build_report
 
     folder = Path(folder)
     locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []

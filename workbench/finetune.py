@@ -19,14 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.artifacts import (atomic_dir, check_replaceable, hash_file, make_manifest, recover_leftovers,
-                                 write_json)
+from workbench.adapters import adapter_status, default_adapter_name, read_adapter_manifest
+from workbench.artifacts import atomic_dir, check_replaceable, hash_file, make_manifest, recover_leftovers, write_json
 from workbench.config import FinetuneConfig, ModelConfig, RunConfig, to_dict
 from workbench.errors import WorkbenchError
+from workbench.ingest import corpus_fingerprint
 from workbench.locks import acquire_locks, lock_name, release_locks
+from workbench.models import load_base_model, model_fingerprint, pick_device, pick_dtype
 from workbench.paths import adapters_dir, check_name
-from workbench.train_data import require_enough
-from workbench.trainer import train_model, write_curve
+from workbench.paths import qa_path as default_qa_path
+from workbench.qa import load_qa, warn_unknown_docs
+from workbench.scratch import train_scratch
+from workbench.train_data import require_enough, tokenize_examples
+from workbench.trainer import Trained, train_model, write_curve
 from workbench.trainset import TrainingData, build_training_data
 
 FORMAT_VERSION = 1
@@ -159,9 +164,6 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
             not an adapter at ``adapters/NAME``, another build of it running, no training data, corpus too
             small, CUDA out of memory, or resume with changed settings.
     """
-    from workbench.adapters import adapter_status, default_adapter_name, read_adapter_manifest
-    from workbench.ingest import corpus_fingerprint
-    from workbench.qa import load_qa, warn_unknown_docs
 
     t_start = time.perf_counter()
     corpus_dir = Path(corpus_dir)
@@ -171,13 +173,11 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
     name = check_name(name, "adapter") if name is not None else default_adapter_name(corpus_dir, cfg.mode)
     final = adapters_dir() / name
     check_replaceable(final, KIND)
-    qa_file = Path(qa_path) if qa_path else corpus_dir / "qa.jsonl"
+    qa_file = default_qa_path(corpus_dir, qa_path)
     if qa_path is not None or qa_file.exists():
         warn_unknown_docs(load_qa(qa_file), corpus_dir, qa_file)  # a bad file fails before any folder is touched
     base_name, base_hash = None, None
     if cfg.mode != "scratch":
-        from workbench.models import model_fingerprint
-
         base_name, base_hash = model_cfg.base_model, model_fingerprint(model_cfg.base_model)
     if not rebuild and adapter_status(name, corpus_dir, cfg, model_cfg, qa_file) == "current":
         m = read_adapter_manifest(final)
@@ -209,13 +209,11 @@ def _train_and_write(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConf
     """Train (continuing from ``work``'s checkpoints when there are any) and write the adapter atomically."""
     resume = any(p.name != "run.json" for p in work.iterdir())  # kept by _prepare_work: continue from it
     if cfg.mode == "scratch":
-        from workbench.scratch import train_scratch
-
         trained = train_scratch(corpus_dir, cfg, work, qa_file, run_cfg, resume=resume, progress=progress)
-        model, tokenizer, data, outcome, device = trained
     else:
-        model, tokenizer, data, outcome, device = _train_lora(corpus_dir, cfg, model_cfg, work, qa_file, run_cfg,
-                                                              retriever, resume, progress)
+        trained = _train_lora(corpus_dir, cfg, model_cfg, work, qa_file, run_cfg, retriever, resume, progress)
+    model, tokenizer, data, outcome, device = (trained.model, trained.tokenizer, trained.data, trained.outcome,
+                                               trained.device)
     base_name, base_hash = base
 
     n_examples = len(data.train)
@@ -257,7 +255,6 @@ def _init_distributed(model_cfg: ModelConfig) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 
-        from workbench.models import pick_device
 
         PartialState(cpu=pick_device(model_cfg.device) == "cpu")
     return int(os.environ.get("RANK", "0")) == 0
@@ -271,10 +268,8 @@ def _barrier() -> None:
 
 
 def _train_lora(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, work: Path, qa_file: Path,
-                run_cfg: RunConfig, retriever: Any, resume: bool, progress: bool):
-    from workbench.models import load_base_model, pick_device, pick_dtype
-    from workbench.train_data import tokenize_examples
-
+                run_cfg: RunConfig, retriever: Any, resume: bool, progress: bool) -> Trained:
+    """LoRA on the base model: the training data, the adapter's layers, the training loop."""
     device = pick_device(model_cfg.device)
     dtype = pick_dtype(model_cfg.dtype, device)
     model, tokenizer = load_base_model(model_cfg)
@@ -293,4 +288,4 @@ def _train_lora(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, w
                           progress=progress, desc=f"finetune {cfg.mode}", device=device,
                           bf16=str(dtype).endswith("bfloat16"))
     model.eval()
-    return model, tokenizer, data, outcome, device
+    return Trained(model, tokenizer, data, outcome, device)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from workbench.config import GenerateConfig
+from workbench.copying import CopyVocab, SpanCopyProcessor
+from workbench.models import prepare_tokenizer
 
 if TYPE_CHECKING:
     from workbench.copying import Source
@@ -81,8 +83,6 @@ class Generator:
     """
 
     def __init__(self, model: Any, tokenizer: Any, cfg: GenerateConfig | None = None):
-        from workbench.models import prepare_tokenizer
-
         self.model = model
         self.tokenizer = prepare_tokenizer(tokenizer, model)
         self.cfg = cfg or GenerateConfig()
@@ -149,7 +149,6 @@ class Generator:
             return {}
         from transformers import LogitsProcessorList
 
-        from workbench.copying import CopyVocab, SpanCopyProcessor
 
         self._copy_vocab = self._copy_vocab or CopyVocab(self.tokenizer)
         proc = SpanCopyProcessor(self.tokenizer, sources, width, self.stop_ids(), self._copy_vocab)

@@ -16,10 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from workbench.artifacts import (MANIFEST, atomic_dir, check_replaceable, hash_bytes, make_manifest, read_manifest,
-                                 recover_leftovers, write_json)
+from workbench.artifacts import (
+    MANIFEST,
+    atomic_dir,
+    check_replaceable,
+    hash_bytes,
+    make_manifest,
+    read_manifest,
+    recover_leftovers,
+    write_json,
+)
 from workbench.config import IndexConfig, IngestConfig, to_dict
+from workbench.embed import Embedder
 from workbench.errors import WorkbenchError
+from workbench.ingest import corpus_fingerprint, ingest_corpus
 from workbench.language import DEFAULT_LANGUAGE, TermAnalyzer, analyzer_for
 from workbench.locks import artifact_lock
 from workbench.paths import check_name, indices_dir, safe_name
@@ -322,8 +332,6 @@ def _missing_error(name_or_dir: str | Path, folder: Path) -> WorkbenchError:
 
 
 def _corpus_fingerprint(corpus_dir: Path) -> str:
-    from workbench.ingest import corpus_fingerprint
-
     return corpus_fingerprint(Path(corpus_dir))
 
 
@@ -373,8 +381,6 @@ def index_status(name_or_dir: str | Path, corpus_dir: Path | None = None, cfg: I
     fp = _corpus_fingerprint(corpus) if corpus is not None and corpus.is_dir() else None
     emb_fp = None
     if cfg is not None:
-        from workbench.embed import Embedder
-
         emb_fp = Embedder(cfg.embedder, cfg.device, cfg.batch_size).fingerprint
     why = _why_stale(m, corpus_fp=fp, cfg=cfg, ingest_cfg=ingest_cfg, embedder_fp=emb_fp)
     return "current" if why is None else f"stale: {why}"
@@ -412,7 +418,6 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         WorkbenchError: missing/empty corpus, unknown embedder, invalid name or kind, a folder that is
             not an index at ``indices/NAME``, or another build of the same index running.
     """
-    from workbench.embed import Embedder
 
     t0 = time.perf_counter()
     corpus_dir = Path(corpus_dir)
@@ -431,7 +436,6 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
 
 def _build_locked(corpus_dir: Path, folder: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, embedder: Any,
                   embedder_fp: str, rebuild: bool, progress: bool, t0: float) -> IndexBuildResult:
-    from workbench.ingest import ingest_corpus
 
     old = _previous_manifest(folder)
     if old is not None and not rebuild:
@@ -494,7 +498,6 @@ def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, em
     Raises:
         WorkbenchError: no chunks, duplicate chunk ids, or IVF-PQ on too few chunks.
     """
-    from workbench.embed import Embedder
 
     t0 = started if started is not None else time.perf_counter()
     if not chunks:

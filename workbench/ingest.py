@@ -20,19 +20,19 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from workbench.artifacts import human_size
+from workbench.artifacts import hash_file, human_size, make_manifest
 from workbench.chunking import chunk_document, get_splitter, load_token_counter
 from workbench.cleaning import FORMATS, clean_document
-from workbench.config import IngestConfig
+from workbench.config import IngestConfig, to_dict
 from workbench.dedup import NearDuplicateIndex, minhash, text_hash
 from workbench.errors import WorkbenchError
 from workbench.language import AUTO, detect_language, language_mix, spacy_language
+from workbench.paths import QA_FILE
 from workbench.records import Chunk, write_jsonl
 
 __all__ = ["IngestReport", "IngestResult", "chunks_manifest", "corpus_fingerprint", "decode_bytes",
            "ingest_corpus", "list_documents", "load_token_counter", "write_chunks"]
 
-QA_FILE = "qa.jsonl"
 CHUNKS_FORMAT_VERSION = 1
 _SHOWN = 8  # names listed per category in one-line messages and summaries
 
@@ -128,7 +128,6 @@ def corpus_fingerprint(corpus_dir: Path) -> str:
 
     An index or adapter built from a corpus stores it; a different value means the corpus changed.
     """
-    from workbench.artifacts import hash_file
 
     root = _check_dir(corpus_dir)
     docs, _ = list_documents(root)
@@ -537,8 +536,6 @@ def write_chunks(chunks: list[Chunk], path: Path) -> int:
 
 def chunks_manifest(result: IngestResult, cfg: IngestConfig, corpus_dir: Path) -> dict[str, Any]:
     """The manifest written next to a chunks file: corpus, fingerprint, resolved config, report."""
-    from workbench.artifacts import make_manifest
-    from workbench.config import to_dict
 
     return make_manifest("chunks", CHUNKS_FORMAT_VERSION, corpus=str(Path(corpus_dir).resolve()),
                          corpus_fingerprint=result.fingerprint, config=to_dict(cfg),

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from workbench.text import is_abstention as default_is_abstention
 from workbench.text import normalize_answer
 
+
 def _tokens(text: str) -> list[str]:
     return normalize_answer(text).split()
 

@@ -8,14 +8,16 @@ Nothing reaches the network unless the user names a hub id and is online; ``HF_H
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from workbench.artifacts import atomic_dir, hash_bytes, hash_file, make_manifest, write_json
 from workbench.config import DEFAULT_BASE_MODEL, ModelConfig
 from workbench.errors import WorkbenchError
+from workbench.hub import fingerprint_files, is_offline, pick_device, quiet_hf_progress
+from workbench.paths import cache_dir, embedded_gguf_file
 
 MODEL_FORMAT = 1
 """Format version of a converted model folder's manifest."""
@@ -29,15 +31,8 @@ def is_embedded(name: str) -> bool:
     return name.strip().lower() in {DEFAULT_BASE_MODEL.lower(), "embedded", "smollm2"}
 
 
-def offline() -> bool:
-    """Whether Hugging Face offline mode is on (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def models_cache() -> Path:
     """Where converted models live: ``cache_dir()/models``."""
-    from workbench.paths import cache_dir
 
     return cache_dir() / "models"
 
@@ -61,8 +56,6 @@ def resolve_base_model(name: str, progress: bool = True) -> Path:
             model, or the hub id is neither cached (offline) nor downloadable.
     """
     if is_embedded(name):
-        from workbench.paths import embedded_gguf_file
-
         gguf = embedded_gguf_file()
         if gguf is None:
             raise WorkbenchError(f"the embedded base model {DEFAULT_BASE_MODEL} is not installed",
@@ -105,7 +98,7 @@ def _from_hub(name: str) -> Path:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached: fall through to the network or the offline message
         pass
-    if offline():
+    if is_offline():
         raise WorkbenchError(
             f"base model {name!r} is not installed or cached, and Hugging Face offline mode is on",
             f"download it once online (`huggingface-cli download {name}`), pass a local folder or .gguf file, "
@@ -122,7 +115,6 @@ def _from_hub(name: str) -> Path:
 
 def _quick_id(path: Path) -> str:
     """A cheap identity of a file (name, size, mtime) for cache folder names and staleness checks."""
-    from workbench.artifacts import hash_bytes
 
     st = path.stat()
     return hash_bytes(f"{path.name}:{st.st_size}:{int(st.st_mtime)}".encode())[:8]
@@ -184,7 +176,6 @@ def convert_gguf(gguf: Path, folder: Path, progress: bool = True) -> Path:
     """
     import sys
 
-    from workbench.artifacts import atomic_dir, hash_file, make_manifest, write_json
 
     try:
         import gguf as _gguf  # noqa: F401
@@ -223,18 +214,15 @@ def convert_gguf(gguf: Path, folder: Path, progress: bool = True) -> Path:
 def model_fingerprint(name: str) -> str:
     """A content hash identifying a base model's weights, without loading (or converting) it.
 
-    The embedded model and GGUF files hash the GGUF bytes; folders hash config.json plus each weight
-    file's size and first and last megabyte (cheap on multi-GB checkpoints); hub ids resolve to their
-    cached snapshot folder. Cached per (files, sizes, mtimes) within the process.
+    The embedded model and GGUF files hash the GGUF bytes; folders hash config.json and the weight files
+    (``workbench.hub.fingerprint_files``: sampled windows of big files); hub ids resolve to their cached
+    snapshot folder. Cached per (files, sizes, mtimes) within the process.
 
     Raises:
         WorkbenchError: as ``resolve_base_model`` when the model cannot be found.
     """
-    from workbench.artifacts import hash_bytes, hash_file
 
     if is_embedded(name):
-        from workbench.paths import embedded_gguf_file
-
         target: Path | None = embedded_gguf_file()
         if target is None:
             raise WorkbenchError(f"the embedded base model {DEFAULT_BASE_MODEL} is not installed",
@@ -250,50 +238,12 @@ def model_fingerprint(name: str) -> str:
     key = (str(target.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
     if key in _fingerprints:
         return _fingerprints[key]
-    if target.is_file():
-        fp = hash_file(target)
-    else:
-        parts = []
-        for f in files:
-            size = f.stat().st_size
-            with open(f, "rb") as fh:
-                head = fh.read(1 << 20)
-                fh.seek(max(0, size - (1 << 20)))
-                tail = fh.read(1 << 20)
-            parts += [f.name.encode(), str(size).encode(), head, tail]
-        fp = hash_bytes(*parts)
+    fp = hash_file(target) if target.is_file() else fingerprint_files(target, files)
     _fingerprints[key] = fp
     return fp
 
 
 # --- device and dtype ------------------------------------------------------------------------------
-
-def pick_device(pref: str = "auto") -> str:
-    """``auto`` → ``cuda`` if available, else ``mps``, else ``cpu``; an explicit choice is checked.
-
-    Raises:
-        WorkbenchError: an unknown device, or CUDA / MPS asked for but not available.
-    """
-    import torch
-
-    pref = (pref or "auto").strip().lower()
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps is not None and mps.is_available())
-    if pref == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    if pref == "cpu":
-        return "cpu"
-    if pref == "cuda" or re.fullmatch(r"cuda:\d+", pref):
-        if not torch.cuda.is_available():
-            raise WorkbenchError(f"device {pref!r} asked for but CUDA is not available",
-                                 "use --device cpu (or auto), or install a CUDA build of torch")
-        return pref
-    if pref == "mps":
-        if not has_mps:
-            raise WorkbenchError("device 'mps' asked for but Apple MPS is not available", "use device auto or cpu")
-        return "mps"
-    raise WorkbenchError(f"unknown device {pref!r}", "use auto, cpu, cuda, cuda:N or mps")
-
 
 def pick_dtype(pref: str, device: str) -> Any:
     """The torch dtype: ``auto`` is bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere.
@@ -335,7 +285,6 @@ def load_base_model(cfg: ModelConfig, progress: bool = True) -> tuple[Any, Any]:
     folder = resolve_base_model(cfg.base_model, progress=progress)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
-    from workbench.embed import quiet_hf_progress
 
     try:
         with quiet_hf_progress():  # a ~1 s load needs no "Loading weights" bar

@@ -14,6 +14,8 @@ from workbench.errors import WorkbenchError
 NAME_RULE = ("a plain name: letters, digits, '.', '-', '_' (at most 128), not starting with '.', "
              "no '/' and no '..'")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+QA_FILE = "qa.jsonl"
+"""A corpus's gold questions, at its root (the qa.jsonl contract); never a document."""
 ARTIFACT_DIRS = {"index": "indices", "adapter": "adapters", "run": "runs"}
 """Artifact kind -> its folder under the project root."""
 
@@ -48,6 +50,13 @@ def artifact_dir(kind: str, name: str) -> Path:
         WorkbenchError: ``name`` is not a plain name.
     """
     return project_root() / ARTIFACT_DIRS[kind] / check_name(name, kind)
+
+
+def qa_path(corpus_dir: Path | str | None, given: Path | str | None = None) -> Path | None:
+    """The question file of a corpus: ``given`` when the user named one, else ``CORPUS/qa.jsonl``."""
+    if given:
+        return Path(given)
+    return Path(corpus_dir) / QA_FILE if corpus_dir else None
 
 
 def state_dir() -> Path:

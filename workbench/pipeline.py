@@ -12,8 +12,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.adapters import adapter_status, default_adapter_name
+from workbench.artifacts import write_json
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
+from workbench.evaluate import ensure_index, evaluate, load_eval_items, run_folder
+from workbench.finetune import finetune
+from workbench.qa import load_qa, split_items
+from workbench.report import verdict
+from workbench.systems import ADAPTER_MODES, resolve_systems
 
 
 def _console() -> Any:
@@ -44,7 +51,6 @@ class Stages:
 
 def adapter_plan(cfg: RunConfig, roles: set[str]) -> dict[str, str]:
     """Adapter role -> fine-tuning mode: ``ft`` uses the configured mode when it is sft or cpt."""
-    from workbench.systems import ADAPTER_MODES
 
     plan = {}
     for role in sorted(roles):
@@ -70,9 +76,6 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
     Returns:
         The run folder (results.jsonl, summary.json, report.md, plots/).
     """
-    from workbench.evaluate import ensure_index, load_eval_items, run_folder
-    from workbench.qa import load_qa, split_items
-    from workbench.systems import resolve_systems
 
     console = _console()
     corpus_dir = Path(corpus_dir)
@@ -123,9 +126,6 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
         stages.run("training data", data_stage)
 
         def finetune_stage() -> None:
-            from workbench.adapters import adapter_status, default_adapter_name
-            from workbench.finetune import finetune
-
             for role, mode in plan.items():
                 fcfg = replace(cfg.finetune, mode=mode)
                 name = default_adapter_name(corpus_dir, mode)
@@ -138,8 +138,6 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
         stages.run("fine-tune", finetune_stage)
 
     def eval_stage() -> Path:
-        from workbench.evaluate import evaluate
-
         extra["pipeline_s"] = round(time.perf_counter() - t_start, 2)
         return evaluate(corpus_dir, cfg, qa_path=qa, index=index_name, out=out, progress=progress,
                         extra_cost=extra, adapters=names)
@@ -156,7 +154,6 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
 
 def _record_timings(folder: Path, timings: dict[str, float]) -> None:
     """Add the stage timings to summary.json's cost block (a small atomic rewrite)."""
-    from workbench.artifacts import write_json
 
     path = folder / "summary.json"
     s = json.loads(path.read_text(encoding="utf-8"))
@@ -168,7 +165,6 @@ def print_summary(folder: Path, console: Any = None) -> None:
     """The run's summary table and verdict in the terminal (rich)."""
     from rich.table import Table
 
-    from workbench.report import verdict
 
     console = console or _console()
     s = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))

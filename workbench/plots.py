@@ -5,26 +5,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from workbench.figures import pyplot, save_figure
+from workbench.report import setup_cost_s
+
 METRICS = (("f1", "F1"), ("em", "EM"), ("contains", "contains"), ("rouge_l", "ROUGE-L"),
            ("abstain_unanswerable", "declines\nunanswerable"))
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Lay out, write and close a figure (closing frees it: runs draw many)."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
-    return path
 
 
 def _err(values: list[float | None], cis: list[list[float] | None]) -> list[list[float]]:
@@ -78,8 +63,6 @@ def plot_by_kind(summary: dict, path: Path) -> Path:
 
 
 def plot_quality_vs_cost(summary: dict, path: Path) -> Path:
-    from workbench.report import setup_cost_s
-
     plt = pyplot()
     systems = summary["systems"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)

@@ -5,8 +5,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.ingest import list_documents
+from workbench.paths import QA_FILE
 
-QA_FILE = "qa.jsonl"
 _FIELDS = {"id", "question", "answers", "answerable", "split", "doc", "fact_id", "kind"}
 
 
@@ -121,7 +122,6 @@ def eval_items(items: list[QAItem]) -> list[QAItem]:
 
 def unknown_docs(items: list[QAItem], corpus_dir: Path) -> list[str]:
     """The ``doc`` values that name no document of the corpus (sorted, once each)."""
-    from workbench.ingest import list_documents
 
     root = Path(corpus_dir)
     docs, _ = list_documents(root)

@@ -14,17 +14,9 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-_MONTHS = frozenset(
-    "january february march april may june july august september october november december "
-    "jan feb mar apr jun jul aug sep sept oct nov dec".split())
-_TIME_UNITS = frozenset("s sec second seconds min minute minutes h hr hrs hour hours day days week weeks month "
-                        "months year years".split())
+from workbench.text import MONTHS, TIME_UNITS, UNITS
+
 _RANGE = frozenset({"to", "–", "until", "till"})
-_UNITS = frozenset(
-    "% ‰ ° °C °F K M mm cm m km in ft mi nm NM µm g kg t mg lb W kW MW Wh kWh MWh mAh Ah V mV kV A mA N kN Pa hPa kPa "
-    "bar mbar Hz kHz MHz GHz B KB kB MB GB TB bit bits byte bytes kbit/s Mbit/s bps kbps Mbps m/s km/h kn knots l L "
-    "ml mL m² m2 m³ m3 dB dBm ppm psu PSU pH EUR USD GBP NOK SEK DKK CET CEST UTC GMT".split())
-"""Units that end a quantity phrase by themselves ("2.4 kWh", "12 m/s", "19:00 CET")."""
 _NUMBER = re.compile(r"^[€$£¥+±~≈<>≤≥−-]?\d")
 _DIGITS = re.compile(r"^\+?\d+$")
 _CURRENCY = frozenset("€$£¥")
@@ -43,7 +35,7 @@ def _is_number(word: str) -> bool:
 
 
 def _is_month(word: str) -> bool:
-    return _core(word).casefold() in _MONTHS
+    return _core(word).casefold() in MONTHS
 
 
 def _is_unit(word: str, stopwords: frozenset[str]) -> bool:
@@ -57,7 +49,7 @@ def _is_unit(word: str, stopwords: frozenset[str]) -> bool:
 
 def _known_unit(word: str) -> bool:
     c = _core(word)
-    return c in _UNITS or c.casefold() in _TIME_UNITS
+    return c in UNITS or c.casefold() in TIME_UNITS
 
 
 def _find(words: Sequence[str], reply: Sequence[str]) -> int:
@@ -88,7 +80,7 @@ def _start(words: Sequence[str], i: int, year_only: bool) -> int:
             i -= 1  # "EUR 300"
         elif _DIGITS.match(_core(prev)) and _DIGITS.match(_core(cur)) and prev == _core(prev):
             i -= 1  # digit groups: "+00 417 550 2290"
-        elif i >= 2 and _core(prev).casefold() in _TIME_UNITS and _is_number(words[i - 2]) and _is_number(cur) \
+        elif i >= 2 and _core(prev).casefold() in TIME_UNITS and _is_number(words[i - 2]) and _is_number(cur) \
                 and not _BREAK.search(words[i - 2]):
             i -= 2  # "4 hours 12 minutes"
         else:
@@ -130,8 +122,8 @@ def _end(words: Sequence[str], i: int, stopwords: frozenset[str], year_only: boo
                        _is_month(words[i - 2]))
     if _known_unit(words[i]):
         i += 1
-        if _core(words[i - 1]).casefold() in _TIME_UNITS and i + 1 < n and not _BREAK.search(words[i - 1]) \
-                and _is_number(words[i]) and _core(words[i + 1]).casefold() in _TIME_UNITS:
+        if _core(words[i - 1]).casefold() in TIME_UNITS and i + 1 < n and not _BREAK.search(words[i - 1]) \
+                and _is_number(words[i]) and _core(words[i + 1]).casefold() in TIME_UNITS:
             i += 2  # "4 hours 12 minutes"
     elif plain_count and _is_unit(words[i], stopwords):
         i += 1  # a counted noun ("tickets"), and its unit ("volunteering days")

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from workbench.embed import Embedder
+
 JUDGE_METRICS = ("faithfulness", "answer_relevancy", "factual_correctness")
 STRING_METRICS = ("string_similarity", "rouge_l")
 CONTEXT_METRICS = ("context_recall", "context_precision")
@@ -261,7 +263,6 @@ def _run_coroutine(coro: Awaitable[Any]) -> Any:
 
 def _judge_encoder(name: str | None) -> Callable[[list[str]], Any]:
     """``encode(texts) -> (n, dim) array`` of the workbench embedder (default: the embedded MiniLM)."""
-    from workbench.embed import Embedder
 
     embedder = Embedder(name) if name else Embedder()
     return embedder.encode

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from workbench.artifacts import atomic_path
+from workbench.errors import WorkbenchError
+
 
 @dataclass
 class Chunk:
@@ -53,7 +56,6 @@ class Hit:
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows as JSON Lines atomically; returns the row count."""
-    from workbench.artifacts import atomic_path
 
     n = 0
     with atomic_path(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -69,7 +71,6 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     Raises:
         WorkbenchError: on a malformed line, naming the file and line number.
     """
-    from workbench.errors import WorkbenchError
 
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench.records import read_jsonl
+
 ALPHA = 0.05
 """Differences with a paired-test p-value at or above this are called "not significant"."""
 N_FAILURES = 5
@@ -348,7 +350,6 @@ def build_report(summary: dict, rows: list[dict], plots: list[str] | None = None
 
 def write_report(run_dir: Path) -> Path:
     """(Re)build report.md of an existing run folder from its summary.json and results.jsonl."""
-    from workbench.records import read_jsonl
 
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

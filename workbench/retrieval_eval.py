@@ -11,11 +11,10 @@ from typing import Any
 
 from workbench.qa import QAItem
 from workbench.records import Hit
+from workbench.text import normalize_answer
 
 
 def _contains_answer(text: str, answers: list[str]) -> bool:
-    from workbench.metrics import normalize_answer
-
     hay = f" {normalize_answer(text)} "
     return any(f" {a} " in hay for a in (normalize_answer(x) for x in answers) if a)
 

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from workbench.config import RetrieveConfig
+from workbench.embed import Embedder
 from workbench.errors import WorkbenchError
+from workbench.hub import pick_device, quiet_hf_progress, resolve_model_path
 from workbench.index import Index, dense_search, passage_text, sparse_search
 from workbench.language import covers
 from workbench.records import Hit
-
 
 UNCOVERED_DENSE_WEIGHT = 0.0
 """Fusion weight of the dense ranking (BM25's is 1) when the embedder is known not to cover the corpus
@@ -72,8 +73,6 @@ class Retriever:
         """The query embedder, checked against the index once."""
         with self._lock:
             if self._embedder is None:
-                from workbench.embed import Embedder
-
                 name = self.index.manifest.get("embedder")
                 if not name:
                     raise WorkbenchError(f"index {self.index.name!r} records no embedder",
@@ -105,7 +104,6 @@ class Retriever:
             if self._reranker is None:
                 from sentence_transformers import CrossEncoder
 
-                from workbench.embed import pick_device, quiet_hf_progress, resolve_model_path
 
                 path = resolve_model_path(self.cfg.reranker, "reranker")
                 try:

@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import FinetuneConfig, RunConfig
+from workbench.models import pick_device
+from workbench.train_data import require_enough, tokenize_examples
+from workbench.trainer import Trained, train_model
+from workbench.trainset import build_training_data, corpus_chunks
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 CHATML_TEMPLATE = (
@@ -60,7 +64,7 @@ def scratch_model(cfg: FinetuneConfig, tokenizer: Any, seed: int = 0) -> Any:
 
 
 def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Path, run_cfg: RunConfig,
-                  resume: bool = False, progress: bool = True):
+                  resume: bool = False, progress: bool = True) -> Trained:
     """Tokenizer, pre-training on the chunks, then instruction tuning on the QA examples.
 
     Each phase checkpoints under ``work`` (``pretrain/``, ``instruct/``); a finished pre-training is
@@ -71,10 +75,6 @@ def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Pa
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.trainer import train_model
-    from workbench.trainset import build_training_data, corpus_chunks
-    from workbench.models import pick_device
-    from workbench.train_data import require_enough, tokenize_examples
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     device = pick_device(run_cfg.model.device)
@@ -122,4 +122,4 @@ def train_scratch(corpus_dir: Path, cfg: FinetuneConfig, work: Path, qa_file: Pa
     inst.tokens_seen += pre["tokens_seen"]
     inst.train_seconds += pre["train_seconds"]
     model.eval()
-    return model, tokenizer, data, inst, device
+    return Trained(model, tokenizer, data, inst, device)

@@ -27,19 +27,15 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from workbench.config import GenerateConfig
 from workbench.errors import WorkbenchError
+from workbench.generate import Generator
 from workbench.language import AUTO, base_language, detect_language, language_mix, stopwords
 from workbench.records import Chunk
+from workbench.text import MONTHS, TIME_UNITS, UNITS
 
-_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
-           "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
-           "sept", "oct", "nov", "dec"]
-_UNITS = {"kg", "g", "mg", "t", "m", "cm", "mm", "km", "µm", "nm", "l", "ml", "h", "hr", "hrs", "hour", "hours",
-          "min", "minute", "minutes", "s", "sec", "seconds", "ms", "day", "days", "week", "weeks", "month",
-          "months", "year", "years", "%", "percent", "°c", "°f", "c", "v", "mv", "kv", "a", "ma", "ah", "mah",
-          "wh", "kwh", "w", "kw", "mw", "hz", "khz", "mhz", "ghz", "bar", "psi", "pa", "kpa", "db", "dbm",
-          "kb", "mb", "gb", "tb", "kbps", "mbps", "knots", "kn", "nmi", "eur", "usd", "nok", "sek", "€", "$",
-          "us/cm", "µs/cm", "ppm", "psu", "m/s", "km/h", "rpm", "bytes", "bits", "cycles", "people", "staff"}
+_MONTHS = sorted(MONTHS)
+_UNITS = {u.casefold() for u in UNITS | TIME_UNITS}
 _WH = {"DATE": "when", "QUANTITY": "how much", "COUNT": "how many", "PERSON": "who", "NAME": "what",
        "CODE": "what", "NP": "what"}
 _SPACY_WH = {"PERSON": "PERSON", "ORG": "NAME", "GPE": "NAME", "LOC": "NAME", "FAC": "NAME", "PRODUCT": "CODE",
@@ -521,8 +517,6 @@ def endpoint_completer(base_url: str, model: str, api_key: str | None = None, ma
 
 def model_completer(model: Any, tokenizer: Any, max_new_tokens: int = 160) -> Callable[[list[str]], list[str]]:
     """A completion function backed by a loaded causal LM (batched, sampled lightly)."""
-    from workbench.config import GenerateConfig
-    from workbench.generate import Generator
 
     gen = Generator(model, tokenizer, GenerateConfig(max_new_tokens=max_new_tokens, temperature=0.7))
 

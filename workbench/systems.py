@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from workbench.adapters import adapter_dir, default_adapter_name
+from workbench.adapters import adapter_dir, default_adapter_name, load_finetuned
 from workbench.answer import Answer, answer_questions, check_question
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
+from workbench.generate import Generator
+from workbench.index import build_index, load_index
+from workbench.models import load_base_model
 from workbench.qa import QAItem
+from workbench.retrieve import Retriever
 
 ADAPTER_MODES = {"ft": "sft", "raft": "raft", "scratch": "scratch"}
 """Adapter role -> the fine-tuning mode that builds it by default (``workbench finetune --mode``)."""
@@ -155,15 +159,10 @@ class SystemContext:
         if self._loaded is not None and self._loaded[0] == role:
             return self._loaded[1]
         self.release()
-        from workbench.generate import Generator
 
         if role is None:
-            from workbench.models import load_base_model
-
             model, tokenizer = load_base_model(self.cfg.model)
         else:
-            from workbench.adapters import load_finetuned
-
             model, tokenizer, _ = load_finetuned(str(adapter_dir(self.adapters[role])), self.cfg.model)
         gen = Generator(model, tokenizer, self.cfg.generate)
         self._loaded = (role, gen)
@@ -245,8 +244,6 @@ def open_retriever(target: str, cfg: RunConfig, progress: bool = True) -> Any:
     A corpus folder's index (named after the folder, under ``indices/``) is built when missing and updated
     when stale, re-encoding only changed chunks; an index given by name or folder is only read.
     """
-    from workbench.index import build_index, load_index  # loads faiss
-    from workbench.retrieve import Retriever
 
     path = Path(target)
     if path.is_dir() and not (path / "manifest.json").exists():

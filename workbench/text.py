@@ -10,6 +10,20 @@ from typing import Sequence
 
 from workbench.language import DEFAULT_LANGUAGE, content_terms
 
+MONTHS = frozenset(
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split())
+"""English month names and abbreviations (dates in answers, and in synthesized questions)."""
+TIME_UNITS = frozenset("s sec second seconds min minute minutes h hr hrs hour hours day days week weeks month "
+                       "months year years".split())
+"""Units of time (compound durations such as "4 hours 12 minutes")."""
+UNITS = frozenset(
+    "% ‰ ° °C °F K M mm cm m km in ft mi nm NM µm g kg t mg lb W kW MW Wh kWh MWh mAh Ah V mV kV A mA N kN Pa hPa kPa "
+    "bar mbar psi Hz kHz MHz GHz B KB kB MB GB TB bit bits byte bytes kbit/s Mbit/s bps kbps Mbps m/s km/h kn knots "
+    "nmi l L ml mL m² m2 m³ m3 dB dBm ppm psu PSU pH rpm percent cycles people staff µS/cm uS/cm € $ "
+    "EUR USD GBP NOK SEK DKK CET CEST UTC GMT".split())
+"""Units that end a quantity phrase by themselves ("2.4 kWh", "12 m/s", "19:00 CET"); case matters ("M", "mM")."""
+
 ABSTAIN = "I don't know"
 """What a model is asked to reply when the passages (or its memory) do not hold the answer."""
 

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from workbench.config import PromptConfig
 from workbench.errors import WorkbenchError
+from workbench.generate import render_prompt as _render
 from workbench.prompt import build_messages
 from workbench.qa import QAItem
 from workbench.records import Chunk, Hit
@@ -179,7 +180,6 @@ def raft_examples(items: list[QAItem], chunks: list[Chunk], hits: list[list[Hit]
 
 def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
     """The prompt text exactly as generation sees it (the model's chat template + generation prompt)."""
-    from workbench.generate import render_prompt as _render
 
     return _render(tokenizer, messages)
 

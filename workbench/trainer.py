@@ -14,6 +14,7 @@ from typing import Any
 
 from workbench.config import FinetuneConfig
 from workbench.errors import WorkbenchError
+from workbench.figures import pyplot, save_figure
 
 
 class _Rows:
@@ -130,6 +131,18 @@ class TrainOutcome:
     world_size: int
 
 
+@dataclass
+class Trained:
+    """A finished training: the model in eval mode, its tokenizer, what it was trained on, how it went."""
+
+    model: Any
+    tokenizer: Any
+    data: Any
+    """The ``workbench.trainset.TrainingData`` it was trained on."""
+    outcome: TrainOutcome
+    device: str
+
+
 def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list, cfg: FinetuneConfig,
                 work: Path, *, epochs: float, learning_rate: float, max_steps: int, resume: bool,
                 progress: bool, desc: str, device: str, bf16: bool, sampling: str | None = None) -> TrainOutcome:
@@ -218,7 +231,6 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
 
 def write_curve(log_history: list[dict], folder: Path) -> None:
     """training_curve.csv (step, epoch, loss, heldout_loss, learning_rate, tokens_seen) and its PNG."""
-    from workbench.plots import pyplot, save_figure
 
     plt = pyplot()
 

@@ -14,7 +14,13 @@ from workbench import synth, train_data
 from workbench.artifacts import hash_bytes
 from workbench.config import FinetuneConfig, RunConfig
 from workbench.errors import WorkbenchError
+from workbench.index import CHUNKS, build_index, default_index_name, index_status, load_index, resolve_index_dir
+from workbench.ingest import ingest_corpus
+from workbench.models import load_base_model
+from workbench.paths import qa_path as default_qa_path
 from workbench.qa import QAItem, load_qa
+from workbench.records import read_chunks
+from workbench.retrieve import Retriever
 from workbench.train_data import Example, require_enough
 
 
@@ -51,7 +57,7 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
         WorkbenchError: no train split and synthesis disabled, or too few examples.
     """
     run_cfg = run_cfg or RunConfig()
-    qa_path = Path(qa_path) if qa_path else Path(corpus_dir) / "qa.jsonl"
+    qa_path = default_qa_path(corpus_dir, qa_path)
     items = load_qa(qa_path) if qa_path.exists() else []
     eval_questions = [q.question for q in items if q.split == "eval"]
     gold = [q for q in items if q.split == "train" and q.answerable and q.answers]
@@ -112,9 +118,6 @@ def _leak_free(qa: list, eval_questions: list[str]) -> list:
 def corpus_chunks(corpus_dir: Path, run_cfg: RunConfig, progress: bool = False) -> list:
     """The corpus's chunks: those of its index when that index is current for these chunking settings (so
     a run ingests the corpus once), else a fresh ingestion."""
-    from workbench.index import CHUNKS, default_index_name, index_status, resolve_index_dir  # loads faiss
-    from workbench.ingest import ingest_corpus
-    from workbench.records import read_chunks
 
     name = default_index_name(corpus_dir)
     if index_status(name, corpus_dir, run_cfg.index, run_cfg.ingest) == "current":
@@ -129,8 +132,6 @@ def _synthesize(chunks: list, cfg: FinetuneConfig, run_cfg: RunConfig, progress:
         complete = synth.endpoint_completer(cfg.synth_endpoint, cfg.synth_model or "default",
                                             os.environ.get("OPENAI_API_KEY"))
     else:
-        from workbench.models import load_base_model
-
         model, tok = load_base_model(run_cfg.model)
         complete = synth.model_completer(model, tok)
     return synth.synthesize_llm(chunks, complete, cfg.synth_per_chunk, progress)
@@ -163,8 +164,5 @@ def _anchor_questions(gold: list, chunks: list, cfg: FinetuneConfig, run_cfg: Ru
 
 
 def _default_retriever(corpus_dir: Path, run_cfg: RunConfig, progress: bool) -> Any:
-    from workbench.index import build_index, load_index
-    from workbench.retrieve import Retriever
-
     built = build_index(corpus_dir, run_cfg.index, run_cfg.ingest, progress=progress)
     return Retriever(load_index(built.path, corpus_dir), run_cfg.retrieve)

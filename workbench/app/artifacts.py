@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench import paths
+from workbench.config import DEFAULT_BASE_MODEL
 from workbench.errors import WorkbenchError
+from workbench.paths import QA_FILE
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 """Artifact names the app accepts: no separators, no leading dot (temporary build folders are hidden)."""
@@ -142,7 +144,7 @@ def list_corpora() -> list[Artifact]:
     for p in _children(corpora_dir()):
         n = _count_documents(p)
         if n:
-            out.append(Artifact("corpus", p.name, p, {"n_documents": n, "has_qa": (p / "qa.jsonl").is_file()}))
+            out.append(Artifact("corpus", p.name, p, {"n_documents": n, "has_qa": (p / QA_FILE).is_file()}))
     return out
 
 
@@ -183,7 +185,6 @@ def is_empty_project() -> bool:
 def base_model_choices(adapters: list[Artifact] | None = None) -> list[str]:
     """Base models the chat can load: ``$WORKBENCH_BASE_MODEL`` (set by whoever starts the server), the
     base models the adapters were trained on, and the embedded default. Never a path typed in the UI."""
-    from workbench.config import DEFAULT_BASE_MODEL
 
     out: list[str] = []
     env = os.environ.get("WORKBENCH_BASE_MODEL")

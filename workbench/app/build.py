@@ -24,11 +24,17 @@ from pathlib import Path
 import streamlit as st
 
 from workbench import paths
+from workbench.adapters import default_adapter_name
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown
+from workbench.artifacts import write_json
+from workbench.config import CONFIG_DIR, load_preset
 from workbench.errors import WorkbenchError
+from workbench.index import default_index_name
 from workbench.locks import JOB_ENV, acquire_locks, alive, held_locks, lock_name, release_locks
 from workbench.paths import safe_name
+from workbench.pipeline import adapter_plan
+from workbench.systems import resolve_systems
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 """How builds invoke the workbench command line (tests point this at a stand-in)."""
@@ -91,8 +97,6 @@ class JobManager:
         return self.root / ".workbench" / "jobs"
 
     def _save(self, job: Job) -> None:
-        from workbench.artifacts import write_json
-
         write_json(self.jobs_dir / f"{job.id}.json", asdict(job))
 
     def start(self, title: str, args: list[str], locks: list[str]) -> Job:
@@ -206,7 +210,6 @@ def progress_of(text: str) -> tuple[float | None, str]:
 
 def index_job(corpus: str, name: str | None = None) -> tuple[str, list[str], list[str]]:
     """(title, CLI args, locks) for building the corpus's index."""
-    from workbench.index import default_index_name
 
     art = artifacts.resolve("corpus", corpus)
     name = name or default_index_name(art.path)
@@ -216,8 +219,6 @@ def index_job(corpus: str, name: str | None = None) -> tuple[str, list[str], lis
 
 def finetune_job(corpus: str, mode: str, preset: str = "quick") -> tuple[str, list[str], list[str]]:
     """(title, CLI args, locks) for fine-tuning an adapter (named ``<corpus>-<mode>``)."""
-    from workbench.adapters import default_adapter_name
-    from workbench.index import default_index_name
 
     art = artifacts.resolve("corpus", corpus)
     if mode not in ("sft", "cpt", "raft", "scratch"):
@@ -230,16 +231,10 @@ def finetune_job(corpus: str, mode: str, preset: str = "quick") -> tuple[str, li
 
 def run_job(corpus: str, profile: str = "quick") -> tuple[str, list[str], list[str]]:
     """(title, CLI args, locks) for ``workbench run``: locks its index, adapters and run."""
-    from workbench.adapters import default_adapter_name
-    from workbench.index import default_index_name
 
     art = artifacts.resolve("corpus", corpus)
     modes = ["sft"]
     try:
-        from workbench.config import load_preset
-        from workbench.pipeline import adapter_plan
-        from workbench.systems import resolve_systems
-
         cfg = load_preset(profile)
         roles = {s.adapter for s in resolve_systems(cfg.eval.systems) if s.adapter}
         modes = sorted(set(adapter_plan(cfg, roles).values()))
@@ -265,8 +260,6 @@ def _start(spec: tuple[str, list[str], list[str]]) -> None:
 # --- page ----------------------------------------------------------------------------------------
 
 def _presets() -> list[str]:
-    from workbench.config import CONFIG_DIR
-
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     return sorted(names, key=lambda n: n != "quick") or ["quick"]
 

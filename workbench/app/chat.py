@@ -15,6 +15,8 @@ import streamlit as st
 from workbench.app import artifacts, engine
 from workbench.app.artifacts import Artifact
 from workbench.app.text import escape_markdown, highlight_overlap
+from workbench.config import GenerateConfig, RetrieveConfig
+from workbench.systems import SYSTEMS
 
 HISTORY_KEY = "chat_history"
 PASSAGE_CHARS = 700
@@ -32,7 +34,6 @@ class ChatSystem:
 
 def _spec_info() -> dict[str, tuple[str, bool, str | None]]:
     """name -> (description, retrieval, adapter role) from the evaluation's system registry."""
-    from workbench.systems import SYSTEMS
 
     return {n: (s.description, s.retrieval, s.adapter) for n, s in SYSTEMS.items() if s.build is None}
 
@@ -68,7 +69,6 @@ def available_systems(index: str | None, chosen: dict[str, str | None]) -> list[
 
 def sidebar() -> tuple[list[ChatSystem], str | None, engine.ChatSettings]:
     """Selectors (index, adapters, base model, systems) and generation settings, in the sidebar."""
-    from workbench.config import GenerateConfig, RetrieveConfig
 
     sb = st.sidebar
     indices = artifacts.list_indices()

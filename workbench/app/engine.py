@@ -16,13 +16,17 @@ from typing import Any, Iterator
 
 import streamlit as st
 
+from workbench.adapters import load_finetuned
 from workbench.answer import finish, prepare
 from workbench.app import artifacts
-from workbench.config import GenerateConfig, PromptConfig
+from workbench.config import GenerateConfig, ModelConfig, PromptConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import Generator
+from workbench.index import load_index
 from workbench.language import DEFAULT_LANGUAGE
+from workbench.models import load_base_model
 from workbench.prompt import ANSWER_STOPS
+from workbench.retrieve import Retriever
 
 
 @dataclass
@@ -105,15 +109,10 @@ class Turn:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
 def _load_model(base_model: str, adapter: str | None, stamp: str, device: str, dtype: str) -> LoadedModel:
-    from workbench.config import ModelConfig
-
     cfg = ModelConfig(base_model=base_model, device=device, dtype=dtype)
     if adapter is None:
-        from workbench.models import load_base_model
-
         model, tokenizer = load_base_model(cfg)
         return LoadedModel(model, tokenizer, label=base_model)
-    from workbench.adapters import load_finetuned
 
     folder = artifacts.resolve("adapter", adapter).path
     model, tokenizer, manifest = load_finetuned(str(folder), cfg)
@@ -135,9 +134,6 @@ def get_model(settings: ChatSettings, adapter: str | None) -> LoadedModel:
 
 @st.cache_resource(show_spinner="Loading index…", max_entries=6)
 def _load_retriever(index: str, stamp: str) -> LoadedRetriever:
-    from workbench.index import load_index
-    from workbench.retrieve import Retriever
-
     folder = artifacts.resolve("index", index).path
     # load the query embedder now, so the first question's retrieval time is not its loading time
     return LoadedRetriever(Retriever(load_index(folder)).warm_up(), index)

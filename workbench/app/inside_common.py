@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
 
 from workbench.app import artifacts, engine
 from workbench.app.text import escape_markdown
+from workbench.config import DEFAULT_EMBEDDER
+from workbench.embed import Embedder
 from workbench.errors import WorkbenchError
+from workbench.inside.prompt import question_prompt as build
+from workbench.inside.text import visible
+from workbench.paths import qa_path
+from workbench.qa import eval_items, load_qa
 
 MAX_PROMPT_TOKENS = 1024
 """Tokens of a prompt the views read at most (the model's window is the other limit)."""
@@ -66,7 +71,6 @@ def memo(view: str, key: tuple, compute: Callable[[], Any]) -> Any:
 @st.cache_resource(show_spinner="Loading embedder…", max_entries=2)
 def default_embedder(name: str) -> Any:
     """An embedder for views that need one when no index is picked (loaded once per process)."""
-    from workbench.embed import Embedder
 
     return Embedder(name).warm_up()
 
@@ -76,17 +80,15 @@ def embedder_for(settings: InsideSettings) -> tuple[Any, Any]:
     if settings.index:
         loaded = engine.get_retriever(settings.index)
         return loaded.retriever.embedder, loaded.lock
-    from workbench.config import DEFAULT_EMBEDDER
 
     return default_embedder(DEFAULT_EMBEDDER), threading.Lock()
 
 
 def corpus_questions(manifest: dict[str, Any]) -> list[Any]:
     """Eval questions of the corpus an artifact was built from (empty when it has no qa.jsonl)."""
-    from workbench.qa import eval_items, load_qa
 
     corpus = manifest.get("corpus")
-    qa = Path(corpus) / "qa.jsonl" if corpus else None
+    qa = qa_path(corpus)
     if qa is None or not qa.is_file():
         return []
     try:
@@ -107,7 +109,6 @@ def default_question(settings: InsideSettings) -> str:
 
 def question_prompt(settings: InsideSettings, key: str) -> tuple[engine.LoadedModel, Any, tuple] | None:
     """A question box and closed-book / RAG choice; returns (model, prompt, memo key) or None when empty."""
-    from workbench.inside.prompt import question_prompt as build
 
     question = st.text_input("Question", default_question(settings), key=f"{key}_question")
     kinds = ["RAG prompt", "Closed book"] if settings.index else ["Closed book"]
@@ -136,7 +137,6 @@ def question_prompt(settings: InsideSettings, key: str) -> tuple[engine.LoadedMo
 
 def coloured_pieces(pieces: list[str]) -> str:
     """Tokens as markdown, each on its own background colour (cycling), whitespace made visible."""
-    from workbench.inside.text import visible
 
     return " ".join(f":{_COLOURS[i % len(_COLOURS)]}-background[{escape_markdown(visible(p)) or '∅'}]"
                     for i, p in enumerate(pieces))

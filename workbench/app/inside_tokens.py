@@ -8,6 +8,8 @@ import streamlit as st
 from workbench.app import engine
 from workbench.app.inside_common import InsideSettings, coloured_pieces, embedder_for, memo, question_prompt
 from workbench.app.text import escape_markdown
+from workbench.inside.nexttoken import read_prompt, sample_continuations, top_tokens
+from workbench.inside.tokens import split_text
 
 SAMPLE_TEXT = "The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery."
 
@@ -16,7 +18,6 @@ def tokens_view(settings: InsideSettings) -> None:
     """The same text in the base model's and the embedder's tokens."""
     import pandas as pd
 
-    from workbench.inside.tokens import split_text
 
     text = st.text_area("Text", SAMPLE_TEXT, key="inside_tokens_text", height=90)
     loaded = engine.get_model(settings.chat, None)
@@ -41,7 +42,6 @@ def next_token_view(settings: InsideSettings) -> None:
     """Top next tokens after a question's prompt; temperature, top-k, top-p reshape them live."""
     import pandas as pd
 
-    from workbench.inside.nexttoken import read_prompt, sample_continuations, top_tokens
 
     got = question_prompt(settings, "inside_next")
     if got is None:

@@ -11,9 +11,13 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from workbench.app import engine
+from workbench.app import artifacts, engine
 from workbench.app.inside_common import InsideSettings, corpus_questions, default_question, memo, question_prompt
 from workbench.app.text import escape_markdown
+from workbench.figures import pyplot
+from workbench.inside import changes, space
+from workbench.inside.attention import attention_view as compute_view
+from workbench.inside.text import visible
 
 MAX_LABELLED_TOKENS = 48
 """Heatmaps label their axes with the tokens up to this prompt length."""
@@ -23,7 +27,6 @@ MAX_LABELLED_TOKENS = 48
 
 def attention_heatmap(view: Any, head: int | None) -> Any:
     """A matplotlib figure of one layer's attention (one head, or the mean), passages and question marked."""
-    from workbench.plots import pyplot
 
     plt = pyplot()
     data = view.heatmap(head)                                  # (T, T)
@@ -34,8 +37,6 @@ def attention_heatmap(view: Any, head: int | None) -> Any:
         ax.axvspan(seg.start - 0.5, seg.end - 0.5, ymin=0, ymax=0.015, color="#4fc3f7")
         ax.text((seg.start + seg.end) / 2, -1, seg.label, ha="center", va="bottom", fontsize=7, rotation=30)
     if view.prompt.n_tokens <= MAX_LABELLED_TOKENS:
-        from workbench.inside.text import visible
-
         labels = [visible(p) for p in view.prompt.pieces()]
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -60,7 +61,6 @@ def attention_view(settings: InsideSettings) -> None:
     """Attention maps per layer and head, and where the answer's first token looks."""
     import pandas as pd
 
-    from workbench.inside.attention import attention_view as compute_view
 
     got = question_prompt(settings, "inside_att")
     if got is None:
@@ -109,8 +109,6 @@ def finetune_view(settings: InsideSettings) -> None:
     import altair as alt
     import pandas as pd
 
-    from workbench.app import artifacts
-    from workbench.inside import changes
 
     if settings.adapter is None:
         st.info("Fine-tune an adapter first (Build page, or `workbench finetune CORPUS_DIR`).")
@@ -176,7 +174,6 @@ def space_view(settings: InsideSettings) -> None:
     import altair as alt
     import pandas as pd
 
-    from workbench.inside import space
 
     if settings.index is None:
         st.info("Build an index first (Build page, or `workbench index CORPUS_DIR`).")

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from workbench import paths
+from workbench.app import artifacts
+from workbench.app.text import escape_markdown
+
 PAGES = ("Chat", "Results", "Build", "Inside")
 
 
 def main() -> None:
     """Render the app (called by ``streamlit_app.py`` on every rerun)."""
     st.set_page_config(page_title="workbench: RAG vs fine-tuning", page_icon=":material/balance:", layout="wide")
-    from workbench import paths
-    from workbench.app import artifacts
-    from workbench.app.text import escape_markdown
 
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption(f"Project: {escape_markdown(str(paths.project_root()))}")

@@ -15,6 +15,7 @@ import streamlit as st
 
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown, highlight_overlap
+from workbench.records import read_jsonl
 
 PAGE_SIZE = 25
 F1_RIGHT = 0.5
@@ -58,7 +59,6 @@ def load_run(name: str) -> RunData:
     Raises:
         WorkbenchError: the run is not one listed under ``runs/``, or results.jsonl is malformed.
     """
-    from workbench.records import read_jsonl
 
     art = artifacts.resolve("run", name)
     results = art.path / "results.jsonl"

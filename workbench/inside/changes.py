@@ -16,9 +16,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from workbench.adapters import adapter_dir, load_finetuned, read_adapter_manifest
+from workbench.answer import check_question
+from workbench.config import ModelConfig
 from workbench.errors import WorkbenchError
-from workbench.inside.nexttoken import NextToken, top_tokens
+from workbench.inside.nexttoken import NextToken, cache_argument, top_tokens
+from workbench.inside.prompt import model_window
 from workbench.inside.text import format_table, show_token, visible
+from workbench.models import load_base_model
+from workbench.paths import qa_path
+from workbench.prompt import build_messages
+from workbench.qa import eval_items, load_qa
+from workbench.train_data import Example, tokenize_example
 
 
 @dataclass
@@ -51,9 +60,6 @@ class GoldScores:
 def example_ids(question: str, answer: str, tokenizer: Any, max_len: int = 2048) -> tuple[list[int], int]:
     """Token ids of the training example (closed-book prompt + answer + end of turn), and where the
     answer starts."""
-    from workbench.answer import check_question
-    from workbench.prompt import build_messages
-    from workbench.train_data import Example, tokenize_example
 
     if not str(answer or "").strip():
         raise WorkbenchError("the gold answer is empty", "type the answer the model should give")
@@ -81,8 +87,6 @@ def score_batch(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], ba
     """
     import torch
 
-    from workbench.inside.nexttoken import cache_argument
-    from workbench.inside.prompt import model_window
 
     window = model_window(model, tokenizer)
     rows = [example_ids(q, a, tokenizer, window) for q, a in pairs]
@@ -176,9 +180,6 @@ def load_pair(adapter: str, base_model: str | None = None, device: str = "auto"
               ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """``((base model, tokenizer), (fine-tuned model, tokenizer))`` for an adapter under ``adapters/`` or a
     folder; the base model defaults to the one the adapter was trained on (its manifest)."""
-    from workbench.adapters import adapter_dir, load_finetuned, read_adapter_manifest
-    from workbench.config import ModelConfig
-    from workbench.models import load_base_model
 
     folder = adapter_dir(adapter)
     if not (folder / "manifest.json").exists():
@@ -191,13 +192,10 @@ def load_pair(adapter: str, base_model: str | None = None, device: str = "auto"
 
 def adapter_questions(adapter: str) -> Any:
     """The eval questions of the corpus an adapter was trained on (its ``qa.jsonl``)."""
-    from pathlib import Path
 
-    from workbench.adapters import adapter_dir, read_adapter_manifest
-    from workbench.qa import eval_items, load_qa
 
     corpus = read_adapter_manifest(adapter_dir(adapter)).get("corpus")
-    qa = Path(corpus) / "qa.jsonl" if corpus else None
+    qa = qa_path(corpus)
     if qa is None or not qa.exists():
         raise WorkbenchError(f"adapter {adapter!r} names no corpus with a qa.jsonl", "pass --qa FILE")
     return eval_items(load_qa(qa))

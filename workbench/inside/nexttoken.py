@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.generate import Generator
 from workbench.inside.prompt import Prompt
 from workbench.inside.text import format_table, show_token, visible
 
@@ -151,7 +152,6 @@ def sample_continuations(model: Any, tokenizer: Any, prompt: Prompt, n: int = 3,
 
     import torch
 
-    from workbench.generate import Generator
 
     check_sampling(temperature, top_k, top_p)
     if not 1 <= n <= 16 or not 1 <= max_new_tokens <= 256:

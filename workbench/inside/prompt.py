@@ -12,8 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from workbench.answer import check_question
+from workbench.config import ModelConfig
 from workbench.errors import WorkbenchError
+from workbench.generate import Generator, render_prompt
+from workbench.index import load_index
+from workbench.models import load_base_model
+from workbench.prompt import build_prompt
 from workbench.records import Hit
+from workbench.retrieve import Retriever
 
 MAX_TEXT_CHARS = 20_000
 """Longest raw text a view accepts (a 512-token prompt is ~2,000 characters)."""
@@ -74,7 +81,6 @@ def check_text(text: str, what: str = "text") -> str:
 
 def model_window(model: Any, tokenizer: Any) -> int:
     """Tokens the model reads at most (its position embeddings, else the tokenizer's limit)."""
-    from workbench.generate import Generator
 
     return Generator(model, tokenizer).window()
 
@@ -126,9 +132,6 @@ def question_prompt(question: str, model: Any, tokenizer: Any, retriever: Any = 
     Raises:
         WorkbenchError: an empty or over-long question.
     """
-    from workbench.answer import check_question
-    from workbench.prompt import build_prompt
-    from workbench.generate import render_prompt
 
     question = check_question(question)
     hits = retriever.search(retriever.check_query(question), k=k, mode=mode) if retriever is not None else None
@@ -150,10 +153,6 @@ def load_question_prompt(question: str, base_model: str | None = None, index: st
     Returns:
         (model, tokenizer, prompt).
     """
-    from workbench.config import ModelConfig
-    from workbench.index import load_index
-    from workbench.models import load_base_model
-    from workbench.retrieve import Retriever
 
     retriever = Retriever(load_index(index)) if index else None
     model, tokenizer = load_base_model(ModelConfig(**({"base_model": base_model} if base_model else {})))

@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.embed import Embedder
 from workbench.inside.prompt import check_text
 from workbench.inside.text import format_table, visible
+from workbench.models import resolve_base_model
 
 _WORD = re.compile(r"\S+")
 
@@ -84,8 +86,6 @@ def load_tokenizers(base_model: str, embedder: str) -> list[tuple[str, Any, int 
 
     from transformers import AutoTokenizer
 
-    from workbench.embed import Embedder
-    from workbench.models import resolve_base_model
 
     base = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
     folder = Embedder(embedder).path
