@@ -79,7 +79,8 @@ def main() -> None:
     ap.add_argument("--adapter", default=None, help="a built LoRA adapter (default: random LoRA weights)")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("-k", type=int, default=4, help="passages in the RAG prompt before the cut")
-    ap.add_argument("--questions", type=int, default=16, help="eval questions in the fine-tuning batch view")
+    ap.add_argument("--questions", type=int, nargs="+", default=[8, 16],
+                    help="eval questions in the fine-tuning batch view (the page's default is 8)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core); on "
                     "a machine other jobs keep busy, 1 avoids threads spinning while they wait for a core")
@@ -152,8 +153,8 @@ def main() -> None:
         ("attention: one layer, shares, heatmap", attention_view),
         ("fine-tuning: one answer, base vs adapter", lambda: changes.compare_answer(
             (model, tok), (tuned, tuned_tok), question, items[0].answers[0])),
-        (f"fine-tuning: {args.questions} eval questions", lambda: changes.compare_items(
-            (model, tok), (tuned, tuned_tok), items, args.questions)),
+        *[(f"fine-tuning: {n} eval questions", lambda n=n: changes.compare_items(
+            (model, tok), (tuned, tuned_tok), items, n)) for n in args.questions],
         ("space: PCA map of all chunks + query", lambda: space.semantic_map(retriever.index, embedder, question)),
         ("space: similarity of 3 sentences", lambda: space.similarity_matrix(embedder, [
             "The buoy weighs 42 kg.", "The float has a mass of 42 kilograms.", "Economy class for short flights."])),

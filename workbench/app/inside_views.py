@@ -138,8 +138,9 @@ def finetune_view(settings: InsideSettings) -> None:
             col.dataframe(pd.DataFrame({"token": [t.token for t in top], "p": [t.p_raw for t in top]}),
                           hide_index=True)
     st.subheader("Over the eval questions")
-    limit = st.slider("Questions", 4, 64, 16, 4, key="inside_ft_limit",
-                      help="16 take about 2 s with the embedded 135M model on 2 CPU cores.")
+    limit = st.slider("Questions", 4, 64, 8, 4, key="inside_ft_limit",
+                      help="Each question costs a short forward pass of each model; with the embedded 135M model "
+                           "8 take about 3 s of one CPU core, 16 about 6 s (bench/inside_speed.py).")
     if not items:
         st.info("The adapter's corpus has no answerable eval questions in a qa.jsonl.")
         return
