@@ -77,7 +77,8 @@ def test_tokens_view_shows_both_tokenizers(inside, tiny_lm_dir):
 def test_next_token_view_reshapes_the_distribution(inside):
     at = inside("Next token")
     assert at.radio(key="inside_next_prompt_kind").value == "RAG prompt"
-    assert at.text_input(key="inside_next_question").value == "What does the Tern-3 weigh?"  # the corpus's eval question
+    # the first eval question of the index's corpus
+    assert at.text_input(key="inside_next_question").value == "What does the Tern-3 weigh?"
     table = at.dataframe[0].value
     assert len(table) == 10 and (table["p (settings)"] - table["p (T=1)"]).abs().max() < 1e-9
     assert list(table["logit"]) == sorted(table["logit"], reverse=True)

@@ -72,7 +72,8 @@ def test_next_token_table_and_samples(inspect):
     assert "sampled continuations:" in r.stdout and "  2. " in r.stdout
     closed = inspect("next", "How much does the Tern-3 weigh?", "--base", "BASE", "--samples", "0")
     assert closed.exit_code == 0 and "closed book" in closed.stdout and "sampled" not in closed.stdout
-    assert "temperature -1.0 is negative" in error_line(inspect("next", "Why?", "--base", "BASE", "--temperature", "-1"))
+    bad = inspect("next", "Why?", "--base", "BASE", "--temperature", "-1")
+    assert "temperature -1.0 is negative" in error_line(bad)
     assert "question is empty" in error_line(inspect("next", "  ", "--base", "BASE"))
 
 
@@ -103,7 +104,8 @@ def test_space_similar_and_arithmetic(inspect, embedder_dir):
     r = inspect("space", "tiny", "How heavy is the buoy?", "-k", "3")
     assert r.exit_code == 0, r.output
     assert "chunks projected with PCA" in r.stdout and re.search(r"^query\s", r.stdout, re.M)
-    assert [line.split()[0] for line in r.stdout.splitlines() if re.match(r"^[123]\s+-?[01]\.\d{3}\s", line)] == ["1", "2", "3"]
+    ranks = [line.split()[0] for line in r.stdout.splitlines() if re.match(r"^[123]\s+-?[01]\.\d{3}\s", line)]
+    assert ranks == ["1", "2", "3"]
     if importlib.util.find_spec("umap") is None:
         assert "UMAP is not installed" in error_line(inspect("space", "tiny", "buoy", "--method", "umap"))
     sim = inspect("similar", "The buoy weighs 42 kg.", "The buoy weighs 42 kg.", "Flights need economy class.",

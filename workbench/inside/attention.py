@@ -142,7 +142,8 @@ def attention_view(model: Any, tokenizer: Any, prompt: Prompt, layer: int = -1) 
         out = model(input_ids=ids, output_attentions=True, logits_to_keep=1)
     atts = [a for a in (out.attentions or ()) if a is not None]
     if not atts:
-        raise WorkbenchError("this model returned no attention weights", "use a transformers model with eager attention")
+        raise WorkbenchError("this model returned no attention weights",
+                             "use a transformers model with eager attention")
     layer = _index(layer, len(atts), "layer")
     maps = atts[layer][0].float().cpu().numpy()                                     # (heads, T, T)
     last_rows = torch.stack([a[0, :, -1, :] for a in atts]).float().cpu().numpy()   # (layers, heads, T)

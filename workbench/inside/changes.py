@@ -184,8 +184,8 @@ def load_pair(adapter: str, base_model: str | None = None, device: str = "auto"
     folder = adapter_dir(adapter)
     if not (folder / "manifest.json").exists():
         raise WorkbenchError(f"no adapter {adapter!r} at {folder}", "build one with `workbench finetune CORPUS_DIR`")
-    cfg = ModelConfig(base_model=base_model or read_adapter_manifest(folder).get("base_model") or ModelConfig().base_model,
-                      device=device)
+    trained_on = read_adapter_manifest(folder).get("base_model")
+    cfg = ModelConfig(base_model=base_model or trained_on or ModelConfig().base_model, device=device)
     model, tok, _ = load_finetuned(folder, cfg)
     return load_base_model(cfg), (model, tok)
 
@@ -218,7 +218,8 @@ class ItemShift:
         return self.logp_tuned - self.logp_base
 
 
-def compare_items(base: tuple[Any, Any], tuned: tuple[Any, Any], items: Sequence[Any], limit: int = 32) -> list[ItemShift]:
+def compare_items(base: tuple[Any, Any], tuned: tuple[Any, Any], items: Sequence[Any], limit: int = 8
+                  ) -> list[ItemShift]:
     """Gold-answer log-probabilities of up to ``limit`` answerable QA items under both models.
 
     Args:
@@ -251,8 +252,9 @@ def by_kind(shifts: Sequence[ItemShift]) -> list[KindSummary]:
     for s in shifts:
         groups.setdefault(s.kind, []).append(s)
     groups["all"] = list(shifts)
-    return [KindSummary(k, len(g), float(np.median([s.logp_base for s in g])), float(np.median([s.logp_tuned for s in g])),
-                        sum(s.delta > 0 for s in g) / len(g)) for k, g in groups.items()]
+    return [KindSummary(k, len(g), float(np.median([s.logp_base for s in g])),
+                        float(np.median([s.logp_tuned for s in g])), sum(s.delta > 0 for s in g) / len(g))
+            for k, g in groups.items()]
 
 
 def format_change(change: AnswerChange) -> str:
@@ -263,7 +265,8 @@ def format_change(change: AnswerChange) -> str:
            f"{change.tuned.total:.2f} (fine-tuned), end-of-turn left out",
            format_table(["gold token", "p base", "p fine-tuned", "log-ratio"], rows, right=(1, 2, 3)), "",
            "most likely first answer token:"]
-    rows = [(t.rank, t.token, f"{t.p_raw:.4f}", u.token, f"{u.p_raw:.4f}") for t, u in zip(change.top_base, change.top_tuned)]
+    rows = [(t.rank, t.token, f"{t.p_raw:.4f}", u.token, f"{u.p_raw:.4f}")
+            for t, u in zip(change.top_base, change.top_tuned)]
     out.append(format_table(["rank", "base", "p", "fine-tuned", "p"], rows, right=(0, 2, 4)))
     return "\n".join(out)
 
