@@ -153,3 +153,14 @@ def test_views_without_artifacts_say_what_to_build(tmp_path, tiny_lm_dir, monkey
         at.session_state["inside_view"] = view
         at.run()
         assert not at.exception and hint in shown(at)
+
+
+def test_a_prompt_longer_than_the_window_is_cut_with_a_warning(inside):
+    at = inside("Next token")
+    at.radio(key="inside_next_prompt_kind").set_value("Closed book").run()  # retrieval refuses > 2,000 characters
+    long_question = "How heavy is " + "zq xv " * 600 + "?"  # rare letters: > 1,024 tiny-tokenizer tokens
+    at.text_input(key="inside_next_question").set_value(long_question).run()
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("tokens were cut" in w and "(the model window)" in w for w in warnings), warnings
+    assert len(at.dataframe[0].value) == 10  # the view still answers, on the prompt's last 1,024 tokens
