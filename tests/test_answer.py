@@ -6,11 +6,11 @@ import re
 import pytest
 
 from workbench import answer as A
-from workbench.config import PromptConfig
 from workbench import postprocess as PP
 from workbench import prompt as P
 from workbench import text as T
-from workbench.config import GenerateConfig
+from workbench.chunking import split_sentences
+from workbench.config import GenerateConfig, PromptConfig
 from workbench.generate import Generation
 from workbench.records import Chunk, Hit
 
@@ -114,7 +114,7 @@ def test_focus_keeps_the_matching_sentences_in_order():
     out = P.focus_passages("What is the mass of the Tern-3 buoy?", [text, "Short one."], 2)
     assert out == ["The Tern-3 hull is 1.15 m wide. The Tern-3 buoy has a mass of 86 kg.", "Short one."]
     assert P.focus_passages("q", [text], 0) == [text]
-    assert T.split_sentences("# Title\n| a | b |\nOne. Two!") == ["# Title", "| a | b |", "One.", "Two!"]
+    assert split_sentences("# Title\n| a | b |\nOne. Two!") == ["# Title", "| a | b |", "One.", "Two!"]
 
 
 @pytest.mark.parametrize("raw, clean", [
@@ -214,7 +214,7 @@ def test_answer_questions_with_retrieval(tok):
     assert stop == P.ANSWER_STOPS and "[2]" in user_turn(convs[0])["content"]
     assert "[3]" not in user_turn(convs[0])["content"]
     # replies are copied from the passages' sentences (three here, all kept) or the abstention
-    assert [s.text for s in gen.sources[0][:-1]] == T.split_sentences(HITS[0].chunk.text + " " + HITS[1].chunk.text)
+    assert [s.text for s in gen.sources[0][:-1]] == split_sentences(HITS[0].chunk.text + " " + HITS[1].chunk.text)
     assert gen.sources[0][-1].text == T.ABSTAIN and not gen.sources[0][-1].no_start
     assert {"heavy", "tern-3", "the"} <= gen.sources[0][0].no_start  # no span starts with an echo or a stopword
 

@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from app_project import QUESTIONS, write_corpus, write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -367,6 +366,7 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     "Copy answers from passages" is on, the default, and freely when it is off; closed-book ones never.
     (Whether constrained replies are spans is tested on the generator: this app model cannot end a reply.)"""
     from workbench import text as T
+    from workbench.chunking import split_sentences
     from workbench.config import PromptConfig
     from workbench.generate import Generator
 
@@ -384,7 +384,7 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     assert seen[0] is None and seen[2] is None  # base, ft
     for sources, key in ((seen[1], "rag"), (seen[3], "ft_rag:tiny-sft")):
         hits = history[key][0]["hits"]
-        sentences = [s for h in hits for s in T.split_sentences(h["text"])]
+        sentences = [s for h in hits for s in split_sentences(h["text"])]
         assert [s.text for s in sources[:-1]] == [s for s in sentences if s in {x.text for x in sources}]
         assert 1 <= len(sources) - 1 <= PromptConfig().copy_sentences and sources[-1].text == T.ABSTAIN
     seen.clear()

@@ -218,12 +218,12 @@ def test_questions_naming_unknown_documents_are_counted(project, capsys):
 
 
 def test_internal_error_is_one_line_with_a_log_file(project, monkeypatch):
-    import workbench.cli
+    import workbench.index
 
     def boom(*args, **kwargs):
         raise RuntimeError("something inside broke")
 
-    monkeypatch.setattr(workbench.cli, "build_index", boom)
+    monkeypatch.setattr(workbench.index, "build_index", boom)
     r = runner.invoke(app, ["index", str(project["corpus"])])
     line = one_error(r, code=1)
     assert "internal error (RuntimeError: something inside broke)" in line
@@ -233,12 +233,12 @@ def test_internal_error_is_one_line_with_a_log_file(project, monkeypatch):
 
 
 def test_keyboard_interrupt_hint_never_suggests_deleting_checkpoints(project, monkeypatch):
-    import workbench.cli
+    import workbench.index
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(workbench.cli, "build_index", interrupted)
+    monkeypatch.setattr(workbench.index, "build_index", interrupted)
     r = runner.invoke(app, ["index", str(project["corpus"])])
     assert r.exit_code == 130 and "run the same command again" in r.output
     assert "--restart" not in r.output and "rebuild" not in r.output

@@ -257,6 +257,13 @@ def get_splitter(language: str = "en") -> SentenceSplitter:
     return SentenceSplitter(language)
 
 
+def split_sentences(text: str, language: str = "en") -> list[str]:
+    """The sentences of a passage as chunking splits them (spaCy's sentencizer for ``language``), each
+    line (a table row, a heading) on its own. Answering reads passages sentence by sentence with it."""
+    splitter = get_splitter(language)
+    return [line[a:b] for line in text.split("\n") for a, b in splitter.split(line)]
+
+
 def _trim(text: str, a: int, b: int) -> tuple[int, int] | None:
     while a < b and text[a].isspace():
         a += 1

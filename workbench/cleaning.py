@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 # suffix -> format
 FORMATS = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".rst": "rst",
@@ -203,74 +203,80 @@ def underlined_blocks(text: str, rst: bool = False) -> Iterator[Block]:
 
 # --- markdown -------------------------------------------------------------------------------------
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_HRULE = re.compile(r"^ {0,3}([-*_])([ \t]*\1){2,}[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_MD_INLINE = [
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # image -> alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # link -> its text
-    (re.compile(r"\[([^\]]+)\]\[[^\]]*\]"), r"\1"),  # reference link
-    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),  # bold
-    (re.compile(r"`([^`\n]+)`"), r"\1"),  # inline code
-    (re.compile(r"</?[A-Za-z][^<>\n]*>"), ""),  # inline HTML tags
-]
+def _markdown_parser() -> Any:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table")
 
 
-def _md_inline(text: str) -> str:
-    for pattern, repl in _MD_INLINE:
-        text = pattern.sub(repl, text)
-    return text
+def _md_text(inline: Any) -> str:
+    """The text of a markdown-it inline token: emphasis, links and inline HTML unwrapped, images as their
+    alt text, inline code as its text, line breaks kept."""
+    out = []
+    for t in inline.children or []:
+        if t.type in ("text", "code_inline"):
+            out.append(t.content)
+        elif t.type in ("softbreak", "hardbreak"):
+            out.append("\n")
+        elif t.type == "image":
+            out.append(t.content)  # the alt text
+    return "".join(out)
 
 
 def markdown_blocks(text: str) -> Iterator[Block]:
-    """Blocks of a markdown document: ATX (``# Title``) and setext (underlined) headings, paragraphs,
-    fenced code kept as text without its fences; YAML front matter, rules and table rules dropped; links,
-    images, bold and inline code unwrapped to their text."""
+    """Blocks of a markdown document, read by a CommonMark parser (markdown-it-py, with tables): ATX and
+    setext headings, paragraphs, list items (with their markers), table rows (``| a | b |``), fenced and
+    indented code as plain text; YAML front matter, rules, link-reference definitions, emphasis, link
+    targets and inline HTML dropped."""
     lines = _lines(text)
-    i = 0
-    if lines and lines[0].strip() == "---":  # YAML front matter
+    if lines and lines[0].strip() == "---":  # YAML front matter (not CommonMark: the parser would see a rule)
         for j in range(1, len(lines)):
             if lines[j].strip() in {"---", "..."}:
-                i = j + 1
+                lines = lines[j + 1:]
                 break
-    para: list[str] = []
-    in_fence = False
+    tokens = _markdown_parser().parse("\n".join(lines))
+    markers: list[str] = []  # the open lists: "-" or the next number
+    row: list[str] = []
+    group: list[str] = []  # consecutive list items or table rows: one block, a line each
 
     def flush() -> Iterator[Block]:
-        if para:
-            body = "\n".join(para)
-            yield (body if in_fence else _md_inline(body)), False
-            para.clear()
+        if group:
+            yield "\n".join(group), False
+            group.clear()
 
-    for line in lines[i:]:
-        if _FENCE.match(line):
+    for i, tok in enumerate(tokens):
+        if tok.type == "bullet_list_open":
+            markers.append("-")
+        elif tok.type == "ordered_list_open":
+            markers.append(str(int(tok.attrs.get("start", 1) or 1)))
+        elif tok.type in ("bullet_list_close", "ordered_list_close"):
+            markers.pop()
+        elif tok.type == "heading_open":
             yield from flush()
-            in_fence = not in_fence
-            continue
-        if in_fence:
-            para.append(line)
-            continue
-        if not line.strip():
+            yield _md_text(tokens[i + 1]), True
+        elif tok.type == "paragraph_open":
+            body = _md_text(tokens[i + 1])
+            if not markers:
+                yield from flush()
+                yield body, False
+                continue
+            if tokens[i - 1].type == "list_item_open":  # the item's first paragraph carries its marker
+                mark = markers[-1]
+                body = f"{mark} {body}" if mark == "-" else f"{mark}. {body}"
+                if mark != "-":
+                    markers[-1] = str(int(mark) + 1)
+            group.append(body)
+        elif tok.type in ("fence", "code_block"):
             yield from flush()
-            continue
-        m = _ATX.match(line)
-        if m:
+            yield tok.content.rstrip("\n"), False
+        elif tok.type == "tr_open":
+            row = []
+        elif tok.type == "inline" and tokens[i - 1].type in ("th_open", "td_open"):
+            row.append(_md_text(tok))
+        elif tok.type == "tr_close":
+            group.append("| " + " | ".join(row) + " |")
+        elif tok.type == "table_close":
             yield from flush()
-            yield _md_inline(m.group(2)), True
-            continue
-        if para and _SETEXT.match(line):
-            heading = " ".join(p.strip() for p in para)
-            para.clear()
-            yield _md_inline(heading), True
-            continue
-        if _TABLE_RULE.match(line):
-            continue  # the |---|---| row under a table header
-        if _HRULE.match(line):
-            yield from flush()
-            continue
-        para.append(line)
     yield from flush()
 
 

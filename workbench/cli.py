@@ -12,35 +12,7 @@ from typing import Iterator, Optional
 
 import typer
 
-from workbench.answer import format_answer
-from workbench.artifacts import write_json
-from workbench.config import DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, IngestConfig, RetrieveConfig, load_preset, override
-from workbench.crashlog import save_traceback
-from workbench.doctor import run_checks
-from workbench.embed import Embedder
 from workbench.errors import WorkbenchError
-from workbench.evaluate import evaluate
-from workbench.finetune import finetune as run_finetune
-from workbench.index import build_index, load_index
-from workbench.ingest import check_chunks_target, chunks_manifest, chunks_manifest_path, ingest_corpus, write_chunks
-from workbench.inside import changes
-from workbench.inside.attention import attention_view, format_attention
-from workbench.inside.nexttoken import check_sampling, format_next, read_prompt, sample_continuations, top_tokens
-from workbench.inside.prompt import load_question_prompt
-from workbench.inside.space import (
-    format_arithmetic,
-    format_map,
-    format_similarity,
-    semantic_map,
-    similarity_matrix,
-    vector_arithmetic,
-)
-from workbench.inside.tokens import format_splits, load_tokenizers, split_all
-from workbench.paths import artifact_dir
-from workbench.pipeline import print_summary, run
-from workbench.qa import eval_items, load_qa
-from workbench.retrieve import Retriever, format_hits
-from workbench.systems import ask as ask_question
 
 # a transformers deprecation raised inside peft's own calls: nothing a user can act on
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -69,6 +41,8 @@ def user_errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as e:  # a bug, not the user's input: keep the traceback for the report
+        from workbench.crashlog import save_traceback
+
         log = save_traceback(e, sys.argv)
         typer.echo(f"error: internal error ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                    f"the traceback is in {log} (please attach it to a bug report)", err=True)
@@ -77,6 +51,7 @@ def user_errors() -> Iterator[None]:
 
 def _run_dir(name: str | None) -> Path | None:
     """``runs/NAME`` for a run name given on the command line (checked to be a plain name)."""
+    from workbench.paths import artifact_dir
 
     return artifact_dir("run", name) if name is not None else None
 
@@ -90,6 +65,8 @@ def doctor(
 ):
     """Check the install: library versions, device (CUDA/MPS/CPU), offline mode, and that the embedded models load."""
     with user_errors():
+        from workbench.doctor import run_checks
+
         failed = 0
         for check in run_checks(models=not no_models):
             typer.echo(check.line())
@@ -114,6 +91,11 @@ def ingest(
 ):
     """Clean, deduplicate and chunk a corpus; write the chunks and print what was read, skipped and dropped."""
     with user_errors():
+        from workbench.artifacts import write_json
+        from workbench.config import IngestConfig
+        from workbench.ingest import (check_chunks_target, chunks_manifest, chunks_manifest_path, ingest_corpus,
+                                      write_chunks)
+
         given = {"chunk_tokens": chunk_tokens, "overlap_tokens": overlap, "language": language,
                  "tokenizer": tokenizer}
         cfg = IngestConfig(**{k: v for k, v in given.items() if v is not None})
@@ -143,6 +125,9 @@ def index(
 ):
     """Build or update indices/NAME/: chunks, embeddings, FAISS + BM25, manifest (only changed chunks re-encoded)."""
     with user_errors():
+        from workbench.config import load_preset, override
+        from workbench.index import build_index
+
         cfg = override(load_preset(preset), index={"kind": kind or None, "embedder": embedder or None})
         result = build_index(corpus_dir, cfg.index, cfg.ingest, name=name, rebuild=rebuild, progress=not quiet)
         typer.echo(result.summary())
@@ -161,6 +146,10 @@ def search(
 ):
     """Print the top-k chunks of an index for a query, with scores, document and heading."""
     with user_errors():
+        from workbench.config import RetrieveConfig
+        from workbench.index import load_index
+        from workbench.retrieve import Retriever, format_hits
+
         retriever = Retriever(load_index(name, check_corpus=True), RetrieveConfig(mode=mode, k=k, reranker=reranker))
         typer.echo(format_hits(retriever.search(query)))
 
@@ -181,6 +170,10 @@ def ask(
 ):
     """Answer one question with one system; print the answer, its sources and the latency."""
     with user_errors():
+        from workbench.answer import format_answer
+        from workbench.config import load_preset, override
+        from workbench.systems import ask as ask_question
+
         cfg = override(load_preset(preset), model={"base_model": base or None},
                        generate={"max_new_tokens": max_new_tokens or None}, retrieve={"k": k})
         typer.echo(format_answer(ask_question(target, question, system, cfg, adapter=adapter)))
@@ -210,6 +203,9 @@ def finetune(
     Runs unchanged on several processes: torchrun --nproc_per_node N -m workbench.cli finetune ...
     """
     with user_errors():
+        from workbench.config import load_preset, override
+        from workbench.finetune import finetune as run_finetune
+
         cfg = override(load_preset(preset), finetune={"mode": mode, "max_steps": max_steps},
                        model={"base_model": base or None})
         result = run_finetune(corpus_dir, cfg.finetune, cfg.model, name=name, qa_path=qa, resume=resume,
@@ -240,6 +236,10 @@ def eval_(
 ):
     """Score systems side by side on the eval questions: results.jsonl, summary.json, report.md, plots/."""
     with user_errors():
+        from workbench.config import load_preset, override
+        from workbench.evaluate import evaluate
+        from workbench.pipeline import print_summary
+
         cfg = override(load_preset(preset), eval={"systems": systems.split(",") if systems else None,
                                                   "limit": limit, "judge_base_url": judge_url,
                                                   "judge_model": judge_model})
@@ -260,6 +260,9 @@ def run_(
 ):
     """Ingest, index, fine-tune, evaluate and report in one go, reusing every artifact that is current."""
     with user_errors():
+        from workbench.config import load_preset
+        from workbench.pipeline import run
+
         folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=_run_dir(name))
         typer.echo(str(folder))
 
@@ -280,6 +283,9 @@ def inspect_tokens(
 ):
     """The text cut into the base model's tokens and the embedder's, side by side, with ids and counts."""
     with user_errors():
+        from workbench.config import DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER
+        from workbench.inside.tokens import format_splits, load_tokenizers, split_all
+
         typer.echo(format_splits(split_all(text, load_tokenizers(base or DEFAULT_BASE_MODEL,
                                                                   embedder or DEFAULT_EMBEDDER))))
 
@@ -300,6 +306,9 @@ def inspect_next(
 ):
     """The top next tokens after a question's prompt, their probabilities, and sampled continuations."""
     with user_errors():
+        from workbench.inside.nexttoken import check_sampling, format_next, read_prompt, sample_continuations, top_tokens
+        from workbench.inside.prompt import load_question_prompt
+
         check_sampling(temperature, top_k, top_p)
         model, tokenizer, prompt = load_question_prompt(question, base, index, k)
         prefill = read_prompt(model, prompt)
@@ -320,6 +329,9 @@ def inspect_attention(
 ):
     """How much the position that produces the answer's first token attends to each passage and the question."""
     with user_errors():
+        from workbench.inside.attention import attention_view, format_attention
+        from workbench.inside.prompt import load_question_prompt
+
         model, tokenizer, prompt = load_question_prompt(question, base, index, k)
         typer.echo(format_attention(attention_view(model, tokenizer, prompt, layer), head))
 
@@ -336,9 +348,13 @@ def inspect_changed(
 ):
     """What fine-tuning changed: gold-answer probabilities under the base model and the adapter."""
     with user_errors():
+        from workbench.inside import changes
+
         if (question is None) != (answer is None):
             raise WorkbenchError("--question and --answer go together", "pass both, or neither for the batch view")
         if qa is not None:
+            from workbench.qa import eval_items, load_qa
+
             items = eval_items(load_qa(qa))
         elif question is None:
             items = changes.adapter_questions(adapter)
@@ -359,6 +375,10 @@ def inspect_space(
 ):
     """The query and its nearest chunks in the 2-D projection of the index's embedding space."""
     with user_errors():
+        from workbench.index import load_index
+        from workbench.inside.space import format_map, semantic_map
+        from workbench.retrieve import Retriever
+
         retriever = Retriever(load_index(index))
         typer.echo(format_map(semantic_map(retriever.index, retriever.embedder, query, method, k, seed=seed)))
 
@@ -370,6 +390,9 @@ def inspect_similar(
 ):
     """The cosine-similarity matrix of a few sentences."""
     with user_errors():
+        from workbench.embed import Embedder
+        from workbench.inside.space import format_similarity, similarity_matrix
+
         typer.echo(format_similarity(*similarity_matrix(Embedder(embedder) if embedder else Embedder(), sentences)))
 
 
@@ -383,6 +406,10 @@ def inspect_arithmetic(
 ):
     """Vector arithmetic: the chunks nearest to embed(A) - embed(B) + embed(C)."""
     with user_errors():
+        from workbench.index import load_index
+        from workbench.inside.space import format_arithmetic, vector_arithmetic
+        from workbench.retrieve import Retriever
+
         retriever = Retriever(load_index(index))
         typer.echo(format_arithmetic(a, b, c, *vector_arithmetic(retriever.index, retriever.embedder, a, b, c, k)))
 

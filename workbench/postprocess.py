@@ -11,12 +11,13 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from workbench.chunking import split_sentences
 from workbench.config import PromptConfig
 from workbench.copying import source_text
 from workbench.language import DEFAULT_LANGUAGE, base_language, stopwords
 from workbench.quantity import quantity_phrase
 from workbench.records import Hit
-from workbench.text import WORD, is_abstention, normalize_answer, overlap_scores, split_sentences
+from workbench.text import WORD, is_abstention, normalize_answer, overlap_scores
 
 _CITE = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 
@@ -150,7 +151,7 @@ def clean_answer(text: str, question: str | None = None, passages: Sequence[str]
     if question and cfg.strip_echo and not is_abstention(line):
         line = strip_echo(line, question, language).strip(" \"'`“”‘’").rstrip(" .;:,")
     if passages and cfg.quantity_phrases and not is_abstention(line):
-        sents = [source_text(s) for p in passages for s in split_sentences(p)]
+        sents = [source_text(s) for p in passages for s in split_sentences(p, language)]
         scores = overlap_scores(question or "", sents, language)
         ranked = [sents[i] for i in sorted(range(len(sents)), key=lambda i: -scores[i])]
         line = quantity_phrase(line, ranked, question or "", stopwords(language))

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from workbench.chunking import split_sentences
 from workbench.config import PromptConfig
 from workbench.copying import CopySource, no_start_words
 from workbench.generate import render_prompt
 from workbench.language import DEFAULT_LANGUAGE, covers, stopwords
 from workbench.records import Hit
-from workbench.text import ABSTAIN, overlap_scores, split_sentences, top_n
+from workbench.text import ABSTAIN, overlap_scores, top_n
 
 SYSTEM_RAG = (
     "Answer the question with a short phrase copied from the passages: a name, number, date or a few "
@@ -85,7 +86,8 @@ def _window(tokenizer: Any, context_tokens: int) -> int:
     return min(context_tokens, limit) if 0 < limit < 1_000_000 else context_tokens
 
 
-def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> list[str]:
+def focus_passages(question: str, texts: Sequence[str], n_sentences: int, language: str = DEFAULT_LANGUAGE
+                   ) -> list[str]:
     """Each text cut down to its ``n_sentences`` sentences that best match the question, in text order.
 
     A sentence scores the summed inverse document frequency (over all sentences of all ``texts``) of the
@@ -93,8 +95,8 @@ def focus_passages(question: str, texts: Sequence[str], n_sentences: int) -> lis
     """
     if n_sentences <= 0:
         return list(texts)
-    sents = [split_sentences(t) for t in texts]
-    scores = overlap_scores(question, [s for ss in sents for s in ss])
+    sents = [split_sentences(t, language) for t in texts]
+    scores = overlap_scores(question, [s for ss in sents for s in ss], language)
     out = []
     for ss in sents:
         sc, scores = scores[:len(ss)], scores[len(ss):]
@@ -202,7 +204,7 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
     """
     cfg = cfg or PromptConfig()
     n = cfg.copy_sentences
-    sents = [[s for h in hs for s in split_sentences(h.chunk.text)] for hs in hits]
+    sents = [[s for h in hs for s in split_sentences(h.chunk.text, language)] for hs in hits]
     if n <= 0:
         texts = [[h.chunk.text for h in hs] for hs in hits]
     elif embedder is None or covers(embedder.name, language) is False:

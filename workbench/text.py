@@ -66,14 +66,6 @@ def is_abstention(text: str) -> bool:
 
 
 WORD = re.compile(r"\w+")
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\w\"'(\[])|\n+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences (and table rows / headings, which sit on their own lines) of a passage."""
-    return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
-
-
 def overlap_scores(question: str, sentences: Sequence[str], language: str = DEFAULT_LANGUAGE) -> list[float]:
     """Per sentence, the summed inverse document frequency (over ``sentences``) of the question's content
     words (``content_terms``: no stopwords of ``language``, stemmed where its BM25 stems) it contains: rare
