@@ -239,8 +239,11 @@ def test_copy_sentences_are_ranked_by_shared_stems_when_the_embedder_lacks_the_l
     hits = [Hit(c, 1.0, 1) for c in make_chunks([PT_DOCS["rio.txt"], PT_DOCS["imunidade.txt"]])]
     # the stub embedder matches surface words only ("o" of "O Reno ..."); shared stems find the sentence
     (best,) = copy_sources(["Que prostaglandina dilata o vaso?"], [hits], StubEmbedder(name="all-MiniLM-L6-v2"),
-                           cfg=PromptConfig(copy_sentences=1), language="pt")
-    assert best[0].text == "As prostaglandinas dilatam os vasos sanguíneos e causam febre."
+                           language="pt")
+    # one sentence (copy_sentences_uncovered) and the abstention phrase
+    assert [s.text for s in best[:-1]] == ["As prostaglandinas dilatam os vasos sanguíneos e causam febre."]
+    (covered,) = copy_sources(["Que prostaglandina dilata o vaso?"], [hits], StubEmbedder(), language="pt")
+    assert len(covered) - 1 == PromptConfig().copy_sentences  # an embedder not known to lack Portuguese
 
 
 # --- retrieval recall on a small Portuguese corpus (the real embedded MiniLM) ---------------------------------

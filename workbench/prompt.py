@@ -198,16 +198,17 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
 
     Closeness is the embedder's cosine similarity (each distinct sentence encoded once per call) or,
     without an embedder or with one known not to cover ``language``, the summed idf of shared question words
-    (``overlap_scores``). The prompt still
+    (``overlap_scores``), and then only ``cfg.copy_sentences_uncovered`` sentences are kept. The prompt still
     shows the whole passages; only where the answer is copied from narrows. A reply may not start with a
     stopword of ``language`` or a word of its question; the abstention phrase gets ``cfg.abstain_bias``.
     """
     cfg = cfg or PromptConfig()
-    n = cfg.copy_sentences
+    uncovered = embedder is not None and covers(embedder.name, language) is False
+    n = cfg.copy_sentences_uncovered if uncovered else cfg.copy_sentences
     sents = [[s for h in hs for s in split_sentences(h.chunk.text, language)] for hs in hits]
     if n <= 0:
         texts = [[h.chunk.text for h in hs] for hs in hits]
-    elif embedder is None or covers(embedder.name, language) is False:
+    elif embedder is None or uncovered:
         texts = [top_n(ss, overlap_scores(q, ss, language), n) for q, ss in zip(questions, sents)]
     else:
         distinct = list(dict.fromkeys(s for ss in sents for s in ss))
