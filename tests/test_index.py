@@ -215,3 +215,14 @@ def test_default_index_name_is_a_safe_folder_name(tmp_path):
 def test_build_index_bad_corpus(tmp_path, home):
     with pytest.raises(WorkbenchError, match="does not exist"):
         build_index(tmp_path / "missing", IndexConfig(), INGEST, embedder=StubEmbedder(), progress=False)
+
+
+def test_index_cut_by_an_older_chunker_is_stale_and_rebuilt(tiny_corpus, home):
+    built = build_index(tiny_corpus, IndexConfig(), INGEST, embedder=StubEmbedder(), progress=False)
+    manifest = json.loads((built.path / "manifest.json").read_text())
+    manifest["chunker_version"] = 1
+    (built.path / "manifest.json").write_text(json.dumps(manifest))
+    assert index_status("corpus", tiny_corpus, ingest_cfg=INGEST) == \
+        "stale: its chunks were cut by an older version of the chunker"
+    again = build_index(tiny_corpus, IndexConfig(), INGEST, embedder=StubEmbedder(), progress=False)
+    assert not again.reused and index_status("corpus", tiny_corpus, ingest_cfg=INGEST) == "current"

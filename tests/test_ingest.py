@@ -236,9 +236,10 @@ def _check_chunks(doc, chunks, counter, budget, overlap, splitter):
     sections = {(s.start, s.end): s.heading for s in doc.sections}
     for (s0, s1), heading in sections.items():
         for a, b in splitter.split(text, s0, s1):
-            # every sentence lands in a chunk; one that fits the budget is never cut
+            # every sentence lands in a chunk; one that fits the section's budget (the budget less the
+            # title, heading and special tokens the embedded passage adds) is never cut
             assert all(covered[i] or text[i].isspace() for i in range(a, b))
-            if counter(text[a:b]) <= budget:
+            if counter(text[a:b]) <= chunking.section_budget(budget, "d.md", heading, counter):
                 assert any(c.span[0] <= a and b <= c.span[1] and c.heading == heading for c in chunks)
 
 
@@ -256,7 +257,8 @@ def test_chunk_properties(tokenizer, bpe_dir, splitter, blocks, budget, overlap_
 def test_overlong_sentence_is_split_by_tokens(splitter):
     counter = load_token_counter("whitespace")
     doc = assemble([("Short one. " + " ".join(f"w{i}" for i in range(50)) + ". Tail here.", False)])
-    chunks = list(chunk_document(doc, "d.md", 16, 4, counter, splitter))
+    # a passage budget of 20: the title "d", its line break and 2 special tokens leave 16 for the text
+    chunks = list(chunk_document(doc, "d.md", 20, 4, counter, splitter))
     assert [c.n_tokens for c in chunks] == [2, 16, 16, 16, 4]
     assert chunks[1].text.startswith("w0 w1 ") and chunks[1].text.endswith(" w15")
     assert chunks[4].text == "w48 w49. Tail here."
@@ -266,7 +268,7 @@ def test_overlap_repeats_whole_sentences(splitter):
     counter = load_token_counter("whitespace")
     sentences = [f"Sentence {i} has five words." for i in range(6)]
     doc = assemble([(" ".join(sentences), False)])
-    chunks = list(chunk_document(doc, "d.md", 15, 5, counter, splitter))
+    chunks = list(chunk_document(doc, "d.md", 19, 5, counter, splitter))  # 15 tokens for the text
     assert [c.text.count("Sentence") for c in chunks] == [3, 3, 2]
     assert chunks[1].text.startswith(sentences[2]) and chunks[2].text.startswith(sentences[4])
 
@@ -401,3 +403,21 @@ def test_archived_copy_is_the_one_flagged(tmp_path):
     flagged = [(d, of) for d, of, _ in result.report.near_duplicates]
     assert flagged == [("archive/policy-draft.md", "policies/policy.md")]
     assert {c.doc for c in result.chunks if c.meta} == {"archive/policy-draft.md"}
+
+
+def test_embedded_passage_fits_the_budget_with_its_title_and_heading(splitter):
+    """The index embeds title + heading + text (``passage_text``); with the embedder's special tokens it
+    stays within the chunk budget, so the embedder never truncates a chunk's end."""
+    from workbench.chunking import SPECIAL_TOKENS, section_budget
+    from workbench.index import passage_text
+
+    counter = load_token_counter("whitespace")
+    heading = "Maintenance schedule for the offshore buoy fleet and its spare parts"
+    body = " ".join(f"Sentence {i} says the buoy number {i} needs a new anode every spring." for i in range(80))
+    doc = clean_document(f"# {heading}\n\n{body}\n", "markdown")
+    chunks = list(chunk_document(doc, "fleet/tern-3-maintenance-plan.md", 64, 8, counter, splitter))
+    assert len(chunks) > 5
+    for c in chunks:
+        assert counter(passage_text(c)) + SPECIAL_TOKENS <= 64, passage_text(c)
+    assert section_budget(64, "fleet/tern-3-maintenance-plan.md", heading, counter) == 64 - (4 + 11 + 1) - 2
+    assert section_budget(16, "a.md", heading, counter) == 8  # never less than half the budget

@@ -395,6 +395,27 @@ class _Packer:
             self.add(u)
 
 
+CHUNKER_VERSION = 2
+"""Bumped when the same settings chunk differently (2: budgets leave room for the title and heading prefix
+and the special tokens; markdown read by a CommonMark parser), so indices built before are rebuilt."""
+SPECIAL_TOKENS = 2
+"""Tokens an embedder adds around every passage ([CLS] and [SEP] for BERT-style models)."""
+
+
+def doc_title(doc_id: str) -> str:
+    """The words of a document's file name ("tern-3-specification.md" -> "tern 3 specification")."""
+    return " ".join(re.split(r"[-_.\s]+", Path(doc_id).stem)).strip()
+
+
+def section_budget(budget: int, doc_id: str, heading: str, counter: TokenCounter) -> int:
+    """Tokens a chunk's own text may use so that the embedded passage (title, heading, text and the
+    embedder's special tokens, ``workbench.index.passage_text``) stays within ``budget``; at least half of
+    it, so a long heading never starves the text."""
+    prefix = "\n".join(part for part in (doc_title(doc_id), heading.strip()) if part)
+    reserve = (counter(prefix) + 1 if prefix else 0) + SPECIAL_TOKENS  # + the line break after the prefix
+    return max(budget // 2, budget - reserve)
+
+
 def chunk_document(doc: CleanDoc, doc_id: str, budget: int, overlap: int, counter: TokenCounter,
                    splitter: SentenceSplitter, meta: dict | None = None) -> Iterator[Chunk]:
     """Chunk a cleaned document section by section.
@@ -402,7 +423,9 @@ def chunk_document(doc: CleanDoc, doc_id: str, budget: int, overlap: int, counte
     Args:
         doc: the cleaned text and its heading sections.
         doc_id: document path relative to the corpus root; chunk ids are ``"<doc_id>#<n>"``.
-        budget: maximum tokens per chunk (exceeded by no chunk: over-long sentences are split).
+        budget: maximum tokens per embedded passage: a chunk's text gets the budget less its title and
+            heading prefix and the special tokens (``section_budget``); no chunk exceeds it (over-long
+            sentences are split).
         overlap: tokens of trailing whole sentences repeated at the start of the next chunk.
         counter: the tokenizer the budget is measured in.
         splitter: the sentence segmenter.
@@ -423,10 +446,12 @@ def chunk_document(doc: CleanDoc, doc_id: str, budget: int, overlap: int, counte
     n_done = 0
     for section in doc.sections:
         heading = section.heading
+        room = packer.budget = section_budget(budget, doc_id, heading, counter)
+        packer.overlap = min(overlap, room - 1)
         for spans in splitter.iter_windows(text, section.start, section.end):
             counts = counter.count_batch([text[a:b] for a, b in spans])
             for (a, b), n in zip(spans, counts):
-                for u in (split_long(text, a, b, budget, counter) if n > budget else [_Unit(a, b, n)]):
+                for u in (split_long(text, a, b, room, counter) if n > room else [_Unit(a, b, n)]):
                     packer.add(u)
             yield from out
             n_done += len(out)
