@@ -178,9 +178,9 @@ def test_synthesized_data_never_contains_eval_questions(tiny_corpus, tiny_lm_dir
     """With synthesis on, a planted eval question that the synthesizer produces verbatim is dropped."""
     from transformers import AutoTokenizer
 
-    from workbench.trainset import build_training_data
     from workbench.synth import synthesize_rules
     from workbench.train_data import question_tokens
+    from workbench.trainset import build_training_data
 
     cfg = FinetuneConfig(mode="sft", synthesize="always", paraphrases=2)
     made = synthesize_rules(OverlapRetriever(tiny_corpus).chunks, max_per_chunk=cfg.synth_per_chunk)
@@ -195,3 +195,25 @@ def test_synthesized_data_never_contains_eval_questions(tiny_corpus, tiny_lm_dir
     for ex in data.train + data.heldout:
         assert question_tokens(ex.question) not in evals
     assert planted not in {ex.question for ex in data.train + data.heldout}
+
+
+def test_training_data_reads_the_chunks_of_a_current_index(tiny_corpus, home, monkeypatch):
+    """A run ingests the corpus once: with the corpus's index current, training data takes its chunks."""
+    from rag_fakes import StubEmbedder
+
+    import workbench.trainset as trainset
+    from workbench.config import IndexConfig, IngestConfig, RunConfig
+    from workbench.index import build_index
+
+    cfg = RunConfig(ingest=IngestConfig(tokenizer="whitespace"))
+    built = build_index(tiny_corpus, IndexConfig(), cfg.ingest, embedder=StubEmbedder(), progress=False)
+
+    def no_ingestion(*args, **kwargs):
+        raise AssertionError("the corpus was ingested again")
+
+    monkeypatch.setattr(trainset, "ingest_corpus", no_ingestion)
+    chunks = trainset.corpus_chunks(tiny_corpus, cfg)
+    assert [c.id for c in chunks] == [c.id for c in trainset.read_chunks(built.path / "chunks.jsonl")]
+    (tiny_corpus / "buoy.md").write_text("# Tern-3\n\nThe Tern-3 buoy weighs 43 kg now.\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="ingested again"):  # a stale index is not used
+        trainset.corpus_chunks(tiny_corpus, cfg)

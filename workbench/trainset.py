@@ -14,7 +14,14 @@ from workbench import synth, train_data
 from workbench.artifacts import hash_bytes
 from workbench.config import FinetuneConfig, RunConfig
 from workbench.errors import WorkbenchError
-from workbench.index import CHUNKS, build_index, default_index_name, index_status, load_index, resolve_index_dir
+from workbench.index import (
+    CHUNKS,
+    build_index,
+    default_index_name,
+    index_status,
+    load_index,
+    resolve_index_dir,
+)
 from workbench.ingest import ingest_corpus
 from workbench.models import load_base_model
 from workbench.paths import qa_path as default_qa_path
@@ -117,10 +124,10 @@ def _leak_free(qa: list, eval_questions: list[str]) -> list:
 
 def corpus_chunks(corpus_dir: Path, run_cfg: RunConfig, progress: bool = False) -> list:
     """The corpus's chunks: those of its index when that index is current for these chunking settings (so
-    a run ingests the corpus once), else a fresh ingestion."""
-
+    a run ingests the corpus once), else a fresh ingestion. The embedder does not matter: chunks do not
+    depend on it."""
     name = default_index_name(corpus_dir)
-    if index_status(name, corpus_dir, run_cfg.index, run_cfg.ingest) == "current":
+    if index_status(name, corpus_dir, None, run_cfg.ingest) == "current":
         return read_chunks(resolve_index_dir(name) / CHUNKS)
     return ingest_corpus(Path(corpus_dir), run_cfg.ingest, progress=progress).chunks
 
