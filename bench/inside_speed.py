@@ -134,12 +134,12 @@ def main() -> None:
     logits = prefill.logits
 
     def attention_view() -> Any:
-        from workbench.app.inside_views import attention_heatmap
+        from workbench.app.inside_views import HEATMAP_DPI, attention_heatmap
 
         view = attention.attention_view(model, tok, prompt, layer=-1)
         view.segment_shares(view.layer), view.segment_shares(None), view.top_words(10, view.layer)
         fig = attention_heatmap(view, None)
-        fig.savefig(io.BytesIO(), format="png")  # what st.pyplot does
+        fig.savefig(io.BytesIO(), format="png", dpi=HEATMAP_DPI, bbox_inches="tight")  # what st.pyplot does
         return view
 
     text = " ".join(c.text for c in retriever.index.chunks[:3])
