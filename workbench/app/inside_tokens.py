@@ -18,7 +18,6 @@ def tokens_view(settings: InsideSettings) -> None:
     """The same text in the base model's and the embedder's tokens."""
     import pandas as pd
 
-
     text = st.text_area("Text", SAMPLE_TEXT, key="inside_tokens_text", height=90)
     loaded = engine.get_model(settings.chat, None)
     embedder, _ = embedder_for(settings)
@@ -41,7 +40,6 @@ def tokens_view(settings: InsideSettings) -> None:
 def next_token_view(settings: InsideSettings) -> None:
     """Top next tokens after a question's prompt; temperature, top-k, top-p reshape them live."""
     import pandas as pd
-
 
     got = question_prompt(settings, "inside_next")
     if got is None:

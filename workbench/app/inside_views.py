@@ -63,7 +63,6 @@ def attention_view(settings: InsideSettings) -> None:
     """Attention maps per layer and head, and where the answer's first token looks."""
     import pandas as pd
 
-
     got = question_prompt(settings, "inside_att")
     if got is None:
         return
@@ -110,7 +109,6 @@ def finetune_view(settings: InsideSettings) -> None:
     """Gold-answer probabilities under the base model and the adapter, per token and per question kind."""
     import altair as alt
     import pandas as pd
-
 
     if settings.adapter is None:
         st.info("Fine-tune an adapter first (Build page, or `workbench finetune CORPUS_DIR`).")
@@ -176,7 +174,6 @@ def space_view(settings: InsideSettings) -> None:
     """Chunks and a query in 2-D, a sentence-similarity matrix, and vector arithmetic."""
     import altair as alt
     import pandas as pd
-
 
     if settings.index is None:
         st.info("Build an index first (Build page, or `workbench index CORPUS_DIR`).")

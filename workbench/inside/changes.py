@@ -87,7 +87,6 @@ def score_batch(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], ba
     """
     import torch
 
-
     window = model_window(model, tokenizer)
     rows = [example_ids(q, a, tokenizer, window) for q, a in pairs]
     eos_id = tokenizer.eos_token_id
@@ -192,7 +191,6 @@ def load_pair(adapter: str, base_model: str | None = None, device: str = "auto"
 
 def adapter_questions(adapter: str) -> Any:
     """The eval questions of the corpus an adapter was trained on (its ``qa.jsonl``)."""
-
 
     corpus = read_adapter_manifest(adapter_dir(adapter)).get("corpus")
     qa = qa_path(corpus)

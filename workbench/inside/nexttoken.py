@@ -152,7 +152,6 @@ def sample_continuations(model: Any, tokenizer: Any, prompt: Prompt, n: int = 3,
 
     import torch
 
-
     check_sampling(temperature, top_k, top_p)
     if not 1 <= n <= 16 or not 1 <= max_new_tokens <= 256:
         raise WorkbenchError("samples must be 1-16 and new tokens 1-256", "lower the numbers")

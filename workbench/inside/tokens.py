@@ -86,7 +86,6 @@ def load_tokenizers(base_model: str, embedder: str) -> list[tuple[str, Any, int 
 
     from transformers import AutoTokenizer
 
-
     base = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
     folder = Embedder(embedder).path
     emb = AutoTokenizer.from_pretrained(folder)
