@@ -16,7 +16,6 @@ the weights, as the app loads it).
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import time
@@ -134,12 +133,11 @@ def main() -> None:
     logits = prefill.logits
 
     def attention_view() -> Any:
-        from workbench.app.inside_views import HEATMAP_DPI, attention_heatmap
+        from workbench.app.inside_views import heatmap_png
 
         view = attention.attention_view(model, tok, prompt, layer=-1)
         view.segment_shares(view.layer), view.segment_shares(None), view.top_words(10, view.layer)
-        fig = attention_heatmap(view, None)
-        fig.savefig(io.BytesIO(), format="png", dpi=HEATMAP_DPI, bbox_inches="tight")  # what st.pyplot does
+        heatmap_png(view, None)  # the PNG the page shows
         return view
 
     text = " ".join(c.text for c in retriever.index.chunks[:3])

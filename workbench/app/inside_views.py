@@ -6,6 +6,7 @@ Streamlit renders in the browser with no network.
 """
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from workbench.inside.text import visible
 MAX_LABELLED_TOKENS = 48
 """Heatmaps label their axes with the tokens up to this prompt length."""
 HEATMAP_DPI = 110
-"""Resolution of the heatmap image (Streamlit's 200 takes 3x longer to encode for no visible gain)."""
+"""Resolution of the heatmap image (st.pyplot's 200 takes 3x longer to encode for no visible gain)."""
 
 
 # --- attention ---------------------------------------------------------------------------------
@@ -48,6 +49,15 @@ def attention_heatmap(view: Any, head: int | None) -> Any:
                  fontsize=9, pad=28)
     fig.tight_layout()
     return fig
+
+
+def heatmap_png(view: Any, head: int | None) -> bytes:
+    """``attention_heatmap`` as PNG bytes at ``HEATMAP_DPI`` (the figure is closed)."""
+    fig = attention_heatmap(view, head)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=HEATMAP_DPI, bbox_inches="tight")
+    pyplot().close(fig)
+    return buf.getvalue()
 
 
 def highlight_words(text: str, start: int, end: int, words: list[tuple[int, int]]) -> str:
@@ -85,7 +95,7 @@ def attention_view(settings: InsideSettings) -> None:
     st.caption(f"{prompt.n_tokens} prompt tokens. Each row of the map is a softmax over the tokens before it "
                f"(it sums to 1). The last row produces the answer's first token (greedy: "
                f"{escape_markdown(view.answer_token)}).")
-    st.pyplot(attention_heatmap(view, head), clear_figure=True, width="content", dpi=HEATMAP_DPI)
+    st.image(heatmap_png(view, head), width="content")
     shares = pd.DataFrame({"part": [s for s, _ in view.segment_shares(layer, head)],
                            f"layer {layer}": [v for _, v in view.segment_shares(layer, head)],
                            "mean of layers": [v for _, v in view.segment_shares(None, head)]})
