@@ -123,7 +123,7 @@ def test_finetune_view_compares_the_adapter_with_the_base_model(inside):
     assert not at.exception, at.exception
     kinds = at.dataframe[3].value
     assert list(kinds["kind"]) == ["(no kind)", "all"] and list(kinds["n"]) == [1, 1]
-    assert len(elements(at, "vega_lite_chart")) == 1
+    assert len(elements(at, "vega_lite_chart")) == 2  # before vs after, and the distributions by kind
 
 
 def test_space_view_projects_the_index_and_compares_sentences(inside):

@@ -9,6 +9,7 @@ from workbench.app import engine
 from workbench.app.inside_common import InsideSettings, coloured_pieces, embedder_for, memo, question_prompt
 from workbench.app.text import escape_markdown
 from workbench.inside.nexttoken import read_prompt, sample_continuations, top_tokens
+from workbench.inside.text import visible
 from workbench.inside.tokens import split_text
 
 SAMPLE_TEXT = "The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery."
@@ -30,7 +31,8 @@ def tokens_view(settings: InsideSettings) -> None:
             st.markdown(coloured_pieces(s.pieces()))
             for note in s.notes:
                 st.warning(note)
-            st.dataframe(pd.DataFrame({"text": s.pieces(), "token": s.tokens, "id": s.ids}), height=240)
+            st.dataframe(pd.DataFrame({"text": [visible(p) for p in s.pieces()], "token": s.tokens, "id": s.ids}),
+                         height=240)
     words = [(w, a, b) for (w, a), (_, b) in zip(splits[0].word_costs(), splits[1].word_costs()) if max(a, b) > 1]
     if words:
         st.caption("Words split into several tokens: " + escape_markdown(", ".join(

@@ -171,11 +171,19 @@ def finetune_view(settings: InsideSettings) -> None:
                        "gold": [s.answer for s in shifts]})
     lo, hi = float(df[["base", "fine-tuned"]].min().min()), float(df[["base", "fine-tuned"]].max().max())
     points = alt.Chart(df).mark_circle(size=70).encode(
-        x=alt.X("base", title="log p(gold) before"), y=alt.Y("fine-tuned", title="log p(gold) after"),
+        x=alt.X("base", title="log p(gold) before", scale=alt.Scale(zero=False)),
+        y=alt.Y("fine-tuned", title="log p(gold) after", scale=alt.Scale(zero=False)),
         color="kind", tooltip=["question", "gold", "kind", "base", "fine-tuned"])
     diagonal = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="gray").encode(x="x", y="y")
     st.altair_chart(diagonal + points, width="stretch")
     st.caption("Above the diagonal: fine-tuning made the gold answer more likely.")
+    long = pd.DataFrame({"kind": list(df["kind"]) * 2, "model": ["base"] * len(df) + ["fine-tuned"] * len(df),
+                         "log p(gold)": list(df["base"]) + list(df["fine-tuned"])})
+    boxes = alt.Chart(long).mark_boxplot(extent="min-max").encode(
+        x=alt.X("model", title=None), y=alt.Y("log p(gold)", scale=alt.Scale(zero=False)), color="model",
+        column=alt.Column("kind", title=None)).properties(width=120, height=240)
+    st.altair_chart(boxes, width="content")
+    st.caption("The distribution of the gold answer's log-probability before and after fine-tuning, per kind.")
 
 
 # --- semantic space ------------------------------------------------------------------------------
