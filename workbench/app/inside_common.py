@@ -7,7 +7,6 @@ session, so moving a slider that only reshapes a result (temperature, head) does
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,13 +74,11 @@ def default_embedder(name: str) -> Any:
     return Embedder(name).warm_up()
 
 
-def embedder_for(settings: InsideSettings) -> tuple[Any, Any]:
-    """(embedder, lock): the picked index's (shared with the chat) or the embedded default."""
+def embedder_for(settings: InsideSettings) -> Any:
+    """The picked index's embedder (shared with the chat), or the embedded default without an index."""
     if settings.index:
-        loaded = engine.get_retriever(settings.index)
-        return loaded.retriever.embedder, loaded.lock
-
-    return default_embedder(DEFAULT_EMBEDDER), threading.Lock()
+        return engine.get_retriever(settings.index).retriever.embedder
+    return default_embedder(DEFAULT_EMBEDDER)
 
 
 def corpus_questions(manifest: dict[str, Any]) -> list[Any]:

@@ -21,7 +21,7 @@ def tokens_view(settings: InsideSettings) -> None:
 
     text = st.text_area("Text", SAMPLE_TEXT, key="inside_tokens_text", height=90)
     loaded = engine.get_model(settings.chat, None)
-    embedder, _ = embedder_for(settings)
+    embedder = embedder_for(settings)
     splits = [split_text(text, loaded.tokenizer, f"Base model ({settings.base_model})"),
               split_text(text, embedder.model.tokenizer, f"Embedder ({embedder.name})", embedder.max_tokens)]
     for col, s in zip(st.columns(2), splits):
