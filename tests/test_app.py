@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -227,12 +228,19 @@ def test_build_lock_refuses_a_second_build_of_the_same_artifact(project, fake_cl
     assert mgr.wait(again, timeout=30).rc == 0
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(project):
+def test_lock_of_a_killed_process_is_taken_over(project):
+    import subprocess
+    import sys
+
     from workbench.app import build
 
-    build.acquire_locks(["index-x"], "old", pid=2 ** 22 + 12345)  # no such process
+    # a process that takes the lock and is killed without releasing it
+    code = ("import os, signal; from workbench.locks import acquire_locks; acquire_locks(['index-x'], 'old'); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "WORKBENCH_HOME": str(project)})
+    assert json.loads((project / ".workbench" / "locks" / "index-x.lock").read_text())["job"] == "old"
     taken = build.acquire_locks(["index-x"], "new", pid=None)
-    assert json.loads(taken[0].read_text())["job"] == "new"
+    assert json.loads(taken[0].path.read_text())["job"] == "new"
     build.release_locks(taken)
 
 

@@ -96,7 +96,7 @@ def test_build_killed_between_its_renames_restores_the_previous_index(env):
 def test_second_concurrent_build_of_one_index_is_refused(env):
     lock = env["home"] / ".workbench" / "locks" / "index-big.lock"
     first = start(env, *index_args(env, "--rebuild"))
-    wait_for(lock.exists, first)
+    wait_for(lambda: lock.exists() and lock.stat().st_size > 0, first)  # the first build holds it
     second = subprocess.run([sys.executable, "-m", "workbench.cli", *index_args(env, "--rebuild")], env=env["env"],
                             capture_output=True, text=True, timeout=300)
     first_out, _ = first.communicate(timeout=300)
@@ -105,7 +105,7 @@ def test_second_concurrent_build_of_one_index_is_refused(env):
     lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "index big is already being built by process" in lines[0], second.stderr
     assert "wait for that build to finish" in lines[0]
-    assert not lock.exists()
+    assert lock.read_text() == ""  # released
     assert "current, reused" in ok(*index_args(env))
 
 
@@ -117,10 +117,10 @@ def test_lock_of_a_live_process_refuses_and_of_a_dead_one_is_taken_over(env):
     with pytest.raises(WorkbenchError, match="index x is already being built by process"):
         acquire_locks(["index-x"])
     release_locks(taken)
-    dead = env["home"] / ".workbench" / "locks" / "index-x.lock"
-    dead.write_text(json.dumps({"job": None, "pid": 2 ** 22 + 12345, "since": time.time()}))
+    lock = env["home"] / ".workbench" / "locks" / "index-x.lock"
+    lock.write_text(json.dumps({"job": None, "pid": 1, "since": time.time()}))  # a name, but no flock: free
     release_locks(acquire_locks(["index-x"]))
-    assert not dead.exists()
+    assert lock.read_text() == ""  # released locks are emptied, never deleted
 
 
 def test_killed_finetune_resumes_from_its_last_checkpoint(env, tiny_corpus, tiny_lm_dir, tmp_path):
@@ -144,7 +144,7 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(env, tiny_corpus, tiny
 
 def test_a_build_started_by_the_app_runs_under_the_apps_lock(env, monkeypatch):
     from workbench.errors import WorkbenchError
-    from workbench.locks import JOB_ENV, acquire_locks, artifact_lock, release_locks
+    from workbench.locks import JOB_ENV, acquire_locks, artifact_lock, is_held, release_locks
 
     app_locks = acquire_locks(["index-x"], job_id="job-1", pid=os.getpid())  # the app, before it starts the CLI
     with pytest.raises(WorkbenchError, match="already being built by job job-1"):
@@ -153,5 +153,5 @@ def test_a_build_started_by_the_app_runs_under_the_apps_lock(env, monkeypatch):
     monkeypatch.setenv(JOB_ENV, "job-1")  # the CLI process the app started
     with artifact_lock("index", "x"):
         pass
-    assert app_locks[0].exists()  # still the app's until its job ends
+    assert is_held(app_locks[0].path)  # still the app's until its job ends
     release_locks(app_locks)

@@ -143,7 +143,15 @@ def test_work_folder_without_our_stamp_is_not_touched(project, tiny_lm_dir):
     ("retrieve:\n  k: three\n", ["section retrieve", "key k", "expected an integer", "'three'"]),
     ("ingest:\n  chunk_tokens: \"128\"\n", ["section ingest", "key chunk_tokens", "expected an integer"]),
     ("generate:\n  copy_spans: 1\n", ["section generate", "key copy_spans", "true or false"]),
-    ("finetune:\n  learning_rate: fast\n", ["section finetune", "key learning_rate", "a number"]),
+    ("finetune:\n  learning_rate: fast\n", ["section finetune", "key learning_rate", "a finite number"]),
+    ("finetune:\n  learning_rate: .nan\n", ["section finetune", "key learning_rate", "a finite number"]),
+    ("finetune:\n  epochs: \"3\"\n", ["section finetune", "key epochs", "a finite number"]),
+    ("finetune:\n  save_steps: 0\n", ["section finetune", "save_steps out of range"]),
+    ("finetune:\n  warmup_ratio: 5\n", ["section finetune", "warmup_ratio"]),
+    ("generate:\n  max_new_tokens: 0\n", ["section generate", "max_new_tokens"]),
+    ("generate:\n  temperature: -1\n", ["section generate", "temperature=-1.0 is negative"]),
+    ("model:\n  device: gpu\n", ["section model", "unknown device 'gpu'"]),
+    ("prompt:\n  few_shot: 9\n", ["section prompt", "few_shot=9"]),
     ("retrieve:\n  k: 0\n", ["section retrieve", "k must be at least 1"]),
     ("retrieve: [1, 2]\n", ["section retrieve", "expected a mapping"]),
     ("retrieve:\n  kk: 3\n", ["section retrieve", "unknown key(s) kk"]),
@@ -252,3 +260,42 @@ def test_file_without_read_permission_is_skipped_with_a_reason(tiny_corpus, monk
     docs, skipped = ingest.list_documents(tiny_corpus)
     assert ("buoy.md", "no permission to read it") in skipped
     assert all(d.name != "buoy.md" for d in docs)
+
+
+def test_ingest_never_overwrites_a_users_file_beside_the_chunks(project):
+    notes = project["cwd"] / "notes.manifest.json"
+    notes.write_text("USER DATA", encoding="utf-8")
+    line = one_error(runner.invoke(app, ["ingest", str(project["corpus"]), "--out", "notes.jsonl"]))
+    assert "notes.manifest.json exists and is not a chunks manifest" in line
+    assert notes.read_text() == "USER DATA" and not (project["cwd"] / "notes.jsonl").exists()
+
+
+def test_a_name_with_a_trailing_newline_or_too_long_is_refused():
+    from workbench.errors import WorkbenchError
+    from workbench.paths import check_name
+
+    for bad in ("demo\n", "x" * 129, "a..b"):
+        with pytest.raises(WorkbenchError, match="plain name"):
+            check_name(bad, "index")
+    assert check_name("x" * 128, "index") == "x" * 128
+
+
+def test_a_killed_build_of_a_name_holding_old_is_not_restored(tmp_path):
+    from workbench.artifacts import recover_leftovers
+
+    tmp = tmp_path / ".notes.old-2023.tmp-12345678"  # the half-written build of "notes.old-2023"
+    tmp.mkdir()
+    (tmp / "half").write_text("x")
+    assert recover_leftovers(tmp_path / "notes.old-2023") == [f"removed {tmp.name} (left by a killed build)"]
+    assert not (tmp_path / "notes.old-2023").exists() and not tmp.exists()
+
+
+def test_a_plain_index_name_is_read_under_indices_even_with_a_folder_here(project):
+    """``search NAME`` reads indices/NAME; a folder called NAME in the current directory is not an index."""
+    here = project["cwd"] / "docs"
+    here.mkdir()
+    (here / "manifest.json").write_text('{"kind": "web-app"}', encoding="utf-8")
+    assert runner.invoke(app, ["index", str(project["corpus"]), "--name", "docs", "--embedder",
+                               str(project["encoder"]), "-q"]).exit_code == 0
+    r = runner.invoke(app, ["search", "docs", "buoy weight", "-k", "1"])
+    assert r.exit_code == 0 and "1. " in r.output, r.output

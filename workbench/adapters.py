@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.artifacts import hash_file, read_manifest
-from workbench.config import FinetuneConfig, ModelConfig, to_dict
+from workbench.config import FinetuneConfig, ModelConfig, PromptConfig, RunConfig, to_dict
 from workbench.errors import WorkbenchError
 from workbench.ingest import corpus_fingerprint
 from workbench.models import load_base_model, model_fingerprint, pick_device, pick_dtype
@@ -29,8 +29,8 @@ def adapter_dir(name_or_dir: str | Path) -> Path:
     """
     s = str(name_or_dir)
     p = Path(s).expanduser()
-    if p.is_absolute() or "/" in s or "\\" in s or (p.is_dir() and (p / "manifest.json").exists()):
-        return p  # a folder to read from; fine-tuning never writes there
+    if p.is_absolute() or "/" in s or "\\" in s or s.startswith((".", "~")):
+        return p  # a folder to read from (a path, never a plain name); fine-tuning never writes there
     return adapters_dir() / check_name(s, "adapter")
 
 
@@ -40,7 +40,8 @@ def read_adapter_manifest(folder: Path) -> dict[str, Any]:
 
 
 def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | None = None,
-                   model_cfg: ModelConfig | None = None, qa_path: Path | None = None) -> str:
+                   model_cfg: ModelConfig | None = None, qa_path: Path | None = None,
+                   run_cfg: RunConfig | None = None) -> str:
     """Whether ``adapters/NAME`` is up to date for this corpus, question file, settings and base model.
 
     Args:
@@ -49,6 +50,8 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
         cfg: fine-tuning settings to compare (None: not compared).
         model_cfg: base model to compare (None: not compared).
         qa_path: question file (default ``CORPUS_DIR/qa.jsonl``).
+        run_cfg: the run's other settings: its prompt settings (the text trained on) and, for adapters
+            trained on chunks (cpt, raft, scratch, synthesized questions), its chunking are compared.
 
     Returns:
         "current", "missing", or "stale: <why>".
@@ -70,6 +73,11 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
         old = m.get("hyperparameters") or {}
         changed = sorted(k for k, v in to_dict(cfg).items() if old.get(k) != v)
         return f"stale: settings changed ({', '.join(changed) or 'format'})"
+    if run_cfg is not None and (m.get("prompt") or to_dict(PromptConfig())) != to_dict(run_cfg.prompt):
+        return "stale: prompt settings changed (it was trained on prompts built with others)"
+    reads_chunks = m.get("mode") in ("cpt", "raft", "scratch") or "synth" in str(m.get("data_source", ""))
+    if run_cfg is not None and reads_chunks and m.get("ingest") not in (None, to_dict(run_cfg.ingest)):
+        return "stale: chunking settings changed (it was trained on other chunks)"
     if model_cfg is not None and m.get("mode") != "scratch":
         if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
             return f"stale: trained on base model {m.get('base_model')}, not {model_cfg.base_model}"

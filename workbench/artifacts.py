@@ -85,7 +85,7 @@ def check_replaceable(final: Path, kind: str) -> None:
                              "refusing to replace it", "choose another name, or move that folder away yourself")
 
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-[0-9a-f]{8}$")
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<what>tmp|old)-[0-9a-f]{8}")
 
 
 def leftovers(root: Path, name: str | None = None) -> list[Path]:
@@ -94,7 +94,7 @@ def leftovers(root: Path, name: str | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir()
-                  if (m := _LEFTOVER.match(p.name)) and (name is None or m.group("name") == name))
+                  if (m := _LEFTOVER.fullmatch(p.name)) and (name is None or m.group("name") == name))
 
 
 def recover_leftovers(final: Path) -> list[str]:
@@ -108,10 +108,14 @@ def recover_leftovers(final: Path) -> list[str]:
     """
     final = Path(final)
     done = []
-    for p in leftovers(final.parent, final.name):
-        if ".old-" in p.name and not final.exists() and p.is_dir():
-            os.replace(p, final)
-            done.append(f"restored {final.name} from {p.name} (a build was killed while swapping it)")
+    found = leftovers(final.parent, final.name)
+    olds = sorted((p for p in found if _LEFTOVER.fullmatch(p.name).group("what") == "old" and p.is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+    if olds and not final.exists() and not final.is_symlink():
+        os.replace(olds[-1], final)  # the newest previous artifact
+        done.append(f"restored {final.name} from {olds[-1].name} (a build was killed while swapping it)")
+    for p in found:
+        if not (p.exists() or p.is_symlink()):  # the one just restored
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -124,9 +128,13 @@ def recover_leftovers(final: Path) -> list[str]:
 def tree_size(path: Path) -> int:
     """Bytes under ``path`` (a file or folder)."""
     path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    total = 0
+    for f in [path] if path.is_file() else path.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() and not f.is_symlink() else 0
+        except OSError:  # removed while counting (a build still running)
+            pass
+    return total
 
 
 def human_size(n: int) -> str:

@@ -93,8 +93,13 @@ def ingest(
     with user_errors():
         from workbench.artifacts import write_json
         from workbench.config import IngestConfig
-        from workbench.ingest import (check_chunks_target, chunks_manifest, chunks_manifest_path, ingest_corpus,
-                                      write_chunks)
+        from workbench.ingest import (
+            check_chunks_target,
+            chunks_manifest,
+            chunks_manifest_path,
+            ingest_corpus,
+            write_chunks,
+        )
 
         given = {"chunk_tokens": chunk_tokens, "overlap_tokens": overlap, "language": language,
                  "tokenizer": tokenizer}
@@ -306,7 +311,13 @@ def inspect_next(
 ):
     """The top next tokens after a question's prompt, their probabilities, and sampled continuations."""
     with user_errors():
-        from workbench.inside.nexttoken import check_sampling, format_next, read_prompt, sample_continuations, top_tokens
+        from workbench.inside.nexttoken import (
+            check_sampling,
+            format_next,
+            read_prompt,
+            sample_continuations,
+            top_tokens,
+        )
         from workbench.inside.prompt import load_question_prompt
 
         check_sampling(temperature, top_k, top_p)

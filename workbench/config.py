@@ -6,6 +6,7 @@ presets. Unknown keys in a preset are an error, so a typo never silently falls b
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 from dataclasses import dataclass, field
@@ -109,6 +110,14 @@ class ModelConfig:
     dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16."""
 
+    def __post_init__(self):
+        if not self.base_model.strip():
+            raise WorkbenchError("base_model is empty", "name the embedded default, a folder, a .gguf or a hub id")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device.strip().lower()):
+            raise WorkbenchError(f"unknown device {self.device!r}", "use auto, cpu, cuda, cuda:N or mps")
+        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
+            raise WorkbenchError(f"unknown dtype {self.dtype!r}", "use auto, float32, bfloat16 or float16")
+
 
 @dataclass
 class GenerateConfig:
@@ -130,6 +139,15 @@ class GenerateConfig:
     """With passages, constrain each reply to a word-aligned span copied from the passage sentences closest
     to the question, or "I don't know" (``workbench.copying``, ``workbench.prompt.copy_sources``): measured
     to lift the embedded 135M model's RAG F1 on the demo from 0.34 to 0.55."""
+
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.batch_tokens < 1:
+            raise WorkbenchError("max_new_tokens, batch_size and batch_tokens must be >= 1", "fix the preset")
+        if self.temperature < 0:
+            raise WorkbenchError(f"temperature={self.temperature} is negative", "use 0 (greedy) or more")
+        if self.context_tokens < 64:
+            raise WorkbenchError(f"context_tokens={self.context_tokens} is too small", "use 64 or more")
 
 
 @dataclass
@@ -244,6 +262,16 @@ class FinetuneConfig:
         if not 0 <= self.heldout_fraction < 0.5 or not 0 <= self.raft_distractor_only <= 1:
             raise WorkbenchError("heldout_fraction must be in [0, 0.5) and raft_distractor_only in [0, 1]",
                                  "fix the preset")
+        if self.epochs <= 0 or self.learning_rate <= 0 or self.scratch_learning_rate <= 0:
+            raise WorkbenchError("epochs and the learning rates must be > 0", "fix the preset")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:
+            raise WorkbenchError("warmup_ratio and lora_dropout must be in [0, 1)", "e.g. warmup_ratio: 0.05")
+        small = [k for k in ("lora_r", "lora_alpha", "save_steps", "synth_per_chunk", "raft_passages",
+                             "scratch_vocab_size", "scratch_hidden_size", "scratch_layers", "scratch_heads")
+                 if getattr(self, k) < 1]
+        if small or self.paraphrases < 0 or self.anchor_questions < 0 or self.scratch_pretrain_epochs <= 0:
+            raise WorkbenchError(f"{', '.join(small) or 'paraphrases, anchor_questions or scratch_pretrain_epochs'}"
+                                 " out of range", "counts must be >= 1 (paraphrases, anchor_questions >= 0)")
 
 
 @dataclass
@@ -258,6 +286,12 @@ class EvalConfig:
     judge_base_url: str | None = None
     """OpenAI-compatible endpoint for judge-based ragas metrics; None skips them."""
     judge_model: str | None = None
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise WorkbenchError(f"limit={self.limit} leaves no questions", "use a positive limit or none")
+        if self.bootstrap < 0:
+            raise WorkbenchError(f"bootstrap={self.bootstrap} is negative", "use 0 (no intervals) or more")
 
 
 @dataclass
@@ -274,7 +308,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def _type_name(tp: Any) -> str:
@@ -282,7 +316,7 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(tp))
     if get_origin(tp) is list:
         return f"a list of {_type_name(get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -317,9 +351,9 @@ def check_value(tp: Any, value: Any) -> Any:
             return value
         raise TypeError
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
             return float(value)
         raise TypeError
     if tp is str:

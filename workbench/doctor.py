@@ -18,7 +18,7 @@ from workbench.errors import WorkbenchError
 from workbench.generate import Generator
 from workbench.hub import is_offline, pick_device
 from workbench.language import MULTILINGUAL, model_languages
-from workbench.locks import stale_locks
+from workbench.locks import held_locks, stale_locks
 from workbench.models import load_base_model, resolve_base_model
 from workbench.paths import adapters_dir, cache_dir, indices_dir, project_root, runs_dir
 
@@ -88,12 +88,17 @@ def _leftovers() -> Iterator[Check]:
     """Folders left by killed builds, interrupted fine-tunings, and locks of processes that are gone."""
 
     found = False
-    for root in (indices_dir(), adapters_dir(), runs_dir()):
+    held = held_locks()
+    for root, kind in ((indices_dir(), "index"), (adapters_dir(), "adapter"), (runs_dir(), "run")):
         for p in leftovers(root):
+            if f"{kind}-{p.name[1:].rsplit('.', 1)[0]}" in held:
+                continue  # the temporary folder of a build that is running now
             found = True
             yield Check("leftover", "warn", f"{p} ({human_size(tree_size(p))}): left by a killed build; the next "
                         "build of that artifact removes it (or restores it, for .old-*)")
         for p in sorted(root.glob(".*.work")) if root.is_dir() else []:
+            if f"adapter-{p.name[1:].removesuffix('.work')}" in held:
+                continue  # a fine-tuning running now
             found = True
             yield Check("interrupted", "warn", f"{p} ({human_size(tree_size(p))}): checkpoints of an interrupted "
                         "fine-tuning; the same finetune command continues it, --restart discards it")

@@ -83,7 +83,7 @@ def run_folder(corpus_dir: Path, out: Path | None) -> Path:
     """
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return runs_dir() / safe_name(f"{Path(corpus_dir).resolve().name}-{stamp}", fallback=f"run-{stamp}")
+        return runs_dir() / f"{safe_name(Path(corpus_dir).resolve().name)[:100]}-{stamp}"
 
     out = Path(out)
     check_replaceable(out, "run")
@@ -184,7 +184,18 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
         adapters["ft"] = adapter
     check_adapters(specs, adapters, corpus_dir)
     folder = run_folder(corpus_dir, out)
+    locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []
+    try:
+        return _evaluate_into(folder, corpus_dir, cfg, qa, items, specs, adapters, index, progress, t_start,
+                              extra_cost)
+    finally:
+        release_locks(locks)
 
+
+def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, items: list[QAItem], specs: list,
+                   adapters: dict[str, str], index: str | None, progress: bool, t_start: float,
+                   extra_cost: dict | None) -> Path:
+    """Answer with every system, score, and write the run folder (its lock held by ``evaluate``)."""
     ctx = SystemContext(cfg=cfg, adapters=adapters, progress=progress)
     cost: dict[str, Any] = {"index_build_s": None, "finetune_s": None, "finetune_tokens": None}
     retrieval: dict[str, Any] = {}
@@ -462,19 +473,16 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_run(folder: Path, rows: list[dict], summary: dict) -> Path:
-    """Write results.jsonl, summary.json, report.md and plots/ into ``folder`` atomically."""
+    """Write results.jsonl, summary.json, report.md, plots/ and the run's manifest into ``folder``
+    atomically (the caller holds the run's lock)."""
 
     folder = Path(folder)
-    locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []
-    try:
-        recover_leftovers(folder)
-        with atomic_dir(folder, kind="run") as tmp:
-            write_jsonl(tmp / "results.jsonl", rows)
-            write_json(tmp / "summary.json", summary)
-            plots = make_plots(summary, tmp / "plots")
-            (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
-            write_json(tmp / "manifest.json", make_manifest("run", RUN_FORMAT_VERSION, name=folder.name,
-                                                            corpus=summary.get("corpus"), qa=summary.get("qa")))
-    finally:
-        release_locks(locks)
+    recover_leftovers(folder)
+    with atomic_dir(folder, kind="run") as tmp:
+        write_jsonl(tmp / "results.jsonl", rows)
+        write_json(tmp / "summary.json", summary)
+        plots = make_plots(summary, tmp / "plots")
+        (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
+        write_json(tmp / "manifest.json", make_manifest("run", RUN_FORMAT_VERSION, name=folder.name,
+                                                        corpus=summary.get("corpus"), qa=summary.get("qa")))
     return folder

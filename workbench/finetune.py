@@ -87,9 +87,12 @@ def _lora_model(model: Any, cfg: FinetuneConfig) -> Any:
     return get_peft_model(model, lora)
 
 
-def _run_info(cfg: FinetuneConfig, model_cfg: ModelConfig, corpus_fp: str, qa_hash: str | None) -> dict:
-    """What a checkpoint folder was made from; resuming requires the same."""
-    return {"finetune": to_dict(cfg), "base_model": model_cfg.base_model if cfg.mode != "scratch" else None,
+def _run_info(cfg: FinetuneConfig, run_cfg: RunConfig, base_hash: str | None, corpus_fp: str,
+              qa_hash: str | None) -> dict:
+    """What a checkpoint folder was made from (settings, prompts, base weights, data); resuming requires the
+    same."""
+    return {"finetune": to_dict(cfg), "prompt": to_dict(run_cfg.prompt), "ingest": to_dict(run_cfg.ingest),
+            "base_model": run_cfg.model.base_model if cfg.mode != "scratch" else None, "base_model_hash": base_hash,
             "corpus_fingerprint": corpus_fp, "qa_hash": qa_hash}
 
 
@@ -115,6 +118,7 @@ def _prepare_work(work: Path, info: dict, resume: bool | None, progress: bool) -
     except (OSError, ValueError):
         same = False
     steps = _checkpoint_steps(work) if work.exists() else 0
+    made = work.exists() and any(p.name != "run.json" for p in work.iterdir())  # checkpoints, a finished phase
     if resume is not False and same:
         if progress and steps:
             print(f"continuing the interrupted run from its checkpoint at step {steps} ({work})")
@@ -122,12 +126,13 @@ def _prepare_work(work: Path, info: dict, resume: bool | None, progress: bool) -
     if resume and not work.exists():
         if progress:
             print("no interrupted run to resume; starting from the beginning")
-    elif resume or (resume is None and steps):
-        raise WorkbenchError(f"the checkpoints in {work} (step {steps}) were made with other settings or data",
+    elif resume or (resume is None and made):
+        at = f" (step {steps})" if steps else ""
+        raise WorkbenchError(f"the checkpoints in {work}{at} were made with other settings or data",
                              "re-run with the settings they were made with to continue them, or pass --restart "
                              "to discard them and start over")
     if work.exists():
-        if progress and steps:
+        if progress and made:
             print(f"discarding the checkpoints of an earlier run in {work} (--restart)")
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -179,22 +184,24 @@ def finetune(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name
     base_name, base_hash = None, None
     if cfg.mode != "scratch":
         base_name, base_hash = model_cfg.base_model, model_fingerprint(model_cfg.base_model)
-    if not rebuild and adapter_status(name, corpus_dir, cfg, model_cfg, qa_file) == "current":
-        m = read_adapter_manifest(final)
-        return FinetuneResult(final, name, True, time.perf_counter() - t_start, m.get("tokens_seen", 0),
-                              m.get("train_loss"), m.get("heldout_loss"), m.get("data_source", "?"),
-                              cfg.mode, m.get("n_train_examples", 0))
-    corpus_fp = corpus_fingerprint(corpus_dir)
-    qa_hash = hash_file(qa_file) if qa_file.exists() else None
-    locks = acquire_locks([lock_name("adapter", name)]) if int(os.environ.get("RANK", "0")) == 0 else []
+    rank0_env = int(os.environ.get("RANK", "0")) == 0
+    locks = acquire_locks([lock_name("adapter", name)]) if rank0_env else []
     try:
+        if rank0_env:
+            for line in recover_leftovers(final):  # before the status check: a swap cut short is undone
+                if progress:
+                    print(f"adapter {name}: {line}")
+        if not rebuild and adapter_status(name, corpus_dir, cfg, model_cfg, qa_file, run_cfg) == "current":
+            m = read_adapter_manifest(final)
+            return FinetuneResult(final, name, True, time.perf_counter() - t_start, m.get("tokens_seen", 0),
+                                  m.get("train_loss"), m.get("heldout_loss"), m.get("data_source", "?"),
+                                  cfg.mode, m.get("n_train_examples", 0))
+        corpus_fp = corpus_fingerprint(corpus_dir)
+        qa_hash = hash_file(qa_file) if qa_file.exists() else None
         rank0 = _init_distributed(model_cfg)
         work = final.with_name(f".{name}.work")
         if rank0:
-            for line in recover_leftovers(final):
-                if progress:
-                    print(f"adapter {name}: {line}")
-            _prepare_work(work, _run_info(cfg, model_cfg, corpus_fp, qa_hash), resume, progress)
+            _prepare_work(work, _run_info(cfg, run_cfg, base_hash, corpus_fp, qa_hash), resume, progress)
         _barrier()  # the other ranks wait until the work folder is ready
         return _train_and_write(corpus_dir, cfg, model_cfg, run_cfg, name, final, work, qa_file, corpus_fp,
                                 qa_hash, (base_name, base_hash), retriever, rank0, progress, t_start)
@@ -240,6 +247,7 @@ def _train_and_write(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConf
             data_source=data.source, data_hash=data.digest(), n_train_examples=n_examples,
             n_heldout_examples=len(data.heldout), n_pretrain_examples=len(data.pretrain),
             n_leakage_dropped=data.n_leakage_dropped, hyperparameters=to_dict(cfg), prompt=to_dict(run_cfg.prompt),
+            ingest=to_dict(run_cfg.ingest),
             tokens_seen=outcome.tokens_seen, global_step=outcome.global_step,
             resumed_from_step=outcome.resumed_from_step, train_seconds=round(outcome.train_seconds, 2),
             seconds=round(time.perf_counter() - t_start, 2), train_loss=outcome.train_loss,

@@ -75,7 +75,12 @@ def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]
     pdf = _pdf_available()
     docs: list[Path] = []
     skipped: list[tuple[str, str]] = []
-    for folder, dirs, files in os.walk(root):
+    def unreadable_folder(err: OSError) -> None:
+        where = Path(err.filename or root)
+        rel = where.relative_to(root).as_posix() if where != root and where.is_relative_to(root) else str(where)
+        skipped.append((rel + "/", f"folder cannot be read ({err.strerror or type(err).__name__})"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable_folder):
         for d in dirs:  # os.walk does not follow linked folders (so a link loop cannot trap it): say so
             if not d.startswith(".") and (Path(folder) / d).is_symlink():
                 skipped.append(((Path(folder) / d).relative_to(root).as_posix(), "linked folder not followed"))
@@ -510,9 +515,13 @@ def check_chunks_target(path: Path) -> None:
     if path.is_dir():
         raise WorkbenchError(f"--out {path} is a directory", "pass a file path such as chunks.jsonl")
     manifest = chunks_manifest_path(path)
-    if path.exists() and not (manifest.name != path.name and manifest.is_file() and _is_chunks_manifest(manifest)):
+    ours = manifest.name != path.name and manifest.is_file() and _is_chunks_manifest(manifest)
+    if path.exists() and not ours:
         raise WorkbenchError(f"{path} exists and was not written by `workbench ingest` (no chunks manifest beside "
                              "it); refusing to overwrite it", "pass a new file name to --out")
+    if (manifest.exists() or manifest.is_symlink()) and not ours:
+        raise WorkbenchError(f"{manifest} exists and is not a chunks manifest written by `workbench ingest`; "
+                             "refusing to overwrite it", "pass a new file name to --out")
 
 
 def _is_chunks_manifest(path: Path) -> bool:

@@ -13,7 +13,7 @@ from workbench.errors import WorkbenchError
 
 NAME_RULE = ("a plain name: letters, digits, '.', '-', '_' (at most 128), not starting with '.', "
              "no '/' and no '..'")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 QA_FILE = "qa.jsonl"
 """A corpus's gold questions, at its root (the qa.jsonl contract); never a document."""
 ARTIFACT_DIRS = {"index": "indices", "adapter": "adapters", "run": "runs"}
@@ -30,7 +30,7 @@ def check_name(name: str, kind: str = "artifact") -> str:
     Raises:
         WorkbenchError: a path, ``..``, an empty or hidden name, or a character outside the rule.
     """
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         where = f"; it always goes under the project's {ARTIFACT_DIRS[kind]}/ folder" if kind in ARTIFACT_DIRS else ""
         raise WorkbenchError(f"invalid {kind} name {name!r}: a name must be {NAME_RULE}{where}",
                              f"pass a name such as my-{kind}")
@@ -40,7 +40,7 @@ def check_name(name: str, kind: str = "artifact") -> str:
 def safe_name(text: str, fallback: str = "corpus") -> str:
     """A plain name made from free text (e.g. a corpus folder's name): other characters become '-'."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).replace("..", ".").strip(".-")[:128]
-    return name if name and _NAME.match(name) else fallback
+    return name if name and _NAME.fullmatch(name) else fallback
 
 
 def artifact_dir(kind: str, name: str) -> Path:

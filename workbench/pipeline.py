@@ -129,7 +129,7 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
             for role, mode in plan.items():
                 fcfg = replace(cfg.finetune, mode=mode)
                 name = default_adapter_name(corpus_dir, mode)
-                status = adapter_status(name, corpus_dir, fcfg, cfg.model, qa)
+                status = adapter_status(name, corpus_dir, fcfg, cfg.model, qa, cfg)
                 console.print(f"adapter {name} ({mode}): {status}" + ("" if status == "current" else "; training"))
                 res = finetune(corpus_dir, fcfg, cfg.model, name=name, qa_path=qa, progress=progress, run_cfg=cfg)
                 console.print(res.summary())

@@ -128,7 +128,10 @@ def corpus_chunks(corpus_dir: Path, run_cfg: RunConfig, progress: bool = False) 
     depend on it."""
     name = default_index_name(corpus_dir)
     if index_status(name, corpus_dir, None, run_cfg.ingest) == "current":
-        return read_chunks(resolve_index_dir(name) / CHUNKS)
+        try:
+            return read_chunks(resolve_index_dir(name) / CHUNKS)
+        except (OSError, WorkbenchError):  # being rebuilt right now: read the corpus instead
+            pass
     return ingest_corpus(Path(corpus_dir), run_cfg.ingest, progress=progress).chunks
 
 

@@ -31,7 +31,7 @@ from workbench.artifacts import write_json
 from workbench.config import CONFIG_DIR, load_preset
 from workbench.errors import WorkbenchError
 from workbench.index import default_index_name
-from workbench.locks import JOB_ENV, acquire_locks, alive, held_locks, lock_name, release_locks
+from workbench.locks import JOB_ENV, Lock, acquire_locks, alive, held_locks, lock_name, release_locks
 from workbench.paths import safe_name
 from workbench.pipeline import adapter_plan
 from workbench.systems import resolve_systems
@@ -123,15 +123,15 @@ class JobManager:
                 release_locks(lock_paths)
                 raise
             job.pid = proc.pid
-            for p in lock_paths:  # the lock now names the live process
-                p.write_text(json.dumps({"job": job_id, "pid": proc.pid, "since": time.time()}), encoding="utf-8")
+            for lock in lock_paths:  # the lock now names the build's process
+                lock.describe(job_id, proc.pid)
             self._procs[job_id] = proc
             self._save(job)
         threading.Thread(target=self._watch, args=(job, proc, lock_paths), daemon=True,
                          name=f"workbench-job-{job_id}").start()
         return job
 
-    def _watch(self, job: Job, proc: subprocess.Popen, lock_paths: list[Path]) -> None:
+    def _watch(self, job: Job, proc: subprocess.Popen, lock_paths: list[Lock]) -> None:
         rc = proc.wait()
         job.rc, job.ended = rc, time.time()
         release_locks(lock_paths)
