@@ -124,9 +124,9 @@ PT_DOCS = {
 PT_QUESTIONS = [  # questions in other inflections than the documents (plural vs singular, verb forms)
     ("Quais são os sintomas das inflamações?", ["vermelhidão, inchaço, calor e dor"], "imunidade.txt"),
     ("Onde deságuam as águas do rio Reno?", ["Mar do Norte"], "rio.txt"),
-    ("Que substâncias dilatam o vaso sanguíneo e provocam febres?", ["prostaglandinas"], "imunidade.txt"),
+    ("Que substância dilata o vaso sanguíneo e provoca febres?", ["prostaglandinas"], "imunidade.txt"),
     ("Quem orienta o paciente sobre medicamentos?", ["farmacêutico"], "farmacia.txt"),
-    ("Como se formam as rocha ígnea?", ["quando o magma esfria"], "geologia.txt"),
+    ("Como se forma uma rocha ígnea?", ["quando o magma esfria"], "geologia.txt"),
     ("Quando foi fundada a universidade de Varsóvia?", ["1816"], "varsovia.txt"),
     ("Que erupções destruíram Pompeia?", ["Vesúvio"], "vulcoes.txt"),
     ("Quantos quilômetros o Reno percorre?", ["1.230 quilômetros"], "rio.txt"),
