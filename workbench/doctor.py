@@ -176,7 +176,7 @@ def run_checks(models: bool = True) -> Iterator[Check]:
     yield _offline()
     yield _paths()
     yield from _leftovers()
-    yield from _languages()
     if models:
         yield _guard("embedder", _embedder)
         yield _guard("base LLM", _base_model)
+    yield from _languages()
