@@ -41,9 +41,9 @@ def test_missing_library_fails_the_doctor(monkeypatch):
 
 
 def test_model_failures_become_report_lines(monkeypatch):
-    import workbench.paths
+    import workbench.models
 
-    monkeypatch.setattr(workbench.paths, "embedded_gguf_file", lambda: None)
+    monkeypatch.setattr(workbench.models, "embedded_gguf_file", lambda: None)
     monkeypatch.setattr(doctor, "_embedder", lambda: (_ for _ in ()).throw(RuntimeError("boom\nmore")))
     checks = {c.name: c for c in doctor.run_checks(models=True)}
     assert checks["embedder"].status == "fail" and checks["embedder"].detail == "RuntimeError: boom"

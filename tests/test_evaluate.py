@@ -148,9 +148,9 @@ def test_failed_run_keeps_previous_run(tmp_path, fake_systems, monkeypatch):
     assert (out / "summary.json").read_text() == before
     # a crash while writing (e.g. in the report) leaves no half-written folder either
     monkeypatch.setitem(SYSTEMS, "good", table_system("good", GOOD))
-    import workbench.report as report
+    import workbench.evaluate as evaluate_module
 
-    monkeypatch.setattr(report, "build_report", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(evaluate_module, "build_report", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         evaluate(corpus, cfg, out=tmp_path / "run", progress=False)
     assert (out / "summary.json").read_text() == before
