@@ -86,7 +86,7 @@ def test_missing_adapter_says_which_command_builds_it(tmp_path, monkeypatch):
 def test_other_bad_options(tmp_path):
     corpus = _corpus(tmp_path)
     assert "unknown system 'gpt5'" in _one_error_line(_eval(str(corpus), "--systems", "base,gpt5"))
-    assert "--limit 0 leaves no questions" in _one_error_line(_eval(str(corpus), "--limit", "0"))
+    assert "limit=0 leaves no questions" in _one_error_line(_eval(str(corpus), "--limit", "0"))
     assert "preset 'huge' not found" in _one_error_line(_eval(str(corpus), "--preset", "huge"))
     keep = tmp_path / "keep"
     keep.mkdir()

@@ -29,7 +29,7 @@ def adapter_dir(name_or_dir: str | Path) -> Path:
     """
     s = str(name_or_dir)
     p = Path(s).expanduser()
-    if p.is_absolute() or "/" in s or "\\" in s or s.startswith("~") or s in (".", ".."):
+    if p.is_absolute() or "/" in s or "\\" in s or s.startswith("~"):
         return p  # a folder to read from (a path, never a plain name); fine-tuning never writes there
     return adapters_dir() / check_name(s, "adapter")
 
