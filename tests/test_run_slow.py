@@ -42,11 +42,12 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))
     out = tmp_path / "home" / "runs" / "tern"
     result = CliRunner().invoke(app, ["run", str(corpus), "--profile", str(tmp_path / "small.yaml"),
-                                      "--out", str(out)])
+                                      "--name", "tern"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().endswith(str(out))
     s = json.loads((out / "summary.json").read_text())
     assert list(s["systems"]) == ["base", "rag", "ft", "ft_rag"]
+    assert s["prompt"]["copy_sentences"] == 4 and (out / "manifest.json").exists()  # how it answered, recorded
     assert s["n_questions"] == 13 and s["n_unanswerable"] == 3
     base, rag = s["systems"]["base"], s["systems"]["rag"]
     # fictional facts: the closed-book base model knows none; retrieval finds and the model reads them
