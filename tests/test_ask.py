@@ -32,7 +32,7 @@ def test_ask_base_with_a_local_model(tiny_corpus, tiny_lm_dir):
     res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "--system", "base",
                                    "--base", str(tiny_lm_dir), "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
-    assert re.search(r"^latency \d+\.\d\d s, \d new tokens \(\d+\.\d tokens/s\)$", res.output, re.M)
+    assert re.search(r"^confidence [01]\.\d\d, latency \d+\.\d\d s, \d new tokens \(\d+\.\d tokens/s\)$", res.output, re.M)
     assert "sources:" not in res.output
 
 

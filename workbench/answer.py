@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from workbench.confidence import Calibrator, answer_features, apply_calibrator, raw_confidence
 from workbench.config import PromptConfig
 from workbench.copying import CopySource
 from workbench.errors import WorkbenchError
@@ -35,6 +36,12 @@ class Answer:
         latency_s: generation wall time of its batch plus its share of retrieval time.
         n_new_tokens: tokens generated.
         raw: the reply before cleaning.
+        features: confidence features of the reply (``workbench.confidence.answer_features``).
+        confidence: probability that the reply is a correct answer: calibrated when a calibrator was
+            applied, else the reply's mean token probability (``workbench.confidence``).
+        declined: why the reply was replaced by the abstention phrase (low retrieval score, low answer
+            confidence), or None.
+        text_before_decline: the answer a decline replaced ("" when none was).
     """
 
     question: str
@@ -44,6 +51,10 @@ class Answer:
     latency_s: float = 0.0
     n_new_tokens: int = 0
     raw: str = ""
+    features: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None
+    declined: str | None = None
+    text_before_decline: str = ""
 
 
 @dataclass
@@ -67,7 +78,7 @@ class Prepared:
 
 def prepare(questions: Sequence[str], hits: Sequence[Sequence[Hit] | None], tokenizer: Any, context_tokens: int,
             cfg: PromptConfig, *, copy: bool = True, embedder: Any = None,
-            language: str = DEFAULT_LANGUAGE) -> list[Prepared]:
+            language: str = DEFAULT_LANGUAGE, offer_abstain: bool = True) -> list[Prepared]:
     """Prompts (and copy sources) for a batch of questions.
 
     Args:
@@ -79,27 +90,33 @@ def prepare(questions: Sequence[str], hits: Sequence[Sequence[Hit] | None], toke
         copy: constrain grounded replies to copy from the passages (``GenerateConfig.copy_spans``).
         embedder: ranks the passage sentences a reply may copy from (None: word overlap).
         language: the corpus language.
+        offer_abstain: a copy-constrained reply may be the abstention phrase (False: it always copies a span).
     """
     built = [build_prompt(q, h, tokenizer, context_tokens, cfg) for q, h in zip(questions, hits)]
     grounded = [i for i, h in enumerate(hits) if h is not None]
     sources: list[list[CopySource] | None] = [None] * len(built)
     if copy and grounded:
         ranked = copy_sources([questions[i] for i in grounded], [built[i][1] for i in grounded], embedder, cfg,
-                              language)
+                              language, offer_abstain)
         for i, s in zip(grounded, ranked):
             sources[i] = s
     return [Prepared(q, messages, list(used), s, language)
             for q, (messages, used), s in zip(questions, built, sources)]
 
 
-def finish(p: Prepared, raw: str, cfg: PromptConfig, latency_s: float = 0.0, n_new_tokens: int = 0) -> Answer:
-    """The ``Answer`` for a prepared question and its raw reply: cleaned, widened, cited."""
+def finish(p: Prepared, raw: str, cfg: PromptConfig, latency_s: float = 0.0, n_new_tokens: int = 0,
+           generation: Any = None) -> Answer:
+    """The ``Answer`` for a prepared question and its raw reply: cleaned, widened, cited, with its confidence
+    features (from ``generation``'s log-probabilities when given) and uncalibrated confidence."""
     text = clean_answer(raw, p.question, [h.chunk.text for h in p.hits], p.language, cfg)
-    return Answer(p.question, text, list(p.hits), cite(raw, p.hits, text), latency_s, n_new_tokens, raw)
+    feats = answer_features(p.question, text, generation, p.hits, p.language)
+    return Answer(p.question, text, list(p.hits), cite(raw, p.hits, text), latency_s, n_new_tokens, raw, feats,
+                  raw_confidence(feats))
 
 
 def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = None, k: int | None = None,
-                     progress: bool = False, prompt: PromptConfig | None = None) -> list[Answer]:
+                     progress: bool = False, prompt: PromptConfig | None = None, calibrator: Calibrator | None = None,
+                     abstain: str = "calibrated") -> list[Answer]:
     """Answer questions in batches: closed book, or over the retriever's top-k passages.
 
     Args:
@@ -110,6 +127,11 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
         k: passages per question (None: the retriever's configured k).
         progress: show progress bars.
         prompt: prompt and post-processing settings (default ``PromptConfig()``).
+        calibrator: turns confidence features into a calibrated confidence and a decline threshold
+            (``workbench.calibrate``); None leaves the raw confidence and declines nothing.
+        abstain: "calibrated" (the model's own declines and the calibrator's), "model" (only the model's
+            own), or "never" (copy-constrained replies are not offered the abstention phrase, and nothing is
+            declined for low confidence).
 
     Returns:
         One ``Answer`` per question.
@@ -124,11 +146,13 @@ def answer_questions(questions: Sequence[str], generator: Any, retriever: Any = 
         retrieval_share = (time.perf_counter() - t0) / len(questions)
     prepared = prepare(questions, hits, generator.tokenizer, generator.cfg.context_tokens, cfg,
                        copy=generator.cfg.copy_spans, embedder=getattr(retriever, "embedder", None),
-                       language=retriever.language if retriever is not None else DEFAULT_LANGUAGE)
+                       language=retriever.language if retriever is not None else DEFAULT_LANGUAGE,
+                       offer_abstain=abstain != "never")
     sources = [p.sources for p in prepared] if any(p.sources is not None for p in prepared) else None
     gens = generator.generate([p.messages for p in prepared], progress=progress, stop=ANSWER_STOPS,
                               sources=sources)
-    return [finish(p, g.text, cfg, g.latency_s + retrieval_share, g.n_new_tokens) for p, g in zip(prepared, gens)]
+    answers = [finish(p, g.text, cfg, g.latency_s + retrieval_share, g.n_new_tokens, g) for p, g in zip(prepared, gens)]
+    return apply_calibrator(answers, calibrator, decline=abstain == "calibrated")
 
 
 def check_question(question: str) -> str:
@@ -145,6 +169,8 @@ def check_question(question: str) -> str:
 def format_answer(answer: Answer) -> str:
     """The answer, its sources (cited passages marked) and timing, for the terminal."""
     lines = [answer.text or "(empty answer)"]
+    if answer.declined:
+        lines.append(f"(declined: {answer.declined}; the answer would have been {answer.text_before_decline!r})")
     cited = {c.n for c in answer.citations}
     if answer.hits:
         lines.append("")
@@ -158,5 +184,6 @@ def format_answer(answer: Answer) -> str:
             lines.append("   (* = the answer is found in or cited from that passage)")
     lines.append("")
     tps = answer.n_new_tokens / answer.latency_s if answer.latency_s > 0 else 0.0
-    lines.append(f"latency {answer.latency_s:.2f} s, {answer.n_new_tokens} new tokens ({tps:.1f} tokens/s)")
+    conf = f"confidence {answer.confidence:.2f}, " if answer.confidence is not None else ""
+    lines.append(f"{conf}latency {answer.latency_s:.2f} s, {answer.n_new_tokens} new tokens ({tps:.1f} tokens/s)")
     return "\n".join(lines)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from workbench.config import GenerateConfig
 from workbench.copying import CopyVocab, SpanCopyProcessor
 from workbench.models import prepare_tokenizer
+from workbench.text import ABSTAIN
 
 if TYPE_CHECKING:
     from workbench.copying import Source
@@ -37,6 +38,14 @@ class Generation:
     n_prompt_tokens: int
     n_new_tokens: int
     latency_s: float
+    logprobs: list[float] = field(default_factory=list)
+    """Per reply token, its log-probability under the model (before copy constraints)."""
+    copy_logprobs: list[float] = field(default_factory=list)
+    """Per reply token, its log-probability among the tokens copying allowed (empty for a free reply)."""
+    abstain_logprob: float | None = None
+    """Log-probability, at the reply's first step, of starting the abstention phrase (model distribution)."""
+    copy_abstain_logprob: float | None = None
+    """The same among the tokens copying allowed, with its start prior (None for a free reply)."""
 
 
 def render_prompt(tokenizer: Any, messages: Conversation) -> str:
@@ -73,6 +82,52 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+class LogprobRecorder:
+    """A pass-through logits processor that records each row's chosen-token log-probabilities.
+
+    Placed in a processor list, it sees the scores as the processors before it left them (the model's own
+    distribution when first, the copy-constrained one when after ``SpanCopyProcessor``). It keeps one step
+    of log-probabilities at a time: the token chosen from step t is read from the input at step t+1, and
+    the last one from the finished sequences (``finish``). At the first step it also records the
+    log-probability of starting with any of ``first_ids`` (the abstention phrase's first token).
+    """
+
+    def __init__(self, prompt_width: int, first_ids: Sequence[int] = ()):
+        self.width = prompt_width
+        self.first_ids = sorted(set(first_ids))
+        self._prev: Any = None
+        self.steps: list[Any] = []  # per step: (batch,) log-probs of the chosen tokens
+        self.first: Any = None  # (batch,) log-prob of starting with first_ids
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self._prev is not None and input_ids.shape[1] > self.width:
+            self.steps.append(self._prev.gather(1, input_ids[:, -1:]).squeeze(1).cpu())
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        if self.first is None and self.first_ids:
+            ids = [i for i in self.first_ids if i < logp.shape[1]]
+            self.first = torch.logsumexp(logp[:, ids], dim=-1).cpu() if ids else None
+        self._prev = logp
+        return scores
+
+    def finish(self, sequences: Any) -> list[list[float]]:
+        """Per row, the log-probability of every generated token (pads after a finished row included)."""
+        if self._prev is not None:
+            t = self.width + len(self.steps)
+            if t < sequences.shape[1]:
+                self.steps.append(self._prev.gather(1, sequences[:, t:t + 1].to(self._prev.device)).squeeze(1).cpu())
+            self._prev = None
+        if not self.steps:
+            return [[] for _ in range(sequences.shape[0])]
+        import torch
+
+        return torch.stack(self.steps, dim=1).tolist()
+
+    def first_logprobs(self, n: int) -> list[float | None]:
+        return [None] * n if self.first is None else [float(x) for x in self.first.tolist()]
+
+
 class Generator:
     """Generates replies to conversations with one loaded model.
 
@@ -88,6 +143,7 @@ class Generator:
         self.cfg = cfg or GenerateConfig()
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         self._copy_vocab: Any = None  # workbench.copying.CopyVocab, made on first use
+        self._abstain_ids: list[int] | None = None
 
     # --- prompt side ---------------------------------------------------------------------------
 
@@ -143,16 +199,26 @@ class Generator:
         if batch:
             yield batch
 
-    def _copy_kwargs(self, sources: Sequence[Sequence[Source]] | None, width: int) -> dict[str, Any]:
-        """``logits_processor`` restricting each row's reply to spans of its sources (none: no limit)."""
-        if sources is None:
-            return {}
+    def abstain_ids(self) -> list[int]:
+        """First token of the abstention phrase, as a reply would start it (with and without a space)."""
+        if self._abstain_ids is None:
+            firsts = (self.tokenizer(t, add_special_tokens=False)["input_ids"][:1] for t in (ABSTAIN, " " + ABSTAIN))
+            self._abstain_ids = sorted({ids[0] for ids in firsts if ids})
+        return self._abstain_ids
+
+    def _processors(self, sources: Sequence[Sequence[Source]] | None,
+                    width: int) -> tuple[dict[str, Any], LogprobRecorder, LogprobRecorder | None]:
+        """``logits_processor`` recording the model's log-probs and, with ``sources``, restricting each row's
+        reply to spans of its sources and recording the constrained log-probs too."""
         from transformers import LogitsProcessorList
 
-
+        model_lp = LogprobRecorder(width, self.abstain_ids())
+        if sources is None:
+            return {"logits_processor": LogitsProcessorList([model_lp])}, model_lp, None
         self._copy_vocab = self._copy_vocab or CopyVocab(self.tokenizer)
         proc = SpanCopyProcessor(self.tokenizer, sources, width, self.stop_ids(), self._copy_vocab)
-        return {"logits_processor": LogitsProcessorList([proc])}
+        copy_lp = LogprobRecorder(width, self.abstain_ids())
+        return {"logits_processor": LogitsProcessorList([model_lp, proc, copy_lp])}, model_lp, copy_lp
 
     def generate(self, conversations: list[Conversation], progress: bool = False,
                  stop: Sequence[str] = (), sources: Sequence[Sequence[Source]] | None = None) -> list[Generation]:
@@ -190,10 +256,15 @@ class Generator:
                 mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx])
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    copy = self._copy_kwargs(None if sources is None else [sources[i] for i in idx], width)
+                    procs, model_lp, copy_lp = self._processors(
+                        None if sources is None else [sources[i] for i in idx], width)
                     seqs = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                               **kw, **copy)
+                                               **kw, **procs)
                 latency = time.perf_counter() - t0
+                lps = model_lp.finish(seqs)
+                copy_lps = copy_lp.finish(seqs) if copy_lp else [[] for _ in idx]
+                firsts = model_lp.first_logprobs(len(idx))
+                copy_firsts = copy_lp.first_logprobs(len(idx)) if copy_lp else [None] * len(idx)
                 for row, i in enumerate(idx):
                     new = seqs[row, width:].tolist()
                     # a finished row is filled with pad after its end of turn (or its stop string)
@@ -202,7 +273,8 @@ class Generator:
                         n_new -= 1
                     text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
                     text, _ = cut_at_stop(text, stop)
-                    out[i] = Generation(text.strip(), len(encoded[i]), n_new, latency)
+                    out[i] = Generation(text.strip(), len(encoded[i]), n_new, latency, lps[row][:n_new],
+                                        copy_lps[row][:n_new], firsts[row], copy_firsts[row])
                 bar.update(len(idx))
         return [g for g in out if g is not None]
 
@@ -230,7 +302,7 @@ class Generator:
                                         attention_mask=torch.ones(1, len(ids), dtype=torch.long,
                                                                   device=self.model.device),
                                         streamer=streamer, **self._gen_kwargs(stop),
-                                        **self._copy_kwargs(None if sources is None else [sources], len(ids)))
+                                        **self._processors(None if sources is None else [sources], len(ids))[0])
             except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(e)
                 streamer.end()

@@ -203,3 +203,31 @@ def paired_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000
     ci = bootstrap_ci(d, n_resamples=min(n_resamples, 2000), seed=seed, confidence=confidence)
     return {"delta": float(d.mean()), "p_value": min(1.0, p), "ci95": list(ci), "n": int(d.size),
             "exact": exact}
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score interval of a rate ``k / n`` (95% by default); None when ``n`` is 0.
+
+    Unlike a bootstrap of the questions, it is not degenerate at 0 or n: 0 declines out of 36 gives
+    [0, 0.096], not [0, 0].
+    """
+    if n <= 0:
+        return None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (same order as given): the i-th smallest of m is multiplied by
+    ``m - i`` (i from 0), made non-decreasing in that order, and capped at 1."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out

@@ -106,11 +106,33 @@ def plot_retrieval(summary: dict, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def plot_risk_coverage(summary: dict, path: Path) -> Path | None:
+    """Every system's risk–coverage curve on one figure (answers taken most confident first)."""
+    systems = (summary.get("abstention") or {}).get("systems") or {}
+    if not systems:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, s in systems.items():
+        curve = s.get("curve") or {}
+        if curve.get("coverage"):
+            ax.plot(curve["coverage"], curve["risk"], label=f"{name} (AURC {s.get('aurc') or 0:.2f})")
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("risk (share of answers wrong)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Risk against coverage (lower is better)")
+    return save_figure(fig, path)
+
+
 def make_plots(summary: dict, out_dir: Path) -> list[Path]:
     """Write every plot the summary has data for into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_metrics(summary, out_dir / "metrics.png"), plot_by_kind(summary, out_dir / "by_kind.png"),
              plot_quality_vs_cost(summary, out_dir / "quality_vs_cost.png"),
-             plot_retrieval(summary, out_dir / "retrieval_recall.png")]
+             plot_retrieval(summary, out_dir / "retrieval_recall.png"),
+             plot_risk_coverage(summary, out_dir / "risk_coverage.png")]
     return [p for p in paths if p is not None]

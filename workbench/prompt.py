@@ -192,7 +192,8 @@ def build_messages(question: str, hits: Sequence[Hit] | None, tokenizer: Any = N
 
 
 def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedder: Any = None,
-                 cfg: PromptConfig | None = None, language: str = DEFAULT_LANGUAGE) -> list[list[CopySource]]:
+                 cfg: PromptConfig | None = None, language: str = DEFAULT_LANGUAGE,
+                 offer_abstain: bool = True) -> list[list[CopySource]]:
     """What each grounded reply may copy from: the abstention phrase and the passages'
     ``cfg.copy_sentences`` sentences (table rows, headings) closest to the question.
 
@@ -200,7 +201,8 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
     without an embedder or with one known not to cover ``language``, the summed idf of shared question words
     (``overlap_scores``), and then only ``cfg.copy_sentences_uncovered`` sentences are kept. The prompt still
     shows the whole passages; only where the answer is copied from narrows. A reply may not start with a
-    stopword of ``language`` or a word of its question; the abstention phrase gets ``cfg.abstain_bias``.
+    stopword of ``language`` or a word of its question; the abstention phrase (left out when not
+    ``offer_abstain``) gets ``cfg.abstain_bias``.
     """
     cfg = cfg or PromptConfig()
     uncovered = embedder is not None and covers(embedder.name, language) is False
@@ -219,5 +221,6 @@ def copy_sources(questions: Sequence[str], hits: Sequence[Sequence[Hit]], embedd
     out = []
     for q, kept in zip(questions, texts):
         no_start = no_start_words(q, stopwords(language))
-        out.append([CopySource(t, no_start) for t in kept] + [CopySource(ABSTAIN, bias=cfg.abstain_bias)])
+        abstain = [CopySource(ABSTAIN, bias=cfg.abstain_bias)] if offer_abstain else []
+        out.append([CopySource(t, no_start) for t in kept] + abstain)
     return out

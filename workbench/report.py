@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench.abstention_report import abstention_sentences, abstention_table
 from workbench.records import read_jsonl
 
 ALPHA = 0.05
@@ -119,7 +120,7 @@ def verdict(summary: dict) -> list[str]:
                              f"could be noise.")
         lines.append(_cost_sentence(summary, best))
     lines += _kind_sentences(summary)
-    lines += _abstention_sentences(summary)
+    lines += abstention_sentences(summary) if summary.get("abstention") else _abstention_sentences(summary)
     return lines
 
 
@@ -235,9 +236,9 @@ def _pairwise_table(summary: dict) -> str:
         ci = d.get("ci95_f1")
         rows.append([key.replace("_vs_", " vs "),
                      f"{d['delta_f1']:+.3f}" if d.get("delta_f1") is not None else "–",
-                     f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "–", _p(d.get("p_value")),
+                     f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "–", _p(d.get("p_value_holm", d.get("p_value"))),
                      f"{d['delta_abstain']:+.2f}" if d.get("delta_abstain") is not None else "–",
-                     _p(d.get("p_value_abstain"))])
+                     _p(d.get("p_value_abstain_holm", d.get("p_value_abstain")))])
     return _table(["pair", "ΔF1", "95% CI", "p (F1)", "Δ declines unanswerable", "p"], rows)
 
 
@@ -269,6 +270,9 @@ def _ragas_table(summary: dict) -> str:
     return _table(["ragas metric"] + list(systems), rows)
 
 
+_REMOTE_COPY = {"snap": "replaced by snapping each reply to a passage span", "free": "off, replies left free"}
+
+
 def _cost_table(summary: dict) -> str:
     cost = summary.get("cost", {})
     rows = [[n, _s(setup_cost_s(summary, n)), _s(s.get("load_s")), _s(s.get("answer_s")),
@@ -285,6 +289,10 @@ def _cost_table(summary: dict) -> str:
         extra.append(f"peak memory {cost['peak_rss_mb']:.0f} MB")
     if cost.get("eval_s") is not None:
         extra.append(f"evaluation {_s(cost['eval_s'])}")
+    if cost.get("model_backend") == "openai":  # generation ran on a served model, not on this machine
+        remote = cost.get("remote") or {}
+        extra.append(f"the model was remote ({remote.get('model') or 'first listed'} at {remote.get('base_url')}; "
+                     f"copy decoding {_REMOTE_COPY.get(remote.get('copy'), 'off')})")
     return t + ("\n\n" + "; ".join(extra) + "." if extra else "")
 
 
@@ -331,8 +339,10 @@ def build_report(summary: dict, rows: list[dict], plots: list[str] | None = None
             "95% bootstrap intervals over questions; differences are tested with a paired sign-flip "
             f"permutation test (significant when p < {ALPHA}).", ""]
     out += ["## By kind of question", "", _kind_table(summary), ""]
+    out += abstention_table(summary)
     if len(summary["systems"]) > 1:
-        out += ["## Pairwise differences", "", _pairwise_table(summary), ""]
+        out += ["## Pairwise differences", "", _pairwise_table(summary), "",
+                "p-values are Holm-adjusted over the pairs (per measure) when the run recorded them.", ""]
     for title, body in (("Retrieval", _retrieval_table(summary)), ("ragas metrics", _ragas_table(summary))):
         if body:
             out += [f"## {title}", "", body, ""]

@@ -1,0 +1,102 @@
+"""Abstention in the harness: every system also answers the calibration questions, gets its calibrator, and
+is scored on when it declines (summary.json's ``abstention`` section).
+
+``calibration_questions`` picks the questions (``workbench.calibrate``); the harness answers them with
+each system right after its eval questions, while its weights are loaded, so no eval question is generated
+twice. ``calibrate_runs`` fits one calibrator per system on its calibration answers and applies it to its
+eval answers (declining below the threshold when ``eval.abstain`` is "calibrated"); ``abstention_section``
+measures the result.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+from workbench.calibrate import CalibrationSet, calibration_set, fit_calibrator
+from workbench.confidence import Calibrator, apply_calibrator
+from workbench.config import RunConfig
+from workbench.metrics import mean, score_answers
+from workbench.qa import QAItem, load_qa
+from workbench.selective import risk_coverage, selective_block
+from workbench.text import is_abstention
+
+SYNTH_CHUNKS = 200
+"""Chunks questions are synthesized from when the question file has no train split (a seeded sample)."""
+
+
+def calibration_questions(qa_path: Path, items: list[QAItem], chunks: Sequence[Any], cfg: RunConfig) -> CalibrationSet:
+    """The calibration set of a run: from the question file's train split, else synthesized from ``chunks``."""
+    qa = load_qa(qa_path)
+    synthesized: list[QAItem] = []
+    if not any(q.split == "train" and q.answerable and q.answers for q in qa):
+        from workbench.synth import synthesize_rules
+
+        sample = random.Random(cfg.eval.seed).sample(list(chunks), min(SYNTH_CHUNKS, len(chunks)))
+        synthesized = [QAItem(id=f"synth-{i}", question=s.question, answers=[s.answer], split="train", doc=s.doc)
+                       for i, s in enumerate(synthesize_rules(sample, cfg.ingest.language, seed=cfg.eval.seed))
+                       if s.style == "question"]
+    return calibration_set(qa, items, [c.text for c in chunks], cfg.eval, synthesized)
+
+
+def _scored(answers: Sequence[Any], items: Sequence[QAItem]) -> tuple[list[float | None], list[bool]]:
+    """Per question, the F1 of the answer (before any decline) and whether the system itself declined."""
+    texts = [getattr(a, "text_before_decline", "") or a.text for a in answers]
+    per = score_answers(texts, [q.answers for q in items], [q.answerable for q in items])["per_item"]
+    return [p["f1"] for p in per], [p["abstained"] for p in per]
+
+
+def calibrate_runs(runs: Sequence[Any], calibration_runs: dict[str, Any], calib: CalibrationSet,
+                   cfg: RunConfig) -> dict[str, Calibrator]:
+    """Fit each system's calibrator on its calibration answers and apply it to its eval answers (in place)."""
+    out: dict[str, Calibrator] = {}
+    for run in runs:
+        cal_answers = calibration_runs[run.name].answers
+        f1, declined = _scored(cal_answers, calib.items)
+        feats = [getattr(a, "features", None) or {} for a in cal_answers]
+        cal = fit_calibrator(feats, f1, [q.answerable for q in calib.items], declined, cfg.eval, calib.describe())
+        apply_calibrator(run.answers, cal, decline=cfg.eval.abstain == "calibrated")
+        out[run.name] = cal
+    return out
+
+
+def abstention_section(items: Sequence[QAItem], runs: Sequence[Any], calibrators: dict[str, Calibrator],
+                       calib: CalibrationSet, calibration_runs: dict[str, Any], cfg: RunConfig) -> dict:
+    """summary.json's ``abstention``: per system HasAns F1, NoAns accuracy, wrong-answer rate, overall F1,
+    AURC (and its random-order value), the threshold and calibrator with what they were fitted on, the
+    oracle threshold (in-sample, for reference), and the risk–coverage curve; plus the comparison at equal
+    coverage."""
+    answerable = [q.answerable for q in items]
+    systems: dict[str, dict] = {}
+    for run in runs:
+        f1, model_declined = _scored(run.answers, items)
+        conf = [float(getattr(a, "confidence", 0.0) or 0.0) for a in run.answers]
+        declined = [is_abstention(a.text) for a in run.answers]
+        block = selective_block(conf, f1, answerable, declined, model_declined)
+        cov, risk = risk_coverage(conf, [a and (v or 0) >= 0.5 for a, v in zip(answerable, f1)],
+                                  [not d for d in model_declined])
+        cal = calibrators[run.name]
+        block.update(
+            threshold=cal.threshold, declined_by_threshold=sum(bool(getattr(a, "declined", None)) for a in run.answers),
+            declined_by_model=sum(model_declined), calibrator=cal.to_dict(),
+            calibration_s=round(calibration_runs[run.name].seconds, 3),
+            f1_before_decline=mean([v or 0.0 for v, a in zip(f1, answerable) if a]),
+            curve={"coverage": [round(c, 4) for c in cov], "risk": [round(r, 4) for r in risk]})
+        systems[run.name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in block.items()}
+    return {"mode": cfg.eval.abstain, "target": cfg.eval.abstain_target, "min_precision": cfg.eval.min_precision,
+            "calibration": calib.describe(), "systems": systems, "equal_coverage": equal_coverage(systems)}
+
+
+def equal_coverage(systems: dict[str, dict]) -> dict:
+    """Each system's risk at the largest coverage every system reaches: who answers wrongly least when all
+    answer the same share of questions."""
+    reach = [max(s["curve"]["coverage"], default=0.0) for s in systems.values()]
+    if not reach or min(reach) <= 0:
+        return {"coverage": None, "risk": {}}
+    c = min(reach)
+    risk = {}
+    for name, s in systems.items():
+        cov, rk = s["curve"]["coverage"], s["curve"]["risk"]
+        risk[name] = next((r for x, r in zip(cov, rk) if x >= c - 1e-9), None)
+    return {"coverage": round(c, 4), "risk": risk}
+
