@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup constraints browser demo test test-fast bench app clean
+.PHONY: setup constraints browser demo demo-update test test-fast bench app clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ constraints: setup
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/workbench run corpora/demo
+
+# After `make demo` (its index and adapter are reused): apply corpora/demo-update, re-index, continue (with and
+# without replay) and retrain, score every system on unchanged / updated / new facts -> runs/demo-update/.
+demo-update: setup
+	HF_HUB_OFFLINE=1 $(BIN)/workbench update corpora/demo corpora/demo-update --replay 0.3 --invariant-limit 60 \
+		--name demo-update
 
 # Headless Chromium for the browser test (Debian package; the test skips where it cannot be installed).
 browser:

@@ -38,7 +38,8 @@ def test_second_run_reuses_index_and_adapter(tiny_corpus, tiny_lm_dir, tiny_st_d
     cfg = tiny_cfg(tiny_lm_dir, tiny_st_dir)
     first = run(tiny_corpus, cfg, out=home / "runs" / "first", progress=False)
     err = capsys.readouterr().err
-    for stage in ("[1/5] ingest + index", "[2/5] training data", "[3/5] fine-tune", "[4/5] evaluate", "[5/5] report"):
+    for stage in ("[1/6] ingest + index", "[2/6] training data", "[3/6] fine-tune", "[4/6] evaluate",
+                  "[5/6] side effects", "[6/6] report"):
         assert stage in err
     assert "the gold train split of qa.jsonl (2 questions)" in err
     assert "adapter corpus-sft (sft): missing; training" in err
@@ -46,7 +47,11 @@ def test_second_run_reuses_index_and_adapter(tiny_corpus, tiny_lm_dir, tiny_st_d
     assert list(s1["systems"]) == SYSTEMS and s1["n_questions"] == 3
     assert s1["cost"]["finetune_reused"] == {"corpus-sft": False} and s1["cost"]["index_reused"] is False
     assert s1["cost"]["index_build_s"] > 0 and s1["cost"]["finetune_s"] > 0 and s1["cost"]["finetune_tokens"] > 0
-    assert set(s1["cost"]["stages_s"]) == {"ingest + index", "training data", "fine-tune", "evaluate", "report"}
+    assert set(s1["cost"]["stages_s"]) == {"ingest + index", "training data", "fine-tune", "evaluate", "side effects",
+                                           "report"}
+    probe = s1["side_effects"]
+    assert set(probe["adapters"]) == {"ft"} and probe["n_questions"] > 0 and probe["base"]["perplexity"] > 1
+    assert "## Side effects on general ability" in (first / "report.md").read_text()
     assert s1["systems"]["ft"]["weights"] == "corpus-sft" and s1["systems"]["rag"]["retrieval"] is True
     assert s1["retrieval"]["n"] == 2 and 0 <= s1["retrieval"]["answer_recall@5"] <= 1
     rows = [json.loads(line) for line in (first / "results.jsonl").read_text().splitlines()]

@@ -271,6 +271,37 @@ def run_(
         folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=_run_dir(name))
         typer.echo(str(folder))
 
+# @@update
+@app.command("update")
+def update_(
+    corpus_dir: Path = typer.Argument(..., help="The base corpus folder (documents + qa.jsonl); only read."),
+    update_dir: Path = typer.Argument(..., help="The update folder: changed documents at the same relative paths, "
+                                      "new documents, optional removed.txt and qa.jsonl (kind new/updated); only read."),
+    strategies: str = typer.Option("reindex,continue,retrain", "--strategies", help="Comma-separated: reindex "
+                                   "(incremental index update), continue (train the old adapter further), retrain "
+                                   "(fresh adapter on old + new data)."),
+    replay: float = typer.Option(0.0, "--replay", help="With continue: also train a copy continued with this share "
+                                 "of the old training questions mixed in (0: none)."),
+    invariant_limit: Optional[int] = typer.Option(None, "--invariant-limit", help="Score at most N invariant "
+                                                  "questions (a seeded sample; default all)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name, a plain name: runs/NAME, indices/NAME, "
+                                       "adapters/NAME-continue|-replay|-retrain (default <corpus>-update)."),
+    profile: str = typer.Option("quick", "--profile", help="quick (CPU, embedded models) or full (GPU), or a "
+                                "preset YAML file."),
+    no_side_effects: bool = typer.Option(False, "--no-side-effects", help="Skip the general-ability probe."),
+):
+    """When the documents change: re-index, continue or retrain, then score every system on unchanged, updated
+    and new facts (stale answers, forgetting, FUAR, cost)."""
+    with user_errors():
+        from workbench.config import load_preset
+        from workbench.update import UpdateConfig, update
+
+        ucfg = UpdateConfig(strategies=[s.strip() for s in strategies.split(",") if s.strip()], replay=replay,
+                            invariant_limit=invariant_limit)
+        folder = update(corpus_dir, update_dir, load_preset(profile), ucfg, name=name,
+                        side_effects=not no_side_effects)
+        typer.echo(str(folder))
+
 # @@inspect
 inspect_app = typer.Typer(help="Look inside the models on your own corpus: tokens, next-token probabilities, "
                           "attention, what fine-tuning changed, the embedding space (printed as tables).",

@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.adapters import adapter_status, default_adapter_name, read_adapter_manifest
+from workbench.adapters import adapter_dir, adapter_status, default_adapter_name, read_adapter_manifest
 from workbench.artifacts import atomic_dir, check_replaceable, hash_file, make_manifest, recover_leftovers, write_json
 from workbench.config import FinetuneConfig, ModelConfig, RunConfig, to_dict
 from workbench.errors import WorkbenchError
 from workbench.ingest import corpus_fingerprint
-from workbench.locks import acquire_locks, lock_name, release_locks
+from workbench.locks import acquire_locks, artifact_lock, lock_name, release_locks
 from workbench.models import load_base_model, model_fingerprint, pick_device, pick_dtype
 from workbench.paths import adapters_dir, check_name
 from workbench.paths import qa_path as default_qa_path
-from workbench.qa import load_qa, warn_unknown_docs
+from workbench.qa import QAItem, load_qa, warn_unknown_docs
 from workbench.scratch import train_scratch
-from workbench.train_data import require_enough, tokenize_examples
+from workbench.train_data import require_enough, sft_examples, tokenize_examples
 from workbench.trainer import Trained, train_model, write_curve
 from workbench.trainset import TrainingData, build_training_data
 
@@ -219,15 +219,26 @@ def _train_and_write(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConf
         trained = train_scratch(corpus_dir, cfg, work, qa_file, run_cfg, resume=resume, progress=progress)
     else:
         trained = _train_lora(corpus_dir, cfg, model_cfg, work, qa_file, run_cfg, retriever, resume, progress)
-    model, tokenizer, data, outcome, device = (trained.model, trained.tokenizer, trained.data, trained.outcome,
-                                               trained.device)
+    data, outcome = trained.data, trained.outcome
     base_name, base_hash = base
-
-    n_examples = len(data.train)
     result = FinetuneResult(final, name, False, time.perf_counter() - t_start, outcome.tokens_seen,
-                            outcome.train_loss, outcome.heldout_loss, data.source, cfg.mode, n_examples)
+                            outcome.train_loss, outcome.heldout_loss, data.source, cfg.mode, len(data.train))
     if not rank0:
         return result
+    _write_adapter(final, trained, cfg, model_cfg, run_cfg, work, t_start, name=name, mode=cfg.mode,
+                   base_model=base_name, base_model_hash=base_hash,
+                   corpus=str(corpus_dir.resolve()), corpus_fingerprint=corpus_fp,
+                   qa_file=str(qa_file.resolve()) if qa_file.exists() else None, qa_hash=qa_hash)
+    shutil.rmtree(work, ignore_errors=True)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _write_adapter(final: Path, trained: Trained, cfg: FinetuneConfig, model_cfg: ModelConfig, run_cfg: RunConfig,
+                   work: Path, t_start: float, **fields: Any) -> None:
+    """Write a trained adapter to ``final`` atomically: weights, tokenizer, curve, TensorBoard logs, the
+    examples and the manifest (``fields``: what it was built from)."""
+    model, tokenizer, data, outcome = trained.model, trained.tokenizer, trained.data, trained.outcome
     tokenizer.padding_side = "left"  # as generation wants it (training may have padded on the right)
     with atomic_dir(final, kind=KIND) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -240,21 +251,84 @@ def _train_and_write(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConf
         # not config.json: in a PEFT folder that name would pass for a model config
         write_json(tmp / "workbench_config.json", {"finetune": to_dict(cfg), "model": to_dict(model_cfg)})
         write_json(tmp / "manifest.json", make_manifest(
-            KIND, FORMAT_VERSION, name=name, mode=cfg.mode,
-            base_model=base_name, base_model_hash=base_hash,
-            corpus=str(corpus_dir.resolve()), corpus_fingerprint=corpus_fp,
-            qa_file=str(qa_file.resolve()) if qa_file.exists() else None, qa_hash=qa_hash,
-            data_source=data.source, data_hash=data.digest(), n_train_examples=n_examples,
+            KIND, FORMAT_VERSION, **fields,
+            data_source=data.source, data_hash=data.digest(), n_train_examples=len(data.train),
             n_heldout_examples=len(data.heldout), n_pretrain_examples=len(data.pretrain),
             n_leakage_dropped=data.n_leakage_dropped, hyperparameters=to_dict(cfg), prompt=to_dict(run_cfg.prompt),
             ingest=to_dict(run_cfg.ingest),
             tokens_seen=outcome.tokens_seen, global_step=outcome.global_step,
             resumed_from_step=outcome.resumed_from_step, train_seconds=round(outcome.train_seconds, 2),
             seconds=round(time.perf_counter() - t_start, 2), train_loss=outcome.train_loss,
-            heldout_loss=outcome.heldout_loss, device=device, world_size=outcome.world_size))
-    shutil.rmtree(work, ignore_errors=True)
-    result.seconds = time.perf_counter() - t_start
-    return result
+            heldout_loss=outcome.heldout_loss, device=trained.device, world_size=outcome.world_size))
+
+
+def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name: str,
+                      qa_path: Path, run_cfg: RunConfig, *, chunks: list | None = None,
+                      replay: list[QAItem] | None = None, progress: bool = True) -> FinetuneResult:
+    """Continue training an existing LoRA adapter on new data and write the result as ``adapters/NAME``.
+
+    The training questions are the train split of ``qa_path`` (synthesized from ``chunks`` when it has none,
+    leakage-guarded against its eval split, as :func:`finetune` does), plus ``replay``: earlier training
+    questions mixed back in against forgetting. The old adapter is only read.
+
+    Args:
+        adapter: the adapter to continue (name or folder); its base model must be ``model_cfg``'s.
+        corpus_dir: the corpus the new data comes from (recorded in the manifest).
+        cfg: fine-tuning settings (epochs, learning rate, ...; mode must be sft).
+        model_cfg: the base model.
+        name: the new adapter's name (a plain name).
+        qa_path: the new questions (train split trained on, eval split guarded against).
+        run_cfg: prompt and chunking settings.
+        chunks: chunks to synthesize questions from when ``qa_path`` has no train split.
+        replay: earlier training questions to add (already sampled).
+        progress: progress bars.
+
+    Raises:
+        WorkbenchError: an invalid name, a folder that is not an adapter there, an adapter that is not a
+            LoRA adapter of this base model, or too little training data.
+    """
+    from peft import PeftModel
+
+    t_start = time.perf_counter()
+    name = check_name(name, "adapter")
+    final = adapters_dir() / name
+    check_replaceable(final, KIND)
+    old = adapter_dir(adapter)
+    m = read_adapter_manifest(old)
+    if m.get("mode") not in ("sft", "cpt", "raft"):
+        raise WorkbenchError(f"adapter {old.name} ({m.get('mode')}) is not a LoRA adapter; it cannot be continued",
+                             "continue an sft adapter")
+    base_hash = model_fingerprint(model_cfg.base_model)
+    if m.get("base_model_hash") != base_hash:
+        raise WorkbenchError(f"adapter {old.name} was trained on base model {m.get('base_model')!r}, not "
+                             f"{model_cfg.base_model!r}", "pass the base model it was trained on")
+    with artifact_lock("adapter", name):
+        recover_leftovers(final)
+        device = pick_device(model_cfg.device)
+        base, tokenizer = load_base_model(model_cfg)
+        data = build_training_data(corpus_dir, cfg, tokenizer, qa_path, run_cfg, progress=progress, chunks=chunks)
+        data.train += sft_examples(list(replay or []), tokenizer, source="replay", prompt=run_cfg.prompt)
+        train_rows = tokenize_examples(data.train, tokenizer, cfg.max_seq_len)
+        held_rows = tokenize_examples(data.heldout, tokenizer, cfg.max_seq_len)
+        require_enough(len(train_rows), "training examples")
+        model = PeftModel.from_pretrained(base, str(old), is_trainable=True)
+        work = final.with_name(f".{name}.work")
+        _prepare_work(work, {"continue": str(old), "finetune": to_dict(cfg)}, False, False)
+        outcome = train_model(model, tokenizer, train_rows, held_rows, cfg, work, epochs=cfg.epochs,
+                              learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, resume=False,
+                              progress=progress, desc=f"continue {old.name}", device=device,
+                              bf16=str(pick_dtype(model_cfg.dtype, device)).endswith("bfloat16"))
+        model.eval()
+        trained = Trained(model, tokenizer, data, outcome, device)
+        _write_adapter(final, trained, cfg, model_cfg, run_cfg, work, t_start, name=name, mode=cfg.mode,
+                       base_model=model_cfg.base_model, base_model_hash=base_hash,
+                       corpus=str(Path(corpus_dir).resolve()), corpus_fingerprint=corpus_fingerprint(corpus_dir),
+                       qa_file=str(Path(qa_path).resolve()), qa_hash=hash_file(qa_path),
+                       continued_from=old.name, continued_from_created=m.get("created"),
+                       n_replay_examples=len(replay or []))
+        shutil.rmtree(work, ignore_errors=True)
+    return FinetuneResult(final, name, False, time.perf_counter() - t_start, outcome.tokens_seen,
+                          outcome.train_loss, outcome.heldout_loss, data.source, cfg.mode, len(data.train))
 
 
 def _init_distributed(model_cfg: ModelConfig) -> bool:

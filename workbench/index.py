@@ -396,7 +396,8 @@ def _log(msg: str, progress: bool) -> None:
 
 
 def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, name: str | None = None,
-                rebuild: bool = False, embedder: Any = None, progress: bool = True) -> IndexBuildResult:
+                rebuild: bool = False, embedder: Any = None, progress: bool = True,
+                reuse_from: str | Path | None = None) -> IndexBuildResult:
     """Build (or reuse, or incrementally update) the index of a corpus under ``indices/NAME/``.
 
     A current index (same corpus content, chunking, embedder files and kind) is reused as is. Otherwise
@@ -412,6 +413,9 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
         rebuild: ignore any previous index and re-encode everything.
         embedder: an :class:`~workbench.embed.Embedder` (default: built from ``cfg``).
         progress: progress bars and stage messages on stderr.
+        reuse_from: another index (name or folder) whose embeddings are copied for chunks whose text it
+            holds, instead of those of the index being replaced (``workbench update`` builds the updated
+            corpus's index from the base corpus's). It is only read.
 
     Returns:
         What was done, where, and how long it took.
@@ -433,11 +437,13 @@ def build_index(corpus_dir: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, na
     with artifact_lock("index", name):
         for line in recover_leftovers(folder):
             _log(f"index {name}: {line}", progress)
-        return _build_locked(corpus_dir, folder, cfg, ingest_cfg, embedder, embedder_fp, rebuild, progress, t0)
+        return _build_locked(corpus_dir, folder, cfg, ingest_cfg, embedder, embedder_fp, rebuild, progress, t0,
+                             resolve_index_dir(reuse_from) if reuse_from is not None else None)
 
 
 def _build_locked(corpus_dir: Path, folder: Path, cfg: IndexConfig, ingest_cfg: IngestConfig, embedder: Any,
-                  embedder_fp: str, rebuild: bool, progress: bool, t0: float) -> IndexBuildResult:
+                  embedder_fp: str, rebuild: bool, progress: bool, t0: float,
+                  reuse_from: Path | None = None) -> IndexBuildResult:
 
     old = _previous_manifest(folder)
     if old is not None and not rebuild:
@@ -454,7 +460,7 @@ def _build_locked(corpus_dir: Path, folder: Path, cfg: IndexConfig, ingest_cfg: 
     return build_from_chunks(ingested.chunks, folder, cfg, embedder=embedder, corpus=corpus_dir,
                              corpus_fingerprint=ingested.fingerprint, ingest_cfg=ingest_cfg, rebuild=rebuild,
                              progress=progress, started=t0, language=ingested.report.language,
-                             languages=ingested.report.languages)
+                             languages=ingested.report.languages, reuse_from=reuse_from)
 
 
 def _previous_manifest(folder: Path) -> dict[str, Any] | None:
@@ -487,11 +493,11 @@ def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, em
                       corpus: Path | None = None, corpus_fingerprint: str | None = None,
                       ingest_cfg: IngestConfig | None = None, rebuild: bool = False, progress: bool = True,
                       started: float | None = None, language: str = DEFAULT_LANGUAGE,
-                      languages: dict[str, float] | None = None) -> IndexBuildResult:
+                      languages: dict[str, float] | None = None, reuse_from: Path | None = None) -> IndexBuildResult:
     """Write an index of ``chunks`` to ``folder`` atomically (the ingestion-free half of build_index).
 
     Embeddings of texts already in a previous index at ``folder`` (same embedder files) are copied
-    instead of re-encoded, unless ``rebuild``. BM25 analyzes the texts for ``language`` (recorded in the
+    instead of re-encoded (those of the index at ``reuse_from`` when given), unless ``rebuild``. BM25 analyzes the texts for ``language`` (recorded in the
     manifest with ``languages``, the share of the corpus text in each detected language).
 
     Returns:
@@ -516,7 +522,7 @@ def build_from_chunks(chunks: list[Chunk], folder: Path, cfg: IndexConfig, *, em
 
     texts = [passage_text(c) for c in chunks]
     keys = [text_key(t) for t in texts]
-    cached, old_emb = ({}, None) if rebuild else _cached_embeddings(folder, embedder.fingerprint)
+    cached, old_emb = ({}, None) if rebuild else _cached_embeddings(reuse_from or folder, embedder.fingerprint)
     todo: dict[str, list[int]] = {}  # key -> rows needing that text's embedding (duplicates encoded once)
     for row, key in enumerate(keys):
         if key not in cached:

@@ -20,10 +20,13 @@ from workbench.evaluate import ensure_index, evaluate, load_eval_items, run_fold
 from workbench.finetune import finetune
 from workbench.qa import load_qa, split_items
 from workbench.report import verdict
+from workbench.side_effects import side_effects
 from workbench.systems import ADAPTER_MODES, resolve_systems
+from workbench.update_report import append_side_effects_report
 
 
-def _console() -> Any:
+def stage_console() -> Any:
+    """The stage console: stderr, wide in logs and pipes."""
     import sys
 
     from rich.console import Console
@@ -77,7 +80,7 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
         The run folder (results.jsonl, summary.json, report.md, plots/).
     """
 
-    console = _console()
+    console = stage_console()
     corpus_dir = Path(corpus_dir)
     qa, eval_qs = load_eval_items(corpus_dir, qa_path, cfg.eval.limit)   # bad questions fail before any work
     specs = resolve_systems(cfg.eval.systems)
@@ -85,7 +88,7 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
     roles = {s.adapter for s in specs if s.adapter and s.build is None}
     plan = adapter_plan(cfg, roles)
     needs_index = any(s.retrieval and s.build is None for s in specs) or "raft" in plan.values()
-    stages = Stages(2 + bool(needs_index) + 2 * bool(plan), console)
+    stages = Stages(2 + bool(needs_index) + 3 * bool(plan), console)
     console.print(f"[bold]workbench run[/bold] {corpus_dir} — systems {', '.join(s.name for s in specs)}; "
                   f"{len(eval_qs)} eval questions from {qa}")
     t_start = time.perf_counter()
@@ -143,6 +146,19 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
                         extra_cost=extra, adapters=names)
     folder = stages.run("evaluate", eval_stage)
 
+    if plan:
+        def side_effects_stage() -> None:
+            block = side_effects(cfg, names)
+            path = folder / "summary.json"
+            s = json.loads(path.read_text(encoding="utf-8"))
+            s["side_effects"] = block
+            write_json(path, s)
+            append_side_effects_report(folder, s)
+            for label, a in block["adapters"].items():
+                console.print(f"{label}: still answers {a['kept_right']} of the {block['n_kept']} general probe "
+                              f"questions the base model answers; perplexity {a['perplexity_change']:+.0%} vs base")
+        stages.run("side effects", side_effects_stage)
+
     def report_stage() -> None:
         console.print(f"report: {folder / 'report.md'}")
         console.print(f"plots:  {', '.join(sorted(p.name for p in (folder / 'plots').glob('*.png')))}")
@@ -166,7 +182,7 @@ def print_summary(folder: Path, console: Any = None) -> None:
     from rich.table import Table
 
 
-    console = console or _console()
+    console = console or stage_console()
     s = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
     table = Table(title=f"{s['n_questions']} eval questions — {Path(s['corpus']).name}")
     for col in ("system", "F1", "95% CI", "EM", "contains", "declines unans.", "p50 latency", "tok/s"):

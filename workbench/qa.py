@@ -8,7 +8,7 @@ from workbench.errors import WorkbenchError
 from workbench.ingest import list_documents
 from workbench.paths import QA_FILE
 
-_FIELDS = {"id", "question", "answers", "answerable", "split", "doc", "fact_id", "kind"}
+_FIELDS = {"id", "question", "answers", "answerable", "split", "doc", "fact_id", "kind", "old_answers"}
 
 
 @dataclass
@@ -23,6 +23,8 @@ class QAItem:
     doc: str | None = None
     fact_id: str | None = None
     kind: str | None = None
+    old_answers: list[str] | None = None
+    """An update folder's ``kind: updated`` questions: the answer(s) the fact had before the update."""
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -53,8 +55,12 @@ def _item(obj: dict, where: str) -> QAItem:
     for key in ("doc", "fact_id", "kind"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise WorkbenchError(f"{where}: '{key}' must be a string", "fix that line")
+    old = obj.get("old_answers")
+    if old is not None and (not isinstance(old, list) or not all(isinstance(a, str) for a in old)):
+        raise WorkbenchError(f"{where}: 'old_answers' must be a list of strings", "fix that line")
     return QAItem(id=obj["id"], question=q.strip(), answers=answers, answerable=answerable,
-                  split=split, doc=obj.get("doc"), fact_id=obj.get("fact_id"), kind=obj.get("kind"))
+                  split=split, doc=obj.get("doc"), fact_id=obj.get("fact_id"), kind=obj.get("kind"),
+                  old_answers=old)
 
 
 def load_qa(path: Path) -> list[QAItem]:

@@ -16,6 +16,7 @@ import streamlit as st
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown, highlight_overlap
 from workbench.records import read_jsonl
+from workbench.update_report import UPDATE_PLOT, side_effects_section, update_section
 
 PAGE_SIZE = 25
 F1_RIGHT = 0.5
@@ -252,6 +253,7 @@ def page() -> None:
     if kinds:
         st.caption("By kind of question (F1 over answerable questions; abstention rate on unanswerable ones)")
         st.dataframe(kinds, hide_index=True)
+    after_the_update(data)
     retrieval = summary.get("retrieval") or {}
     cost = summary.get("cost") or {}
     with st.expander("Retrieval and cost"):
@@ -262,6 +264,20 @@ def page() -> None:
         for i, p in enumerate(data.plots):
             cols[i % 2].image(str(p), caption=p.stem)
     explorer(data)
+
+
+def after_the_update(data: RunData) -> None:
+    """A ``workbench update`` run's "After the update" section (verdict, table, cost) and any run's side
+    effects on general ability, from summary.json (the same text as report.md)."""
+    update = update_section(data.summary, plot=None)
+    if update:
+        st.subheader("After the update")
+        st.markdown("\n".join(update[1:]))
+        st.caption(f"The plot {UPDATE_PLOT} below shows quality on each question set against update cost.")
+    effects = side_effects_section(data.summary)
+    if effects:
+        st.subheader("Side effects on general ability")
+        st.markdown("\n".join(effects[1:]))
 
 
 def explorer(data: RunData) -> None:
