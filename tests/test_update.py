@@ -198,12 +198,12 @@ def test_update_report_section_from_a_constructed_summary(tmp_path):
     assert ("After re-indexing, **rag** answers 90% of the 30 updated questions with the new value and 5% with the "
             "old one (F1 0.70); on new facts its F1 is 0.65.") in text
     assert "The old adapter **ft**, untouched, gives the old value on 60% of the updated questions" in text
-    assert "Best on updated facts: **rag** (F1 0.70, update cost 4.0 s)." in text
-    assert "Re-indexing took 4.0 s, 100x less wall time than retraining (400 s)." in text
+    assert "Best on updated facts: **rag** (F1 0.70, update cost 4.00 s)." in text
+    assert "Re-indexing took 4.00 s, 100x less wall time than retraining (400 s)." in text
     assert ("Continuing training (ft_continue) lost 0.10 F1 on invariant facts (6 forgotten against 15 updated and "
             "9 acquired: FUAR 0.25).") in text
-    assert "| ft | none | 0.0 s | 0.40 | 0.000 | 0.10 | 3% | 60% | 0.05 | n.d. | 0 / 0 / 0 |" in text
-    assert "40 invariant (a sample of 150)" in text and "- reindex: 4.0 s, 31 of 380 chunks re-encoded" in text
+    assert "| ft | none | 0.00 s | 0.40 | 0.000 | 0.10 | 3% | 60% | 0.05 | n.d. | 0 / 0 / 0 |" in text
+    assert "40 invariant (a sample of 150)" in text and "- reindex: 4.00 s, 31 of 380 chunks re-encoded" in text
     (tmp_path / "plots").mkdir()
     (tmp_path / "report.md").write_text("# Evaluation\n", encoding="utf-8")
     append_update_report(tmp_path, _summary())
@@ -292,9 +292,11 @@ def test_update_flow_on_tiny_models(tiny_corpus, update_dir, tiny_lm_dir, tiny_s
         assert (m.get("continued_from") == "corpus-sft") == (suffix != "retrain")
     assert json.loads((adapters / "up-replay" / "manifest.json").read_text())["n_replay_examples"] == 0  # no gold left
     assert u["strategies"]["retrain"]["data_source"] == "gold"
+    trained = [json.loads(x) for x in (adapters / "up-retrain" / "train_data.jsonl").read_text().splitlines()]
+    assert {t["target"] for t in trained} == {"48 kg", "every 15 minutes"}   # never the stale 42 kg of t1, t2
 
-    systems = ["base", "rag", "ft", "ft_rag", "ft_continue", "ft_continue_rag", "ft_replay", "ft_replay_rag",
-               "ft_retrain", "ft_retrain_rag"]
+    systems = ["base", "rag", "ft", "ft_rag", "ft_continue", "ft_continue_rag", "ft_replay", "ft_retrain",
+               "ft_retrain_rag"]
     assert list(s["systems"]) == systems and list(u["systems"]) == systems
     assert u["systems"]["ft_continue_rag"]["predecessor"] == "ft_rag"
     assert u["systems"]["ft_continue_rag"]["update_cost_s"] == pytest.approx(
@@ -306,3 +308,46 @@ def test_update_flow_on_tiny_models(tiny_corpus, update_dir, tiny_lm_dir, tiny_s
     report = (folder / "report.md").read_text()
     assert "## After the update" in report and "## Side effects on general ability" in report
     assert (folder / "plots" / "update_quality_vs_cost.png").exists()
+
+
+# --- the scenario with the embedded models ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_workbench_update_with_the_embedded_models(tmp_path, monkeypatch):
+    """A three-document slice of the demo and the demo update's Tern-3 changes, through the command line."""
+    import yaml
+    from test_run_slow import REPO, small_corpus
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    corpus = small_corpus(tmp_path / "tern", n_eval=8, n_unanswerable=0)
+    demo_update = REPO / "corpora" / "demo-update"
+    docs = ["products/tern-3-specification.md", "products/skua-g3-specification.md"]
+    up = tmp_path / "tern-update"
+    for d in docs:
+        (up / d).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_update / d, up / d)
+    rows = [json.loads(line) for line in (demo_update / "qa.jsonl").read_text(encoding="utf-8").splitlines()]
+    mine = [r for r in rows if r.get("doc") in docs]
+    ev = [r for r in mine if r["split"] == "eval"]
+    keep = [r for r in mine if r["split"] == "train"] + [r for r in ev if r["kind"] == "updated"][:4] + \
+        [r for r in ev if r["kind"] == "new"][:3]
+    _jsonl(up / "qa.jsonl", keep)
+    preset = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
+    preset["finetune"].update(max_steps=4, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
+    preset["eval"].update(bootstrap=200)
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))
+    result = runner.invoke(app, ["update", str(corpus), str(up), "--profile", str(tmp_path / "small.yaml"),
+                                 "--replay", "0.5", "--name", "tu"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "home" / "runs" / "tu"
+    s = json.loads((out / "summary.json").read_text())
+    u = s["update"]
+    assert u["sets"]["updated"] == 4 and u["sets"]["new"] == 3 and u["sets"]["invariant"] >= 1
+    r = u["strategies"]["reindex"]
+    assert 0 < r["chunks_encoded"] < r["chunks_total"]
+    assert u["strategies"]["replay"]["tokens_trained"] > 0 and u["strategies"]["retrain"]["tokens_trained"] > 0
+    rag = u["systems"]["rag"]
+    # the fictional new values are only in the updated documents: retrieval finds them, the model copies them
+    assert rag["updated"]["current"] >= 0.5 and rag["updated"]["stale"] <= 0.25, rag
+    assert set(s["side_effects"]["adapters"]) == {"ft", "ft_continue", "ft_replay", "ft_retrain"}
+    assert "## After the update" in (out / "report.md").read_text()

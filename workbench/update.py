@@ -36,12 +36,13 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.evaluate import evaluate
 from workbench.finetune import FinetuneResult, continue_finetune, finetune
-from workbench.index import CHUNKS, build_index, default_index_name, resolve_index_dir
+from workbench.index import CHUNKS, build_index, default_index_name, load_index, resolve_index_dir
 from workbench.ingest import decode_bytes, ingest_corpus, list_documents
 from workbench.paths import QA_FILE, adapters_dir, check_name, indices_dir, runs_dir, safe_name, state_dir
 from workbench.pipeline import Stages, adapter_plan, stage_console
 from workbench.qa import QAItem, load_qa
 from workbench.records import read_chunks, read_jsonl, write_jsonl
+from workbench.retrieve import Retriever
 from workbench.side_effects import side_effects as general_probe
 from workbench.systems import SystemSpec, register
 from workbench.text import normalize_answer
@@ -175,9 +176,21 @@ def _names(corpus: Path, name: str | None, cfg: RunConfig, ucfg: UpdateConfig) -
 def _systems(names: _Names, ucfg: UpdateConfig) -> list[str]:
     rag = "reindex" in ucfg.strategies
     out = ["base"] + (["rag"] if rag else []) + ["ft"] + (["ft_rag"] if rag else [])
-    for role in names.adapters:
-        out += [role] + ([f"{role}_rag"] if rag else [])
+    for role in names.adapters:  # replay is compared with continue closed book (forgetting, FUAR): no _rag twin
+        out += [role] + ([f"{role}_rag"] if rag and role != "ft_replay" else [])
     return out
+
+
+def same_passages(items: list[QAItem], old_index: str, new_index: str, cfg: RunConfig) -> set[str]:
+    """Ids of the questions for which both indices put the same passages in the prompt (the top ``k``).
+
+    Answering is deterministic (greedy) given the weights and the prompt, so a retrieval system's answer to
+    such a question before the update is the one it gives after; only the others are answered again.
+    """
+    questions = [q.question for q in items]
+    k = cfg.retrieve.k
+    hits = [Retriever(load_index(name), cfg.retrieve).search_batch(questions, k=k) for name in (old_index, new_index)]
+    return {q.id for q, a, b in zip(items, *hits) if [h.chunk.text for h in a] == [h.chunk.text for h in b]}
 
 
 def _predecessor(system: str) -> str:
@@ -252,7 +265,10 @@ def update(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: UpdateConfi
             con.print(built.summary())
         res = finetune(corpus_dir, fcfg, cfg.model, name=names.adapter_old, progress=progress, run_cfg=cfg)
         con.print(res.summary())
-        kept = [q for q in base_items if q.id not in set(sets.left_out)]
+        # the corpus's questions that still hold: its train questions the update leaves true, its eval questions
+        # not left out (the retrained adapter learns the former and is guarded against the latter)
+        still = {q.id for q in sets.old_train} | {q.id for q in base_items if q.split == "eval"} - set(sets.left_out)
+        kept = [q for q in base_items if q.id in still]
         _write_qa(names.work / "merged-qa.jsonl", kept + plan.questions)  # checked before the corpus is written
         write_updated_corpus(plan, names.corpus, load_qa(names.work / "merged-qa.jsonl"))
         con.print(f"updated corpus: {names.corpus}")
@@ -302,7 +318,9 @@ def update(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: UpdateConfi
     scored: dict[str, Any] = {}
 
     def eval_stage() -> None:
-        eval_qa = _write_qa(names.work / "eval-qa.jsonl", sets.eval)
+        # train questions ride along (never scored): the harness calibrates on a file's train split
+        train = sets.new_train + sets.old_train
+        eval_qa = _write_qa(names.work / "eval-qa.jsonl", sets.eval + train)
         after = names.work / "after"
         _clear(after)
         ecfg = replace(cfg, eval=replace(cfg.eval, systems=systems, limit=None))
@@ -312,18 +330,27 @@ def update(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: UpdateConfi
         scored["after"] = after
         before_systems = [s for s in ("rag", "ft_rag") if s in systems]
         scored["before"] = {}
-        if before_systems:
-            con.print(f"answering with {', '.join(before_systems)} on the index before the update (the reference "
-                      "for forgetting and FUAR)")
+        if not before_systems:
+            return
+        same = same_passages(sets.eval, names.index_old, names.index_new, cfg)
+        todo = [q for q in sets.eval if q.id not in same]
+        con.print(f"before the update: {', '.join(before_systems)} answer the {len(todo)} questions whose passages "
+                  f"the old index retrieves differently; for the other {len(same)} the prompt is the same, and so "
+                  "the answer")
+        if todo:
             base_docs = {d.relative_to(corpus_dir).as_posix() for d in list_documents(corpus_dir)[0]}
             before_qa = _write_qa(names.work / "before-qa.jsonl",
-                                  [replace(q, doc=q.doc if q.doc in base_docs else None) for q in sets.eval])
+                                  [replace(q, doc=q.doc if q.doc in base_docs else None) for q in todo]
+                                  + [q for q in base_items if q.split == "train"])
             before = names.work / "before"
             _clear(before)
             evaluate(corpus_dir, replace(cfg, eval=replace(cfg.eval, systems=before_systems, limit=None)),
                      qa_path=before_qa, index=names.index_old, out=before, progress=progress,
                      adapters={"ft": names.adapter_old})
             scored["before"] = _predictions(before)
+        after_preds = _predictions(after)
+        for s in before_systems:
+            scored["before"][s] = {**{q: after_preds[s][q] for q in same}, **scored["before"].get(s, {})}
     stages.run("evaluate (after and before the update)", eval_stage)
 
     if side_effects:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.figures import pyplot, save_figure
+from workbench.report import _f, _pct, _s
+from workbench.report import _table as table
 
 SETS = ("invariant", "updated", "new")
 UPDATE_PLOT = "update_quality_vs_cost.png"
@@ -17,23 +19,8 @@ SET_LABELS = {"invariant": "invariant (unchanged facts)", "updated": "updated (c
               "new": "new (facts only in the update)"}
 
 
-def _f(x: Any, nd: int = 2) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
-
-
-def _pct(x: Any) -> str:
-    return "–" if x is None else f"{100 * x:.0f}%"
-
-
-def _s(x: Any) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
-
-
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(r) + " |" for r in rows])
+    return table(header, rows).splitlines()
 
 
 def _get(block: dict, set_name: str, key: str) -> Any:
