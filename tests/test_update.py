@@ -351,3 +351,51 @@ def test_workbench_update_with_the_embedded_models(tmp_path, monkeypatch):
     assert rag["updated"]["current"] >= 0.5 and rag["updated"]["stale"] <= 0.25, rag
     assert set(s["side_effects"]["adapters"]) == {"ft", "ft_continue", "ft_replay", "ft_retrain"}
     assert "## After the update" in (out / "report.md").read_text()
+
+
+def test_results_page_shows_after_the_update(home):
+    from app_project import write_run
+    from test_app import app_test, texts
+
+    home.mkdir(parents=True)
+    run = write_run(home)
+    s = json.loads((run / "summary.json").read_text())
+    s.update(_summary())
+    s["side_effects"] = {"n_questions": 100, "n_kept": 20, "text_tokens": 2048, "base": {"perplexity": 12.0},
+                         "adapters": {"ft": {"adapter": "demo-sft", "kept_right": 15, "still_right": 0.75,
+                                             "perplexity": 15.0, "perplexity_change": 0.25}}}
+    (run / "summary.json").write_text(json.dumps(s), encoding="utf-8")
+    at = app_test("Results")
+    at.run()
+    assert not at.exception
+    shown = texts(at)
+    assert "After the update" in shown and "Side effects on general ability" in shown
+    assert "Re-indexing took 4.00 s, 100x less wall time than retraining (400 s)." in shown
+    assert "| ft | `demo-sft` | 75% (15 of 20) | 15.0 | +25% |" in shown
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_update_without_any_train_split_synthesizes_training_data(tiny_corpus, update_dir, tiny_lm_dir,
+                                                                   tiny_st_dir, home):
+    from test_pipeline import tiny_cfg
+
+    from workbench.update import UpdateConfig, update
+
+    for qa in (tiny_corpus / "qa.jsonl", update_dir / "qa.jsonl"):
+        rows = [json.loads(line) for line in qa.read_text().splitlines()]
+        _jsonl(qa, [r for r in rows if r.get("split") != "train"])
+    folder = update(tiny_corpus, update_dir, tiny_cfg(tiny_lm_dir, tiny_st_dir),
+                    UpdateConfig(strategies=["reindex", "continue", "retrain"], replay=1.0), name="syn",
+                    progress=False, side_effects=False)
+    u = json.loads((folder / "summary.json").read_text())["update"]
+    st = u["strategies"]
+    assert st["continue"]["data_source"] == "synthesized" and st["retrain"]["data_source"] == "synthesized"
+    # continue synthesized its questions from the replaced and added documents only
+    rows = [json.loads(x) for x in (home / "adapters" / "syn-continue" / "train_data.jsonl").read_text().splitlines()]
+    assert rows and all(r["question"] for r in rows)
+    assert any("48 kg" in r["target"] or "15 minutes" in r["target"] for r in rows)
+    assert not any("Varnholt" in r["target"] or "2011" in r["target"] for r in rows)  # untouched people.txt
+    # replay drew on what the old adapter was trained on (synthesized), keeping only answers still in the corpus
+    replayed = json.loads((home / "adapters" / "syn-replay" / "manifest.json").read_text())["n_replay_examples"]
+    assert replayed > 0
+    assert u["sets"]["invariant"] == 1 and u["sets"]["updated"] == 1 and u["sets"]["new"] == 1
