@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import textwrap
@@ -381,9 +382,9 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     seen = []
     real = Generator.stream
 
-    def stream(self, conversation, stop=(), sources=None):
+    def stream(self, conversation, stop=(), sources=None, stats=None):
         seen.append(sources)
-        return real(self, conversation, stop=stop, sources=sources)
+        return real(self, conversation, stop=stop, sources=sources, stats=stats)
 
     monkeypatch.setattr(Generator, "stream", stream)
     assert chat_app.checkbox(key="chat_copy").value
@@ -525,3 +526,61 @@ def test_app_and_evaluation_give_identical_answers(tiny_project, app_lm_dir, cop
             assert turn.answer == ev.text and turn.answer  # a reply, the same one
             assert [h["id"] for h in turn.hits] == [h.chunk.id for h in ev.hits]
             assert turn.citations == [(c.n, c.doc, c.heading) for c in ev.citations]
+
+
+def _calibrator(intercept: float) -> dict:
+    """A calibrator giving every answer the same confidence (sigmoid of ``intercept``), threshold 0.5."""
+    from workbench.confidence import FEATURES
+
+    n = len(FEATURES)
+    return {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "weights": [0.0] * n,
+            "intercept": intercept, "threshold": 0.5, "target": "overall_f1", "fit_on": {}}
+
+
+def test_chat_shows_confidence_and_declines_with_the_newest_runs_calibrator(tiny_project, app_lm_dir, monkeypatch):
+    import shutil
+
+    from workbench.text import ABSTAIN
+
+    run = tiny_project / "runs" / "zz-calibrated"
+    run.mkdir(parents=True)
+    summary = {"created": "2999-01-01T00:00:00+00:00", "config": {}, "systems": {"base": {}, "rag": {}},
+               "abstention": {"systems": {"base": {"calibrator": _calibrator(5.0)},
+                                          "rag": {"calibrator": _calibrator(-5.0)}}}}
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    try:
+        at = chat_session(tiny_project, app_lm_dir, monkeypatch)
+        assert at.checkbox(key="chat_decline").value
+        at.multiselect(key="chat_systems").set_value(["base", "rag"]).run()
+        ask(at, "How much does the Tern-3 buoy weigh?")
+        history = at.session_state["chat_history"]
+        base, rag = history["base"][0], history["rag"][0]
+        assert base["confidence"] == pytest.approx(1 / (1 + math.exp(-5))) and not base["declined"]
+        assert rag["answer"] == ABSTAIN and rag["confidence"] < 0.5
+        if rag["answer_before_decline"]:  # the model's own "I don't know" is not a calibrated decline
+            assert rag["declined"] in {"low retrieval score", "low answer confidence"}
+            assert any("Declined:" in t for t in columns_text(at))
+        assert any("confidence 0.99" in t for t in columns_text(at))
+        at.checkbox(key="chat_decline").set_value(False).run()
+        ask(at, "How much does the Tern-3 buoy weigh?")
+        assert not at.session_state["chat_history"]["rag"][1]["declined"]
+    finally:
+        shutil.rmtree(run)
+
+
+def test_results_page_shows_knowing_when_not_to_answer(project):
+    run = write_run(project)
+    s = json.loads((run / "summary.json").read_text())
+    block = {"has_ans_f1": 0.5, "no_ans_acc": 0.75, "no_ans_ci95": [0.3, 0.95], "wrong_answer_rate": 0.2,
+             "wrong_answer_ci95": [0.1, 0.4], "overall_f1": 0.6, "coverage": 0.7, "aurc": 0.2, "aurc_random": 0.4,
+             "threshold": 0.3, "oracle_overall_f1": 0.65, "curve": {"coverage": [0.5, 0.7], "risk": [0.1, 0.2]}}
+    s["abstention"] = {"mode": "calibrated", "target": "overall_f1", "calibration": {"source": "train split"},
+                       "systems": {"rag": block, "ft": {**block, "curve": {"coverage": [0.5, 0.9], "risk": [0.4, 0.5]}}},
+                       "equal_coverage": {"coverage": 0.7, "risk": {"rag": 0.2, "ft": 0.45}}}
+    (run / "summary.json").write_text(json.dumps(s), encoding="utf-8")
+    at = app_test("Results")
+    at.run()
+    assert not at.exception
+    shown = texts(at)
+    assert "Knowing when not to answer" in shown and "**rag** hallucinates least" in shown
+    assert "| rag | 0.50 | 75% [30%–95%]" in shown

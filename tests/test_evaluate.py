@@ -108,7 +108,7 @@ def _corpus(tmp_path: Path) -> Path:
 def test_evaluate_writes_a_complete_run(tmp_path, fake_systems):
     cfg = RunConfig(eval=EvalConfig(systems=["good", "bad"], bootstrap=100))
     out = evaluate(_corpus(tmp_path), cfg, out=tmp_path / "run", progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "plots", "report.md", "results.jsonl",
+    assert sorted(p.name for p in out.iterdir()) == ["calibration.jsonl", "manifest.json", "plots", "report.md", "results.jsonl",
                                                      "summary.json"]
     s = json.loads((out / "summary.json").read_text())
     check_summary_schema(s)
@@ -117,7 +117,7 @@ def test_evaluate_writes_a_complete_run(tmp_path, fake_systems):
     assert s["config"]["eval"]["systems"] == ["good", "bad"]
     assert len((out / "results.jsonl").read_text().splitlines()) == 8
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["by_kind.png", "metrics.png", "quality_vs_cost.png"]  # no retrieval block, no recall plot
+    assert plots == ["by_kind.png", "metrics.png", "quality_vs_cost.png", "risk_coverage.png"]  # no recall plot
     assert all((out / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
     report = (out / "report.md").read_text()
     assert report.startswith("# Evaluation: corpus") and "**good** answers best overall" in report

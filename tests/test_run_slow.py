@@ -38,7 +38,7 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     preset = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
     # a short fine-tune (this checks the plumbing, not the quality): few steps, no held-out evaluation
     preset["finetune"].update(max_steps=4, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
-    preset["eval"].update(bootstrap=200)
+    preset["eval"].update(bootstrap=200, calibration_questions=12)
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))
     out = tmp_path / "home" / "runs" / "tern"
     result = CliRunner().invoke(app, ["run", str(corpus), "--profile", str(tmp_path / "small.yaml"),
@@ -58,6 +58,14 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     lo, hi = rag["ci95"]["f1"]
     assert 0.0 <= lo <= hi <= 1.0 and 0.0 <= rag["f1"] <= 1.0
     assert s["systems"]["ft"]["weights"] == "tern-sft" and s["cost"]["finetune_tokens"] > 0
+    # every system's answers carry a calibrated confidence, fitted on train-split and generated questions
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 13 and all(0.0 <= r["confidence"] <= 1.0 for r in rows)
+    ab = s["abstention"]
+    assert ab["calibration"]["source"] == "train split" and ab["calibration"]["n_unanswerable"] >= 1
+    for name, b in ab["systems"].items():
+        assert b["calibrator"]["fit_on"]["n"] == 12 and 0.0 <= b["threshold"] <= 1.0, name
+        assert b["aurc"] is None or 0.0 <= b["aurc"] <= 1.0
     assert all(b["tokens_per_s"] > 0 and b["latency_p50_s"] > 0 for b in s["systems"].values())
     assert s["cost"]["peak_rss_mb"] < 6000
     report = (out / "report.md").read_text()
@@ -65,5 +73,6 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     verdict = report.index("## Verdict")
     assert verdict < report.index("## Systems") and report[verdict:report.index("## Systems")].count("\n") > 3
     assert {p.name for p in (out / "plots").iterdir()} == {"metrics.png", "by_kind.png", "quality_vs_cost.png",
-                                                           "retrieval_recall.png"}
+                                                           "retrieval_recall.png", "risk_coverage.png"}
+    assert "## Knowing when not to answer" in report
     assert "paraphrase" in result.stderr and "F1" in result.stderr   # the closing summary table

@@ -19,6 +19,7 @@ from workbench.config import RunConfig
 from workbench.metrics import mean, score_answers
 from workbench.qa import QAItem, load_qa
 from workbench.selective import risk_coverage, selective_block
+from workbench.synth import synthesize_rules
 from workbench.text import is_abstention
 
 SYNTH_CHUNKS = 200
@@ -30,8 +31,6 @@ def calibration_questions(qa_path: Path, items: list[QAItem], chunks: Sequence[A
     qa = load_qa(qa_path)
     synthesized: list[QAItem] = []
     if not any(q.split == "train" and q.answerable and q.answers for q in qa):
-        from workbench.synth import synthesize_rules
-
         sample = random.Random(cfg.eval.seed).sample(list(chunks), min(SYNTH_CHUNKS, len(chunks)))
         synthesized = [QAItem(id=f"synth-{i}", question=s.question, answers=[s.answer], split="train", doc=s.doc)
                        for i, s in enumerate(synthesize_rules(sample, cfg.ingest.language, seed=cfg.eval.seed))
@@ -54,10 +53,30 @@ def calibrate_runs(runs: Sequence[Any], calibration_runs: dict[str, Any], calib:
         cal_answers = calibration_runs[run.name].answers
         f1, declined = _scored(cal_answers, calib.items)
         feats = [getattr(a, "features", None) or {} for a in cal_answers]
-        cal = fit_calibrator(feats, f1, [q.answerable for q in calib.items], declined, cfg.eval, calib.describe())
+        # an adapter was fine-tuned on the train split (or on synthesized questions): its calibration answers
+        # are on facts it was trained on, so its confidence is fitted optimistic for new facts
+        seen = run.weights != cfg.model.base_model and getattr(run, "build", None) is None
+        cal = fit_calibrator(feats, f1, [q.answerable for q in calib.items], declined, cfg.eval,
+                             dict(calib.describe(), seen_in_training=bool(seen)))
         apply_calibrator(run.answers, cal, decline=cfg.eval.abstain == "calibrated")
         out[run.name] = cal
     return out
+
+
+def calibration_rows(calib: CalibrationSet, calibration_runs: dict[str, Any],
+                     calibrators: dict[str, Calibrator]) -> list[dict]:
+    """calibration.jsonl: per system and calibration question, the answer, its F1, features and confidence
+    (what each calibrator was fitted on, for inspection)."""
+    rows = []
+    for name, run in calibration_runs.items():
+        f1, declined = _scored(run.answers, calib.items)
+        for q, a, f, d in zip(calib.items, run.answers, f1, declined):
+            feats = getattr(a, "features", None) or {}
+            rows.append({"system": name, "id": q.id, "question": q.question, "answerable": q.answerable,
+                         "gold": q.answers, "kind": q.kind, "prediction": a.text, "f1": f, "declined": d,
+                         "confidence": round(calibrators[name].confidence(feats), 4),
+                         "features": {k: round(v, 4) for k, v in feats.items()}})
+    return rows
 
 
 def abstention_section(items: Sequence[QAItem], runs: Sequence[Any], calibrators: dict[str, Calibrator],

@@ -94,6 +94,15 @@ def calibration_set(qa: Sequence[QAItem], eval_items: Sequence[QAItem], corpus_t
     return CalibrationSet(items, source, n_dropped + n_more)
 
 
+def prior_weights(answerable: Sequence[bool], prior: float) -> list[float]:
+    """Per question, a weight that makes unanswerable questions ``prior`` of the total (mean weight 1)."""
+    n = len(answerable)
+    n_una = n - sum(answerable)
+    if n_una == 0 or n_una == n:
+        return [1.0] * n
+    return [n * (1 - prior) / (n - n_una) if a else n * prior / n_una for a in answerable]
+
+
 def fit_calibrator(features: Sequence[dict[str, float]], f1: Sequence[float | None], answerable: Sequence[bool],
                    declined: Sequence[bool], cfg: EvalConfig, fit_on: dict[str, Any] | None = None) -> Calibrator:
     """A logistic regression from confidence features to "the reply is a right answer", and its threshold.
@@ -106,13 +115,15 @@ def fit_calibrator(features: Sequence[dict[str, float]], f1: Sequence[float | No
         cfg: the threshold target (``abstain_target``, ``min_precision``).
         fit_on: a description of the questions, recorded with the calibrator.
 
-    A set whose answers are all right (or all wrong) cannot separate them: the calibrator then gives every
-    answer that share as its confidence.
+    Questions are weighted so unanswerable ones make up ``cfg.unanswerable_prior`` of the total, for the
+    regression and the threshold alike. A set whose answers are all right (or all wrong) cannot separate
+    them: the calibrator then gives every answer that share as its confidence.
     """
     import numpy as np
 
     x = np.array([[float(f.get(n, 0.0)) for n in FEATURES] for f in features], dtype=float)
     y = np.array([is_correct(v, a, d) for v, a, d in zip(f1, answerable, declined)], dtype=int)
+    w = prior_weights(answerable, cfg.unanswerable_prior)
     if x.shape[0] == 0:
         raise WorkbenchError("no calibration answers to fit on", "check the calibration questions")
     mean = x.mean(axis=0)
@@ -125,12 +136,12 @@ def fit_calibrator(features: Sequence[dict[str, float]], f1: Sequence[float | No
         from sklearn.linear_model import LogisticRegression
 
         model = LogisticRegression(C=CALIBRATION_C, max_iter=1000)
-        model.fit((x - mean) / scale, y)
+        model.fit((x - mean) / scale, y, sample_weight=np.asarray(w))
         weights, intercept = [float(w) for w in model.coef_[0]], float(model.intercept_[0])
     cal = Calibrator(list(FEATURES), mean.tolist(), scale.tolist(), weights, intercept,
-                     fit_on=dict(fit_on or {}, n=len(y), n_right=int(y.sum())))
+                     fit_on=dict(fit_on or {}, n=len(y), n_right=int(y.sum()), unanswerable_prior=cfg.unanswerable_prior))
     conf = [cal.confidence(f) for f in features]
-    cal.threshold, value = best_threshold(conf, f1, answerable, declined, cfg.abstain_target, cfg.min_precision)
+    cal.threshold, value = best_threshold(conf, f1, answerable, declined, cfg.abstain_target, cfg.min_precision, w)
     cal.target = "overall_f1" if cfg.abstain_target == "overall_f1" else f"precision>={cfg.min_precision}"
     cal.fit_on["target_value_on_calibration"] = round(value, 4)
     return cal

@@ -281,12 +281,14 @@ class Generator:
     # --- streaming -----------------------------------------------------------------------------
 
     def stream(self, conversation: Conversation, stop: Sequence[str] = (),
-               sources: Sequence[Source] | None = None) -> Iterator[str]:
+               sources: Sequence[Source] | None = None, stats: dict[str, Any] | None = None) -> Iterator[str]:
         """Yield the reply to one conversation piece by piece as it is generated.
 
         The pieces join to exactly ``generate([conversation], stop=stop, sources=[sources])[0].text``
         (``sources=None``: unconstrained): leading and
-        trailing whitespace is held back, and nothing from a stop string on is yielded.
+        trailing whitespace is held back, and nothing from a stop string on is yielded. ``stats``, when
+        given, is filled at the end with the reply's log-probabilities (the ``Generation`` fields
+        ``logprobs``, ``copy_logprobs``, ``abstain_logprob``, ``copy_abstain_logprob``).
         """
         import torch
         from transformers import TextIteratorStreamer
@@ -297,12 +299,18 @@ class Generator:
 
         def work() -> None:
             try:
+                procs, model_lp, copy_lp = self._processors(None if sources is None else [sources], len(ids))
                 with torch.inference_mode():
-                    self.model.generate(input_ids=torch.tensor([ids], device=self.model.device),
-                                        attention_mask=torch.ones(1, len(ids), dtype=torch.long,
-                                                                  device=self.model.device),
-                                        streamer=streamer, **self._gen_kwargs(stop),
-                                        **self._processors(None if sources is None else [sources], len(ids))[0])
+                    seqs = self.model.generate(input_ids=torch.tensor([ids], device=self.model.device),
+                                               attention_mask=torch.ones(1, len(ids), dtype=torch.long,
+                                                                         device=self.model.device),
+                                               streamer=streamer, **self._gen_kwargs(stop), **procs)
+                if stats is not None:
+                    new = seqs[0, len(ids):].tolist()
+                    n = next((j for j, t in enumerate(new) if t in set(self.stop_ids())), len(new))
+                    stats.update(logprobs=model_lp.finish(seqs)[0][:n], abstain_logprob=model_lp.first_logprobs(1)[0],
+                                 copy_logprobs=copy_lp.finish(seqs)[0][:n] if copy_lp else [],
+                                 copy_abstain_logprob=copy_lp.first_logprobs(1)[0] if copy_lp else None)
             except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(e)
                 streamer.end()

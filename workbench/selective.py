@@ -57,25 +57,31 @@ def random_aurc(correct: Sequence[bool], covered: Sequence[bool]) -> float | Non
     return mean([float(not c) for c, v in zip(correct, covered) if v])
 
 
+def _wmean(values: Sequence[float], weights: Sequence[float]) -> float | None:
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights)) / total if total > 0 else None
+
+
 def best_threshold(confidence: Sequence[float], f1: Sequence[float | None], answerable: Sequence[bool],
-                   declined: Sequence[bool], target: str = "overall_f1",
-                   min_precision: float = 0.8) -> tuple[float, float]:
+                   declined: Sequence[bool], target: str = "overall_f1", min_precision: float = 0.8,
+                   weights: Sequence[float] | None = None) -> tuple[float, float]:
     """The decline threshold for a target, and the value it reaches on these questions.
 
     Candidates are 0 and every confidence (declining what is strictly below). "overall_f1" maximises the
-    mean SQuAD 2.0 overall score (ties: the lowest threshold, declining least); "precision" takes the lowest
-    threshold whose answers are right at least ``min_precision`` of the time (the most precise one if none
-    is), and reports that precision.
+    (``weights``-weighted) mean SQuAD 2.0 overall score (ties: the lowest threshold, declining least);
+    "precision" takes the lowest threshold whose answers are right at least ``min_precision`` of the time
+    (the most precise one if none is), and reports that precision.
     """
+    w = list(weights) if weights is not None else [1.0] * len(confidence)
     cands = sorted({0.0, *map(float, confidence)})
     best: tuple[float, float] | None = None
     for t in cands:
         dec = [d or c < t for c, d in zip(confidence, declined)]
         if target == "overall_f1":
-            value = mean(overall_scores(f1, answerable, dec)) or 0.0
+            value = _wmean(overall_scores(f1, answerable, dec), w) or 0.0
         else:
-            right = [is_correct(f, a, d) for f, a, d in zip(f1, answerable, dec) if not d]
-            value = mean([float(r) for r in right]) if right else 0.0
+            kept = [(float(is_correct(f, a, d)), x) for f, a, d, x in zip(f1, answerable, dec, w) if not d]
+            value = (_wmean([r for r, _ in kept], [x for _, x in kept]) or 0.0) if kept else 0.0
             if value >= min_precision:
                 return t, value
         if best is None or value > best[1] + 1e-12:

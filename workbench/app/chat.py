@@ -111,11 +111,21 @@ def sidebar() -> tuple[list[ChatSystem], str | None, engine.ChatSettings]:
     copy = sb.checkbox("Copy answers from passages", gdef.copy_spans, key="chat_copy",
                        help="RAG systems reply with a span of the retrieved passages' sentences closest to the "
                             "question (or \"I don't know\"), as in evaluation; off lets the model write freely.")
+    run, calibrators = artifacts.latest_calibrators(index)
+    if run:
+        decline = sb.checkbox("Decline when confidence is low", True, key="chat_decline",
+                              help=f"Confidence and decline threshold of each system as calibrated by run {run} "
+                                   "(on questions it did not evaluate). Off: answers are never declined for "
+                                   "low confidence, and the confidence shown is the reply's mean token probability.")
+        calibrators = calibrators if decline else {}
+    else:
+        sb.caption("No evaluation run has calibrated confidences yet: answers show their raw confidence and are "
+                   "never declined for low confidence.")
     if sb.button("Clear chat history", key="chat_clear"):
         st.session_state[HISTORY_KEY] = {}
     settings = engine.ChatSettings(base_model=base, k=int(k), mode=mode, temperature=float(temperature),
                                    max_new_tokens=int(max_new), context_tokens=gdef.context_tokens,
-                                   copy_spans=bool(copy))
+                                   copy_spans=bool(copy), calibrators=calibrators)
     return [s for s in systems if s.name in picked], index, settings
 
 
@@ -130,6 +140,8 @@ def _metrics_line(turn: engine.Turn) -> str:
     if turn.retrieval_s is not None:
         parts.append(f"retrieval {1000 * turn.retrieval_s:.0f} ms")
     parts.append(f"{turn.n_new_tokens} tokens")
+    if turn.confidence is not None:
+        parts.insert(0, f"confidence {turn.confidence:.2f}")
     tps = turn.tokens_per_s
     if tps is not None:
         parts.append(f"{tps:.1f} tokens/s")
@@ -160,8 +172,15 @@ def render_turn(turn: engine.Turn) -> None:
         st.error(turn.error)
         return
     st.markdown(escape_markdown(turn.answer) if turn.answer else "_(empty answer)_")
+    _decline_note(turn)
     st.caption(_metrics_line(turn))
     render_sources(turn)
+
+
+def _decline_note(turn: engine.Turn) -> None:
+    if turn.declined:
+        st.caption(f"Declined: {escape_markdown(turn.declined)}. It would have answered: "
+                   f"{escape_markdown(turn.answer_before_decline)}")
 
 
 def _history() -> dict[str, list[dict[str, Any]]]:
@@ -189,6 +208,7 @@ def ask(system: ChatSystem, question: str, index: str | None, settings: engine.C
         slot.error(turn.error)
         return turn
     slot.markdown(escape_markdown(turn.answer) if turn.answer else "_(empty answer)_")
+    _decline_note(turn)
     st.caption(_metrics_line(turn))
     render_sources(turn, expanded=False)
     return turn

@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import streamlit as st
@@ -19,6 +20,7 @@ import streamlit as st
 from workbench.adapters import load_finetuned
 from workbench.answer import finish, prepare
 from workbench.app import artifacts
+from workbench.confidence import Calibrator, apply_calibrator
 from workbench.config import GenerateConfig, ModelConfig, PromptConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import Generator
@@ -64,6 +66,9 @@ class ChatSettings:
     dtype: str = "auto"
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """Prompt and post-processing settings (the same ``RunConfig.prompt`` evaluation records)."""
+    calibrators: dict[str, Calibrator] = field(default_factory=dict)
+    """Per system name, the calibrator of the newest evaluation run (confidence and declines); none: the
+    raw confidence, nothing declined."""
 
 
 @dataclass
@@ -82,6 +87,9 @@ class Turn:
         n_new_tokens: generated tokens.
         weights: base model or adapter that answered.
         error: a user-facing error instead of an answer.
+        confidence: the answer's confidence (calibrated when the system has a calibrator).
+        declined: why the answer was declined (low retrieval score, low answer confidence), or None.
+        answer_before_decline: what the system would have answered ("" when nothing was declined).
     """
 
     system: str
@@ -95,6 +103,9 @@ class Turn:
     n_new_tokens: int = 0
     weights: str = ""
     error: str | None = None
+    confidence: float | None = None
+    declined: str | None = None
+    answer_before_decline: str = ""
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -193,8 +204,9 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
                     copy=settings.copy_spans, embedder=embedder, language=language)[0]
     turn.hits = [hit_dict(h) for h in p.hits]  # the passages in the prompt: [n] is hits[n-1]
     pieces: list[str] = []
+    stats: dict[str, Any] = {}
     with loaded.lock:  # one generation at a time on this model
-        for piece in gen.stream(p.messages, stop=ANSWER_STOPS, sources=p.sources):
+        for piece in gen.stream(p.messages, stop=ANSWER_STOPS, sources=p.sources, stats=stats):
             if not piece:
                 continue
             if turn.first_token_s is None:
@@ -204,8 +216,10 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     raw = "".join(pieces)
     turn.latency_s = time.perf_counter() - t0
     turn.n_new_tokens = len(loaded.tokenizer(raw, add_special_tokens=False)["input_ids"]) if raw else 0
-    done = finish(p, raw, settings.prompt, turn.latency_s, turn.n_new_tokens)
-    turn.answer = done.text
+    done = finish(p, raw, settings.prompt, turn.latency_s, turn.n_new_tokens, SimpleNamespace(**stats))
+    apply_calibrator([done], settings.calibrators.get(turn.system))
+    turn.answer, turn.confidence, turn.declined = done.text, done.confidence, done.declined
+    turn.answer_before_decline = done.text_before_decline
     turn.citations = [(c.n, c.doc, c.heading or "") for c in done.citations]
 
 

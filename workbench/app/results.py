@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from workbench.abstention_report import abstention_sentences, abstention_table
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown, highlight_overlap
 from workbench.records import read_jsonl
@@ -222,7 +223,11 @@ def _render_question(q: Question, systems: list[str]) -> None:
         mark = RIGHT if is_right(r, q.answerable) else WRONG
         scores = f"F1 {_fmt(r.get('f1'), 2)} · EM {_fmt(r.get('em'), 0)}" if q.answerable else (
             "declined" if r.get("abstained") else "answered anyway")
-        st.markdown(f"{mark} **{escape_markdown(s)}** ({scores}): {escape_markdown(r.get('prediction', ''))}")
+        conf = f" · confidence {r['confidence']:.2f}" if r.get("confidence") is not None else ""
+        st.markdown(f"{mark} **{escape_markdown(s)}** ({scores}{conf}): {escape_markdown(r.get('prediction', ''))}")
+        if r.get("declined"):
+            st.caption(f"Declined ({escape_markdown(r['declined'])}); the answer would have been: "
+                       f"{escape_markdown(r.get('prediction_before_decline') or '')}")
         for h in r.get("retrieved") or []:
             head = f" › {escape_markdown(h.get('heading') or '')}" if h.get("heading") else ""
             st.caption(f"[{h.get('rank', '?')}] score {_fmt(h.get('score'), 4)} · "
@@ -253,6 +258,7 @@ def page() -> None:
     if kinds:
         st.caption("By kind of question (F1 over answerable questions; abstention rate on unanswerable ones)")
         st.dataframe(kinds, hide_index=True)
+    knowing_when_not_to_answer(summary)
     after_the_update(data)
     retrieval = summary.get("retrieval") or {}
     cost = summary.get("cost") or {}
@@ -264,6 +270,17 @@ def page() -> None:
         for i, p in enumerate(data.plots):
             cols[i % 2].image(str(p), caption=p.stem)
     explorer(data)
+
+
+def knowing_when_not_to_answer(summary: dict[str, Any]) -> None:
+    """The run's abstention measures (the same text as report.md): who makes things up less, HasAns F1,
+    NoAns accuracy, wrong answers, AURC; the risk–coverage plot is among the plots."""
+    table = abstention_table(summary)
+    if not table:
+        return
+    st.subheader("Knowing when not to answer")
+    st.markdown("\n".join(line for line in abstention_sentences(summary) if line))
+    st.markdown("\n".join(table[2:]))
 
 
 def after_the_update(data: RunData) -> None:
