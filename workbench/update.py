@@ -38,6 +38,7 @@ from workbench.evaluate import evaluate
 from workbench.finetune import FinetuneResult, continue_finetune, finetune
 from workbench.index import CHUNKS, build_index, default_index_name, load_index, resolve_index_dir
 from workbench.ingest import decode_bytes, ingest_corpus, list_documents
+from workbench.locks import acquire_locks, lock_name, release_locks
 from workbench.paths import QA_FILE, adapters_dir, check_name, indices_dir, runs_dir, safe_name, state_dir
 from workbench.pipeline import Stages, adapter_plan, stage_console
 from workbench.qa import QAItem, load_qa
@@ -236,7 +237,6 @@ def update(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: UpdateConfi
         WorkbenchError: a bad update folder (before anything is written), a bad name or a folder in the way.
     """
     ucfg = ucfg or UpdateConfig()
-    con = stage_console()
     corpus_dir, update_dir = Path(corpus_dir), Path(update_dir)
     plan = read_update(corpus_dir, update_dir)
     base_qa = corpus_dir / QA_FILE
@@ -247,6 +247,19 @@ def update(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: UpdateConfi
                              "corpus's qa.jsonl, no eval questions in the update's)",
                              "add eval questions of kind new or updated to the update's qa.jsonl")
     names = _names(corpus_dir, name, cfg, ucfg)
+    locks = acquire_locks([lock_name("run", names.run)])  # one update of a name at a time (its work folder too)
+    try:
+        return _update_locked(corpus_dir, update_dir, cfg, ucfg, plan, base_items, sets, names, progress,
+                              side_effects)
+    finally:
+        release_locks(locks)
+
+
+def _update_locked(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: UpdateConfig, plan: UpdatePlan,
+                   base_items: list[QAItem], sets: QuestionSets, names: _Names, progress: bool,
+                   side_effects: bool) -> Path:
+    """The stages of :func:`update`, holding the run's lock."""
+    con = stage_console()
     systems = _systems(names, ucfg)
     rag = "reindex" in ucfg.strategies
     n_stages = 3 + rag + len(names.adapters) + side_effects
