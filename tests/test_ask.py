@@ -80,3 +80,26 @@ def test_ask_rag_with_the_embedded_models(tiny_corpus, tmp_path, monkeypatch):
     assert "buoy.md" in res.output and "latency" in res.output
     # progress and build messages go to stderr; the answer is the first line on stdout
     assert "42" in res.stdout.splitlines()[0]
+
+
+def test_ask_uses_the_newest_runs_calibrator(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
+    import json
+
+    from workbench.confidence import FEATURES
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    n = len(FEATURES)
+    for name, created, intercept in (("old", "2025-01-01", 5.0), ("new", "2026-01-01", -5.0)):
+        cal = {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "weights": [0.0] * n,
+               "intercept": intercept, "threshold": 0.5}
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps(
+            {"created": created, "config": {"index": tiny_corpus.name}, "systems": {"base": {}},
+             "abstention": {"systems": {"base": {"calibrator": cal}}}}))
+    args = ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "--system", "base", "--base", str(tiny_lm_dir),
+            "--max-new-tokens", "4"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "calibrated by run new" in res.stderr and re.search(r"^confidence 0\.01, latency", res.stdout, re.M)
+    res = CliRunner().invoke(app, args + ["--no-decline"])
+    assert "calibrated by run" not in res.stderr

@@ -9,6 +9,7 @@ measures the result.
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +18,7 @@ from workbench.calibrate import CalibrationSet, calibration_set, fit_calibrator
 from workbench.confidence import Calibrator, apply_calibrator
 from workbench.config import RunConfig
 from workbench.metrics import mean, score_answers
+from workbench.paths import runs_dir
 from workbench.qa import QAItem, load_qa
 from workbench.selective import risk_coverage, selective_block
 from workbench.synth import synthesize_rules
@@ -119,3 +121,24 @@ def equal_coverage(systems: dict[str, dict]) -> dict:
         risk[name] = next((r for x, r in zip(cov, rk) if x >= c - 1e-9), None)
     return {"coverage": round(c, 4), "risk": risk}
 
+
+def latest_calibrators(index: str | None = None) -> tuple[str | None, dict[str, Calibrator]]:
+    """The newest run under ``runs/`` with calibrated confidences (one that answered over ``index`` when
+    it used an index) and its calibrator per system, or ``(None, {})``: what ``workbench ask`` and the
+    app's chat decline with."""
+    found: list[tuple[str, str, dict]] = []
+    folder = runs_dir()
+    for run in folder.iterdir() if folder.is_dir() else []:
+        try:
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        systems = (summary.get("abstention") or {}).get("systems") if isinstance(summary, dict) else None
+        used = (summary.get("config") or {}).get("index") if isinstance(summary, dict) else None
+        if isinstance(systems, dict) and systems and (index is None or used in (None, index)):
+            found.append((str(summary.get("created", "")), run.name, systems))
+    if not found:
+        return None, {}
+    _, name, systems = max(found)
+    return name, {n: Calibrator.from_dict(b["calibrator"]) for n, b in systems.items()
+                  if isinstance(b, dict) and isinstance(b.get("calibrator"), dict)}

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from workbench import paths
-from workbench.confidence import Calibrator
 from workbench.config import DEFAULT_BASE_MODEL
 from workbench.errors import WorkbenchError
 from workbench.paths import QA_FILE
@@ -137,18 +136,6 @@ def list_runs() -> list[Artifact]:
             out.append(Artifact("run", p.name, p, s))
     out.sort(key=lambda a: (str(a.info.get("created", "")), a.name), reverse=True)
     return out
-
-
-def latest_calibrators(index: str | None) -> tuple[str | None, dict[str, Any]]:
-    """The newest run with calibrated confidences (over ``index`` when it used one) and its calibrators per
-    system (``workbench.confidence.Calibrator``), or ``(None, {})``."""
-    for run in list_runs():
-        ab = run.info.get("abstention") or {}
-        used = (run.info.get("config") or {}).get("index")
-        if ab.get("systems") and (index is None or used in (None, index)):
-            return run.name, {n: Calibrator.from_dict(b["calibrator"]) for n, b in ab["systems"].items()
-                              if isinstance(b.get("calibrator"), dict)}
-    return None, {}
 
 
 def list_corpora() -> list[Artifact]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from workbench.abstention import latest_calibrators
 from workbench.app import artifacts, engine
 from workbench.app.artifacts import Artifact
 from workbench.app.text import escape_markdown, highlight_overlap
@@ -111,7 +112,7 @@ def sidebar() -> tuple[list[ChatSystem], str | None, engine.ChatSettings]:
     copy = sb.checkbox("Copy answers from passages", gdef.copy_spans, key="chat_copy",
                        help="RAG systems reply with a span of the retrieved passages' sentences closest to the "
                             "question (or \"I don't know\"), as in evaluation; off lets the model write freely.")
-    run, calibrators = artifacts.latest_calibrators(index)
+    run, calibrators = latest_calibrators(index)
     if run:
         decline = sb.checkbox("Decline when confidence is low", True, key="chat_decline",
                               help=f"Confidence and decline threshold of each system as calibrated by run {run} "
