@@ -9,6 +9,8 @@ import math
 import pytest
 from eval_fakes import table_system
 
+from workbench.abstention import equal_coverage
+from workbench.abstention_report import abstention_sentences, abstention_table
 from workbench.calibrate import calibration_set, fit_calibrator
 from workbench.confidence import FEATURES, LOW_CONFIDENCE, LOW_RETRIEVAL, Calibrator, apply_calibrator
 from workbench.config import EvalConfig, RunConfig
@@ -250,3 +252,36 @@ def test_bad_abstain_settings_are_refused():
     with pytest.raises(WorkbenchError, match="too few"):
         EvalConfig(calibration_questions=2)
     assert math.isclose(EvalConfig().calibration_unanswerable, 0.33)
+
+
+def _constructed_summary() -> dict:
+    def block(risk, no_ans):
+        cov = [0.25, 0.5, 0.75, 1.0]
+        return {"has_ans_f1": 0.6, "no_ans_acc": no_ans, "no_ans_ci95": list(wilson(round(no_ans * 36), 36)),
+                "wrong_answer_rate": 0.1, "wrong_answer_ci95": [0.05, 0.2], "overall_f1": 0.62, "coverage": 0.8,
+                "aurc": sum(risk) / 4, "aurc_random": 0.4, "threshold": 0.3, "oracle_overall_f1": 0.7,
+                "declined_by_threshold": 5, "n_unanswerable": 36, "curve": {"coverage": cov, "risk": risk}}
+    systems = {"rag": block([0.0, 0.1, 0.2, 0.3], 0.75), "ft": block([0.2, 0.4, 0.5, 0.6], 0.25)}
+    return {"systems": {"rag": {"f1_before_decline": 0.63}, "ft": {"f1_before_decline": 0.62}},
+            "abstention": {"mode": "calibrated", "target": "overall_f1",
+                           "calibration": {"source": "train split", "n_answerable": 32, "n_unanswerable": 16},
+                           "systems": systems, "equal_coverage": equal_coverage(systems)}}
+
+
+def test_equal_coverage_compares_at_half_or_at_what_all_reach():
+    s = _constructed_summary()["abstention"]
+    assert s["equal_coverage"] == {"coverage": 0.5, "risk": {"rag": 0.1, "ft": 0.4}}
+    s["systems"]["ft"]["curve"] = {"coverage": [0.25], "risk": [0.2]}  # ft declined 3/4 on its own
+    assert equal_coverage(s["systems"]) == {"coverage": 0.25, "risk": {"rag": 0.0, "ft": 0.2}}
+
+
+def test_report_section_on_a_constructed_summary():
+    summary = _constructed_summary()
+    said = " ".join(abstention_sentences(summary))
+    assert "answering its 50% most confident questions), **rag** hallucinates least: 10% of its answers are wrong, "\
+           "against 40% for **ft**" in said
+    assert "**rag** declines most often: 75% [59%–86%] (Wilson 95% interval)" in said
+    assert "rag -0.03, ft -0.02" in said
+    table = "\n".join(abstention_table(summary))
+    assert "## Knowing when not to answer" in table and "| rag | 0.60 | 75% [59%–86%] | 10% [5%–20%] | 0.62 |" in table
+    assert "oracle" in table and "in-sample" in table and "32 answerable questions from the train split" in table

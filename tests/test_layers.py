@@ -21,11 +21,11 @@ LAYERS: dict[str, list[str]] = {
     "core": ["errors", "paths", "records", "config", "artifacts", "locks", "crashlog", "language", "text", "figures", "hub"],
     "corpus": ["cleaning", "chunking", "dedup", "ingest", "qa", "update_folder"],
     "retrieval": ["embed", "index", "retrieve", "retrieval_eval"],
-    "answering": ["models", "generate", "copying", "quantity", "prompt", "postprocess", "answer"],
-    "training": ["train_data", "synth", "trainset", "trainer", "scratch", "adapters", "finetune"],
+    "answering": ["models", "generate", "copying", "quantity", "prompt", "postprocess", "answer", "remote"],
+    "training": ["train_data", "synth", "trainset", "trainer", "scratch", "adapters", "finetune", "export"],
     "evaluation": ["metrics", "systems", "ragas_metrics", "report", "plots", "evaluate", "doctor", "inside",
-                   "update_measures", "side_effects", "update_report"],
-    "faces": ["cli", "pipeline", "app", "serve", "mcp", "update"],
+                   "update_measures", "side_effects", "update_report", "served"],
+    "faces": ["cli", "pipeline", "app", "serve", "mcp_server", "update"],
 }
 ORDER = list(LAYERS)
 LEAVES = {"errors"}

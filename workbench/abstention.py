@@ -108,13 +108,17 @@ def abstention_section(items: Sequence[QAItem], runs: Sequence[Any], calibrators
             "calibration": calib.describe(), "systems": systems, "equal_coverage": equal_coverage(systems)}
 
 
+EQUAL_COVERAGE = 0.5
+"""Systems are compared at this coverage: each answering its most confident half of the questions."""
+
+
 def equal_coverage(systems: dict[str, dict]) -> dict:
-    """Each system's risk at the largest coverage every system reaches: who answers wrongly least when all
-    answer the same share of questions."""
+    """Each system's risk when every system answers the same share of questions, its most confident ones:
+    ``EQUAL_COVERAGE``, or the largest share all of them reach when one declines more on its own."""
     reach = [max(s["curve"]["coverage"], default=0.0) for s in systems.values()]
     if not reach or min(reach) <= 0:
         return {"coverage": None, "risk": {}}
-    c = min(reach)
+    c = min(EQUAL_COVERAGE, min(reach))
     risk = {}
     for name, s in systems.items():
         cov, rk = s["curve"]["coverage"], s["curve"]["risk"]

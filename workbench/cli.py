@@ -456,5 +456,67 @@ def inspect_arithmetic(
         typer.echo(format_arithmetic(a, b, c, *vector_arithmetic(retriever.index, retriever.embedder, a, b, c, k)))
 
 
+# @@serve
+def _names(text: Optional[str]) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (localhost only by default)."),
+    port: int = typer.Option(8000, "--port", help="TCP port (0: any free one; the URL is printed)."),
+    index: Optional[str] = typer.Option(None, "--index", help="Indices to serve as rag:NAME (comma-separated "
+                                        "names or folders)."),
+    adapters: Optional[str] = typer.Option(None, "--adapters", help="Adapters to serve as ft:NAME (comma-separated)."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting or generating at once; more get 503."),
+    api_key_env: str = typer.Option("WORKBENCH_API_KEY", "--api-key-env", help="Environment variable whose value "
+                                    "clients must send as 'Authorization: Bearer KEY' (unset: no key)."),
+):
+    """Serve base, adapters and their RAG variants over an OpenAI-compatible API (/v1/chat/completions,
+    /v1/models, /v1/embeddings); concurrent requests are generated in one batch."""
+    with user_errors():
+        from workbench.config import load_preset
+        from workbench.serve import ServeConfig
+        from workbench.serve import serve as run_server
+        from workbench.served import ModelPool
+
+        cfg = ServeConfig(host=host, port=port, max_queue=max_queue, api_key_env=api_key_env)
+        run_server(ModelPool(load_preset(preset), _names(index), _names(adapters)), cfg)
+
+
+# @@mcp
+@app.command()
+def mcp(
+    transport: str = typer.Option("stdio", "--transport", help="stdio (launched by the MCP client) or http "
+                                  "(streamable HTTP at http://HOST:PORT/mcp)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface for --transport http."),
+    port: int = typer.Option(8001, "--port", help="Port for --transport http."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+):
+    """An MCP server for agents: tools search, ask, compare, list_artifacts and report over this project."""
+    with user_errors():
+        from workbench.config import load_preset
+        from workbench.mcp_server import run_mcp
+
+        run_mcp(load_preset(preset), transport, host, port)
+
+
+# @@export
+@app.command()
+def export(
+    adapter: str = typer.Argument(..., help="Adapter name (under adapters/) or folder."),
+    merged: Path = typer.Option(..., "--merged", help="Folder to write: the base model with the adapter merged "
+                                "(safetensors + tokenizer); replaced only if an earlier export wrote it."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one the adapter was "
+                                       "trained on)."),
+):
+    """Write the base model with an adapter merged in, as a folder transformers and vLLM load."""
+    with user_errors():
+        from workbench.export import export_merged
+
+        typer.echo(export_merged(adapter, merged, base).summary())
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -109,6 +109,30 @@ class ModelConfig:
     """auto (CUDA, then MPS, then CPU), cuda, mps or cpu."""
     dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16."""
+    backend: str = "local"
+    """local (load the weights here) or openai (send prompts to an OpenAI-compatible server: vLLM, llama.cpp,
+    Ollama, ``workbench serve``; ``workbench.remote``). Prompts are still built here, with ``base_model``'s
+    tokenizer counting tokens when it loads (else a characters/4 estimate)."""
+    base_url: str | None = None
+    """The server's OpenAI-compatible base URL (backend openai), e.g. http://127.0.0.1:8000/v1."""
+    model: str | None = None
+    """Served model name for base and rag (backend openai); None: the first one the server lists."""
+    lora_model: str = "{adapter}"
+    """Served model name for an adapter's systems (ft, ft_rag) over backend openai; ``{adapter}`` is the
+    adapter's name. vLLM: ``--enable-lora --lora-modules NAME=adapters/NAME``; ``workbench serve`` answers to
+    the bare adapter name too."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the server's API key (backend openai; unset: no key sent)."""
+    concurrency: int = 8
+    """Requests in flight at once (backend openai)."""
+    timeout_s: float = 120.0
+    """Seconds one request may take (backend openai)."""
+    retries: int = 2
+    """Retries of a request that failed to connect, timed out or got HTTP 429/5xx (backend openai)."""
+    remote_copy: str = "snap"
+    """Over backend openai, copy-constrained decoding (``generate.copy_spans``) needs logits: "snap" replaces a
+    grounded reply by the closest span of the passage sentences it could have copied, "free" keeps it as is."""
+
 
     def __post_init__(self):
         if not self.base_model.strip():
@@ -117,6 +141,15 @@ class ModelConfig:
             raise WorkbenchError(f"unknown device {self.device!r}", "use auto, cpu, cuda, cuda:N or mps")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
             raise WorkbenchError(f"unknown dtype {self.dtype!r}", "use auto, float32, bfloat16 or float16")
+        if self.backend not in {"local", "openai"}:
+            raise WorkbenchError(f"unknown model backend {self.backend!r}", "use local or openai")
+        if self.backend == "openai" and not (self.base_url or "").strip():
+            raise WorkbenchError("model.backend openai needs model.base_url",
+                                 "set it to the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1")
+        if self.remote_copy not in {"snap", "free"}:
+            raise WorkbenchError(f"unknown remote_copy {self.remote_copy!r}", "use snap or free")
+        if self.concurrency < 1 or self.retries < 0 or self.timeout_s <= 0:
+            raise WorkbenchError("concurrency must be >= 1, retries >= 0 and timeout_s > 0", "fix the preset")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from workbench.plots import make_plots
 from workbench.qa import QAItem, eval_items, load_qa, warn_unknown_docs
 from workbench.ragas_metrics import JudgeConfig, RagasSample, ragas_scores, resolve_judge
 from workbench.records import write_jsonl
+from workbench.remote import backend_cost
 from workbench.report import build_report
 from workbench.retrieval_eval import retrieval_metrics
 from workbench.retrieve import Retriever
@@ -182,7 +183,7 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
     adapters = {**default_adapters(corpus_dir), **(adapters or {})}
     if adapter:
         adapters["ft"] = adapter
-    check_adapters(specs, adapters, corpus_dir)
+    check_adapters(specs, adapters, corpus_dir, cfg.model)
     folder = run_folder(corpus_dir, out)
     locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []
     try:
@@ -198,6 +199,7 @@ def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, ite
     """Answer with every system, score, and write the run folder (its lock held by ``evaluate``)."""
     ctx = SystemContext(cfg=cfg, adapters=adapters, progress=progress)
     cost: dict[str, Any] = {"index_build_s": None, "finetune_s": None, "finetune_tokens": None}
+    cost.update(backend_cost(cfg.model, cfg.generate.copy_spans))  # where the model ran (a served model: URL, copy decoding)
     retrieval: dict[str, Any] = {}
     # the corpus language, as the index recorded it (unknown without retrieval unless ingest.language is set)
     language: dict[str, Any] = {"language": None if cfg.ingest.language == "auto" else cfg.ingest.language}

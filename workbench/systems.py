@@ -15,12 +15,13 @@ from typing import Any, Callable, Sequence
 
 from workbench.adapters import adapter_dir, default_adapter_name, load_finetuned
 from workbench.answer import Answer, answer_questions, check_question
-from workbench.config import RunConfig
+from workbench.config import ModelConfig, RunConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import Generator
 from workbench.index import build_index, load_index
 from workbench.models import load_base_model
 from workbench.qa import QAItem
+from workbench.remote import RemoteGenerator, check_backend, served_name
 from workbench.retrieve import Retriever
 
 ADAPTER_MODES = {"ft": "sft", "raft": "raft", "scratch": "scratch"}
@@ -91,12 +92,18 @@ def resolve_systems(names: Sequence[str]) -> list[SystemSpec]:
     return out
 
 
-def check_adapters(specs: list[SystemSpec], adapters: dict[str, str], corpus_dir: Path) -> None:
-    """Fail fast, before any model loads, when a system's adapter does not exist.
+def check_adapters(specs: list[SystemSpec], adapters: dict[str, str], corpus_dir: Path,
+                   model_cfg: ModelConfig | None = None) -> None:
+    """Fail fast, before any model loads, when a system's adapter does not exist; over a served model
+    (``model_cfg.backend`` openai), when the server is unreachable or does not serve the models needed.
 
     Raises:
-        WorkbenchError: naming the system, the adapter, and the command that builds it.
+        WorkbenchError: naming the system, the adapter, and the command that builds it (or the URL tried).
     """
+    if model_cfg is not None and model_cfg.backend == "openai":
+        check_backend(model_cfg, [None if s.adapter is None else adapters[s.adapter] for s in specs
+                                  if s.build is None])
+        return
     for spec in specs:
         if spec.adapter is None or spec.build is not None:
             continue
@@ -160,6 +167,11 @@ class SystemContext:
             return self._loaded[1]
         self.release()
 
+        if self.cfg.model.backend == "openai":  # a served model: prompts are built here, replies come back
+            adapter = None if role is None else self.adapters[role]
+            gen = RemoteGenerator(self.cfg.model, self.cfg.generate, served_name(self.cfg.model, adapter))
+            self._loaded = (role, gen)
+            return gen
         if role is None:
             model, tokenizer = load_base_model(self.cfg.model)
         else:
@@ -277,7 +289,7 @@ def ask(target: str, question: str, system: str = "rag", cfg: RunConfig | None =
     adapters = default_adapters(Path(target))
     if adapter is not None and spec.adapter is not None:
         adapters[spec.adapter] = adapter
-    check_adapters([spec], adapters, Path(target))
+    check_adapters([spec], adapters, Path(target), cfg.model)
     ctx = SystemContext(cfg=cfg, adapters=adapters, progress=False)
     if spec.retrieval:
         ctx.retriever = open_retriever(target, cfg, progress)

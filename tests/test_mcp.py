@@ -1,0 +1,114 @@
+"""``workbench mcp`` launched over stdio by the official MCP SDK client, on a tiny project: the tools are
+listed and each is called; problems come back as tool errors."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+from serve_project import REPO, build_project, env_for
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TOOLS = {"search", "ask", "compare", "list_artifacts", "report"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_st_dir):
+    from app_project import build_app_lm, write_run
+
+    root = tmp_path_factory.mktemp("mcp")
+    p = build_project(root / "proj", build_app_lm(root / "lm"), tiny_st_dir)
+    write_run(p["root"])  # a scored run for the report tool
+    return p
+
+
+async def _session(project):
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "workbench.cli", "mcp", "--preset", str(project["preset"])],
+                                   env=env_for(project["root"]), cwd=str(REPO))
+    async with Client(params, read_timeout_seconds=300) as client:
+        tools = await client.list_tools()
+        calls = {
+            "search": await client.call_tool("search", {"query": "Tern-3 weight", "k": 2}),
+            "ask": await client.call_tool("ask", {"question": "What does the Tern-3 weigh?", "system": "rag"}),
+            "compare": await client.call_tool("compare", {"question": "Who leads Kestrelmark Instruments?"}),
+            "list_artifacts": await client.call_tool("list_artifacts", {}),
+            "report": await client.call_tool("report", {}),
+            "bad_system": await client.call_tool("ask", {"question": "x", "system": "oracle"}),
+            "bad_index": await client.call_tool("search", {"query": "x", "index": "nope"}),
+            "bad_run": await client.call_tool("report", {"run": "../etc"}),
+        }
+        return tools, calls
+
+
+def test_mcp_over_stdio_lists_and_runs_every_tool(project):
+    tools, calls = asyncio.run(_session(project))
+    listed = {t.name: t for t in tools.tools}
+    assert set(listed) == TOOLS
+    for t in listed.values():  # documented, with typed arguments
+        assert t.description and t.input_schema["type"] == "object"
+    assert listed["search"].input_schema["properties"]["k"]["type"] == "integer"
+    assert listed["ask"].input_schema["required"] == ["question"]
+
+    def data(name):
+        r = calls[name]
+        assert not r.is_error, r.content
+        return r.structured_content
+
+    search = data("search")
+    assert search["index"] == "tiny" and [p["n"] for p in search["passages"]] == [1, 2]
+    assert search["passages"][0]["doc"] == "buoy.md"
+
+    ask = data("ask")
+    assert ask["system"] == "rag" and ask["model"] == "rag:tiny" and ask["sources"]
+    assert isinstance(ask["answer"], str) and ask["latency_s"] >= 0
+
+    compare = data("compare")
+    assert [a["system"] for a in compare["answers"]] == ["base", "rag", "ft", "ft_rag"]
+    assert [a["model"] for a in compare["answers"]] == ["base", "rag:tiny", "ft:tiny-sft", "ft_rag:tiny-sft:tiny"]
+    assert all(bool(a["sources"]) == a["system"].endswith("rag") for a in compare["answers"])
+
+    arts = data("list_artifacts")
+    assert [i["name"] for i in arts["indices"]] == ["tiny"] and [a["name"] for a in arts["adapters"]] == ["tiny-sft"]
+    assert arts["adapters"][0]["mode"] == "sft" and arts["runs"][0]["systems"] == ["base", "rag", "ft", "ft_rag"]
+
+    report = data("report")
+    assert report["run"] == arts["runs"][0]["name"] and "## Verdict" in report["report"]
+    assert set(report["scores"]) == {"base", "rag", "ft", "ft_rag"} and report["scores"]["rag"]["f1"] is not None
+
+    for name, needle in [("bad_system", "unknown system 'oracle'"), ("bad_index", "nope"),
+                         ("bad_run", "invalid run name")]:
+        r = calls[name]
+        assert r.is_error and needle in r.content[0].text, (name, r.content)
+
+
+def test_mcp_answers_are_the_served_ones(project, monkeypatch):
+    """The ask tool and ``rag:INDEX`` of workbench serve answer through the same function."""
+    from workbench.config import load_preset
+    from workbench.mcp_server import Tools
+    from workbench.served import ModelPool, Route
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(project["root"]))
+    cfg = load_preset(project["preset"])
+    got = Tools(cfg).ask("What does the Tern-3 weigh?", "ft_rag")
+    want = ModelPool(cfg, ["tiny"], ["tiny-sft"]).answer("What does the Tern-3 weigh?", Route("tiny-sft", "tiny"))
+    assert got.answer == want.text and [p.chunk_id for p in got.sources] == [h.chunk.id for h in want.hits]
+    assert json.loads(got.model_dump_json())["model"] == "ft_rag:tiny-sft:tiny"
+
+
+def test_no_project_artifacts_is_a_tool_error_not_a_crash(tmp_path, monkeypatch, project):
+    from workbench.config import load_preset
+    from workbench.errors import WorkbenchError
+    from workbench.mcp_server import Tools
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    tools = Tools(load_preset(project["preset"]))
+    with pytest.raises(WorkbenchError, match="no index is built"):
+        tools.search("x")
+    with pytest.raises(WorkbenchError, match="no run in this project"):
+        tools.report()
+    assert tools.list_artifacts().indices == []
