@@ -285,3 +285,19 @@ def test_report_section_on_a_constructed_summary():
     table = "\n".join(abstention_table(summary))
     assert "## Knowing when not to answer" in table and "| rag | 0.60 | 75% [59%–86%] | 10% [5%–20%] | 0.62 |" in table
     assert "oracle" in table and "in-sample" in table and "32 answerable questions from the train split" in table
+
+
+def test_never_mode_does_not_offer_the_abstention_phrase_to_copying():
+    from eval_fakes import passage
+
+    from workbench.answer import prepare
+    from workbench.config import PromptConfig
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text.split())))}
+
+    hits = [[passage("buoy.md", "The Tern-3 buoy weighs 42 kg.")]]
+    offered = prepare(["How heavy is the Tern-3?"], hits, Tok(), 512, PromptConfig())[0].sources
+    never = prepare(["How heavy is the Tern-3?"], hits, Tok(), 512, PromptConfig(), offer_abstain=False)[0].sources
+    assert any(s.text == ABSTAIN for s in offered) and not any(s.text == ABSTAIN for s in never)
