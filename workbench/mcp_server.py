@@ -203,7 +203,7 @@ def _tool_errors(fn: Any) -> Any:
 def build_server(cfg: RunConfig) -> MCPServer:
     """The MCP server with the five tools over this project (``WORKBENCH_HOME`` or the current folder)."""
     tools = Tools(cfg)
-    server = MCPServer("workbench", instructions=INSTRUCTIONS)
+    server = MCPServer("workbench", instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool()
     def search(query: str, index: str | None = None, k: int = 5) -> SearchResult:

@@ -38,7 +38,9 @@ class Route:
 
     @property
     def system(self) -> str:
-        return ("ft" if self.adapter else "base") + ("_rag" if self.index else "")
+        if self.index:
+            return "ft_rag" if self.adapter else "rag"
+        return "ft" if self.adapter else "base"
 
     @property
     def model_id(self) -> str:
