@@ -291,6 +291,15 @@ def test_update_flow_on_tiny_models(tiny_corpus, update_dir, tiny_lm_dir, tiny_s
         assert u["strategies"][suffix]["tokens_trained"] > 0
         assert (m.get("continued_from") == "corpus-sft") == (suffix != "retrain")
     assert json.loads((adapters / "up-replay" / "manifest.json").read_text())["n_replay_examples"] == 0  # no gold left
+    # the same continuation again is reused, not retrained
+    from dataclasses import replace
+
+    from workbench.finetune import continue_finetune
+
+    work = home / ".workbench" / "updates" / "up"
+    again = continue_finetune("corpus-sft", work / "corpus", replace(cfg.finetune, mode="sft"), cfg.model,
+                              "up-continue", work / "continue-qa.jsonl", cfg, progress=False)
+    assert again.reused and again.tokens_seen == u["strategies"]["continue"]["tokens_trained"]
     assert u["strategies"]["retrain"]["data_source"] == "gold"
     trained = [json.loads(x) for x in (adapters / "up-retrain" / "train_data.jsonl").read_text().splitlines()]
     assert {t["target"] for t in trained} == {"48 kg", "every 15 minutes"}   # never the stale 42 kg of t1, t2

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from workbench.adapters import adapter_dir, adapter_status, default_adapter_name, read_adapter_manifest
-from workbench.artifacts import atomic_dir, check_replaceable, hash_file, make_manifest, recover_leftovers, write_json
+from workbench.artifacts import (
+    atomic_dir,
+    check_replaceable,
+    hash_bytes,
+    hash_file,
+    make_manifest,
+    recover_leftovers,
+    write_json,
+)
 from workbench.config import FinetuneConfig, ModelConfig, RunConfig, to_dict
 from workbench.errors import WorkbenchError
 from workbench.ingest import corpus_fingerprint
@@ -264,8 +272,10 @@ def _write_adapter(final: Path, trained: Trained, cfg: FinetuneConfig, model_cfg
 
 def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, name: str,
                       qa_path: Path, run_cfg: RunConfig, *, chunks: list | None = None,
-                      replay: list[QAItem] | None = None, progress: bool = True) -> FinetuneResult:
-    """Continue training an existing LoRA adapter on new data and write the result as ``adapters/NAME``.
+                      replay: list[QAItem] | None = None, progress: bool = True,
+                      rebuild: bool = False) -> FinetuneResult:
+    """Continue training an existing LoRA adapter on new data and write the result as ``adapters/NAME``
+    (reusing one made from the same adapter, data and settings unless ``rebuild``).
 
     The training questions are the train split of ``qa_path`` (synthesized from ``chunks`` when it has none,
     leakage-guarded against its eval split, as :func:`finetune` does), plus ``replay``: earlier training
@@ -282,6 +292,7 @@ def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model
         chunks: chunks to synthesize questions from when ``qa_path`` has no train split.
         replay: earlier training questions to add (already sampled).
         progress: progress bars.
+        rebuild: train again even when ``adapters/NAME`` is this very continuation.
 
     Raises:
         WorkbenchError: an invalid name, a folder that is not an adapter there, an adapter that is not a
@@ -302,8 +313,21 @@ def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model
     if m.get("base_model_hash") != base_hash:
         raise WorkbenchError(f"adapter {old.name} was trained on base model {m.get('base_model')!r}, not "
                              f"{model_cfg.base_model!r}", "pass the base model it was trained on")
+    built_from = dict(continued_from=old.name, continued_from_created=m.get("created"),
+                      corpus_fingerprint=corpus_fingerprint(corpus_dir), qa_hash=hash_file(qa_path),
+                      base_model_hash=base_hash, n_replay_examples=len(replay or []))
+    if replay:
+        built_from["replay_hash"] = hash_bytes(*(json.dumps(q.to_json()).encode() for q in replay))
     with artifact_lock("adapter", name):
         recover_leftovers(final)
+        if not rebuild and (final / "manifest.json").exists():
+            done = read_adapter_manifest(final)
+            same = {**built_from, "hyperparameters": to_dict(cfg), "prompt": to_dict(run_cfg.prompt)}
+            if all(done.get(k) == v for k, v in same.items()) and done.get("replay_hash") == built_from.get(
+                    "replay_hash"):  # the same continuation, already made
+                return FinetuneResult(final, name, True, time.perf_counter() - t_start, done.get("tokens_seen", 0),
+                                      done.get("train_loss"), done.get("heldout_loss"), done.get("data_source", "?"),
+                                      cfg.mode, done.get("n_train_examples", 0))
         device = pick_device(model_cfg.device)
         base, tokenizer = load_base_model(model_cfg)
         data = build_training_data(corpus_dir, cfg, tokenizer, qa_path, run_cfg, progress=progress, chunks=chunks)
@@ -321,11 +345,8 @@ def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model
         model.eval()
         trained = Trained(model, tokenizer, data, outcome, device)
         _write_adapter(final, trained, cfg, model_cfg, run_cfg, work, t_start, name=name, mode=cfg.mode,
-                       base_model=model_cfg.base_model, base_model_hash=base_hash,
-                       corpus=str(Path(corpus_dir).resolve()), corpus_fingerprint=corpus_fingerprint(corpus_dir),
-                       qa_file=str(Path(qa_path).resolve()), qa_hash=hash_file(qa_path),
-                       continued_from=old.name, continued_from_created=m.get("created"),
-                       n_replay_examples=len(replay or []))
+                       base_model=model_cfg.base_model, corpus=str(Path(corpus_dir).resolve()),
+                       qa_file=str(Path(qa_path).resolve()), **built_from)
         shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(final, name, False, time.perf_counter() - t_start, outcome.tokens_seen,
                           outcome.train_loss, outcome.heldout_loss, data.source, cfg.mode, len(data.train))
