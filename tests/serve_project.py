@@ -55,6 +55,14 @@ def build_project(root: Path, lm_dir: Path, st_dir: Path) -> dict[str, Path]:
     return {"root": root, "corpus": corpus, "preset": write_preset(root, lm_dir, st_dir)}
 
 
+def one_error_line(result) -> str:
+    """The one ``error: ...`` line a failed command printed on stderr (exit code 2, no traceback)."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
 def env_for(root: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "WORKBENCH_HOME": str(root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO), **extra}

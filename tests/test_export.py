@@ -3,6 +3,7 @@ answers as base + adapter does; OUT is never a folder the workbench did not writ
 from __future__ import annotations
 
 import pytest
+from serve_project import one_error_line
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -52,22 +53,15 @@ def test_export_round_trip(adapter, tmp_path, tiny_lm_dir):
     assert runner.invoke(app, ["export", adapter, "--merged", str(out)]).exit_code == 0
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 def test_export_refuses_bad_input_and_touches_nothing(adapter, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    line = _one_error_line(runner.invoke(app, ["export", adapter, "--merged", str(mine)]))
+    line = one_error_line(runner.invoke(app, ["export", adapter, "--merged", str(mine)]))
     assert "is not a workbench merged-model" in line and (mine / "notes.txt").read_text() == "keep me"
-    assert "no adapter 'nope'" in _one_error_line(runner.invoke(app, ["export", "nope", "--merged",
+    assert "no adapter 'nope'" in one_error_line(runner.invoke(app, ["export", "nope", "--merged",
                                                                       str(tmp_path / "x")]))
     assert not (tmp_path / "x").exists()
-    assert "invalid export folder name '.hidden'" in _one_error_line(
+    assert "invalid export folder name '.hidden'" in one_error_line(
         runner.invoke(app, ["export", adapter, "--merged", str(tmp_path / ".hidden")]))
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

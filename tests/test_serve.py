@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_project import ServeProcess, build_project, env_for, write_preset
+from serve_project import ServeProcess, build_project, env_for, one_error_line, write_preset
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -187,29 +187,22 @@ def test_full_queue_answers_503_and_a_key_is_required_when_set(project):
         srv.stop()
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 def test_port_in_use_is_one_clear_line(project, home):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
         result = CliRunner().invoke(app, ["serve", "--port", str(port), "--preset", str(project["preset"])])
-    assert f"port {port} on 127.0.0.1 is already in use" in _one_error_line(result)
+    assert f"port {port} on 127.0.0.1 is already in use" in one_error_line(result)
 
 
 def test_missing_adapter_or_index_stops_the_start(project, home):
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--preset", str(project["preset"]),
                                       "--adapters", "nope"])
-    assert "no adapter 'nope'" in _one_error_line(result)
+    assert "no adapter 'nope'" in one_error_line(result)
     result = CliRunner().invoke(app, ["serve", "--port", "0", "--preset", str(project["preset"]),
                                       "--index", "nope"])
-    assert "nope" in _one_error_line(result)
+    assert "nope" in one_error_line(result)
 
 
 # --- the remote backend ------------------------------------------------------------------------------
@@ -264,7 +257,7 @@ def test_unreachable_backend_is_one_line_and_writes_nothing(project, home, tmp_p
     preset.write_text(text)
     result = CliRunner().invoke(app, ["eval", str(project["corpus"]), "--systems", "base", "--preset", str(preset),
                                       "--name", "nowhere"])
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "model backend http://127.0.0.1:9/v1/models is unreachable" in line
     assert not (home / "runs" / "nowhere").exists()
 
