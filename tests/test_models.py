@@ -151,3 +151,137 @@ def test_embedded_smollm2_converts_once_and_generates(tmp_path_factory):
         [[{"role": "user", "content": "What is the capital of France?"}]])[0]
     assert out.n_new_tokens > 0 and "Paris" in out.text
     assert M.model_fingerprint("SmolLM2-135M-Instruct") == manifest["source_hash"]
+
+
+# --- answering on CPU (model.cpu_dtype) ------------------------------------------------------------
+
+def test_cpu_dtype_setting_is_checked():
+    assert ModelConfig().cpu_dtype == "auto"
+    for ok in ("auto", "float32", "bfloat16", "int8"):
+        assert ModelConfig(cpu_dtype=ok).cpu_dtype == ok
+    with pytest.raises(WorkbenchError, match="unknown cpu_dtype 'int4'"):
+        ModelConfig(cpu_dtype="int4")
+
+
+def test_cpu_dtype_auto_is_bf16_only_where_the_cpu_computes_it_and_dtype_is_auto(monkeypatch):
+    monkeypatch.setattr(M, "native_bf16_cpu", lambda: True)
+    assert M.cpu_answering_dtype(ModelConfig()) == "bfloat16"
+    assert M.cpu_answering_dtype(ModelConfig(dtype="float32")) == "float32"  # a dtype the user set is kept
+    assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="int8")) == "int8"
+    monkeypatch.setattr(M, "native_bf16_cpu", lambda: False)
+    assert M.cpu_answering_dtype(ModelConfig()) == "float32"
+    assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="bfloat16")) == "bfloat16"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+@pytest.mark.parametrize("cpu_dtype", ["auto", "bfloat16", "int8"])
+def test_prepare_for_inference_leaves_gpu_models_alone(monkeypatch, device, cpu_dtype):
+    """The CPU settings never touch a model on CUDA or MPS: no cast, no quantization, no thread change."""
+    from unittest import mock
+
+    import torch
+
+    monkeypatch.setattr(M, "native_bf16_cpu", lambda: True)
+    threads = mock.Mock()
+    monkeypatch.setattr(torch, "set_num_threads", threads)
+    quantize = mock.Mock()
+    monkeypatch.setattr(M, "quantize_int8", quantize)
+    model = mock.Mock()
+    model.device = torch.device(device)  # what a model on the GPU reports; no GPU needed
+    assert M.prepare_for_inference(model, ModelConfig(cpu_dtype=cpu_dtype)) is model
+    model.to.assert_not_called()
+    model.half.assert_not_called()
+    quantize.assert_not_called()
+    threads.assert_not_called()
+    assert model.workbench_cpu_dtype is None
+
+
+def _greedy(model, tok, prompts, n=8):
+    from workbench.config import GenerateConfig
+    from workbench.generate import Generator
+
+    gen = Generator(model, tok, GenerateConfig(max_new_tokens=n, batch_size=4))
+    return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
+
+
+PROMPTS = ["What does the buoy weigh?", "Who runs Kestrelmark?", "How often is the probe calibrated?"]
+
+
+def test_bfloat16_on_cpu_keeps_the_tiny_models_answers(tiny_lm_dir, one_torch_thread):
+    import torch
+
+    cfg = ModelConfig(base_model=str(tiny_lm_dir), device="cpu", cpu_dtype="bfloat16")
+    model, tok = M.load_base_model(cfg)
+    ids = tok(["The Tern-3 buoy weighs 42 kg"], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        ref = model(input_ids=ids).logits.float()
+        want = _greedy(model, tok, PROMPTS)
+        fast = M.prepare_for_inference(model, cfg)
+        got = fast(input_ids=ids).logits.float()
+    assert fast.dtype is torch.bfloat16 and fast.workbench_cpu_dtype == "bfloat16"
+    assert torch.allclose(got, ref, atol=0.05), (got - ref).abs().max()
+    assert _greedy(fast, tok, PROMPTS) == want
+
+
+def test_int8_on_cpu_quantizes_the_linear_layers_but_not_the_head(tiny_lm_dir, one_torch_thread):
+    import torch
+
+    cfg = ModelConfig(base_model=str(tiny_lm_dir), device="cpu", cpu_dtype="int8")
+    model, tok = M.load_base_model(cfg)
+    ids = tok(["The Tern-3 buoy weighs 42 kg"], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        ref = model(input_ids=ids).logits
+        fast = M.prepare_for_inference(model, cfg)
+        got = fast(input_ids=ids).logits
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    projections = [m for name, m in fast.named_modules() if name.endswith("_proj")]
+    assert len(projections) == 14 and all(isinstance(m, Int8Linear) for m in projections)  # 2 layers x 7
+    assert isinstance(fast.get_output_embeddings(), torch.nn.Linear)  # the tied head stays float
+    assert fast.workbench_cpu_dtype == "int8"
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=0.1), (got - ref).abs().max()
+    assert len(_greedy(fast, tok, PROMPTS)) == len(PROMPTS)  # generation runs on the quantized layers
+
+
+def test_float32_on_cpu_changes_nothing(tiny_lm_dir):
+    import torch
+
+    cfg = ModelConfig(base_model=str(tiny_lm_dir), device="cpu", cpu_dtype="float32")
+    model, _ = M.load_base_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = M.prepare_for_inference(model, cfg)
+    assert out is model and out.dtype is torch.float32 and out.workbench_cpu_dtype == "float32"
+    assert all(torch.equal(before[k], v) for k, v in out.state_dict().items())
+
+
+def test_cpu_threads_lowered_to_the_physical_cores_unless_set(monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(M, "physical_cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    M.set_cpu_threads()
+    assert calls == [2]
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # the user's choice wins
+    M.set_cpu_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # a lower count someone chose is kept
+    M.set_cpu_threads()
+    assert calls == [2]
+
+
+def test_evaluation_answers_with_the_cpu_setting(tiny_lm_dir):
+    """Every system's weights pass through prepare_for_inference (SystemContext, which evaluation, ask and
+    serve share); loading for training does not."""
+    import torch
+
+    from workbench.config import RunConfig
+    from workbench.systems import SystemContext
+
+    cfg = RunConfig(model=ModelConfig(base_model=str(tiny_lm_dir), device="cpu", cpu_dtype="bfloat16"))
+    gen = SystemContext(cfg=cfg).generator(None)
+    assert gen.model.dtype is torch.bfloat16 and gen.model.workbench_cpu_dtype == "bfloat16"
+    model, _ = M.load_base_model(cfg.model)
+    assert model.dtype is torch.float32

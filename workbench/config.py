@@ -109,6 +109,11 @@ class ModelConfig:
     """auto (CUDA, then MPS, then CPU), cuda, mps or cpu."""
     dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16."""
+    cpu_dtype: str = "auto"
+    """How a model answers on CPU (never on CUDA or MPS, never in training): auto (bfloat16 where the CPU computes
+    it natively, AVX512-BF16 or AMX, and ``dtype`` is auto; else float32), float32 (the weights as loaded),
+    bfloat16, or int8 (dynamic int8 linear layers; lossy on a 135M model: its outlier activations). Measured
+    with ``bench/demo_speed.py``."""
     backend: str = "local"
     """local (load the weights here) or openai (send prompts to an OpenAI-compatible server: vLLM, llama.cpp,
     Ollama, ``workbench serve``; ``workbench.remote``). Prompts are still built here, with ``base_model``'s
@@ -141,6 +146,8 @@ class ModelConfig:
             raise WorkbenchError(f"unknown device {self.device!r}", "use auto, cpu, cuda, cuda:N or mps")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
             raise WorkbenchError(f"unknown dtype {self.dtype!r}", "use auto, float32, bfloat16 or float16")
+        if self.cpu_dtype not in {"auto", "float32", "bfloat16", "int8"}:
+            raise WorkbenchError(f"unknown cpu_dtype {self.cpu_dtype!r}", "use auto, float32, bfloat16 or int8")
         if self.backend not in {"local", "openai"}:
             raise WorkbenchError(f"unknown model backend {self.backend!r}", "use local or openai")
         if self.backend == "openai" and not (self.base_url or "").strip():

@@ -265,6 +265,105 @@ def pick_dtype(pref: str, device: str) -> Any:
     return names[pref]
 
 
+# --- answering on CPU --------------------------------------------------------------------------
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (x86 AVX512-BF16 or AMX); elsewhere
+    bfloat16 is emulated and slower than float32."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def cpu_answering_dtype(cfg: ModelConfig) -> str:
+    """What ``cfg.cpu_dtype`` means on this machine: float32, bfloat16 or int8.
+
+    ``auto`` is bfloat16 when the CPU computes it natively and ``cfg.dtype`` is auto (demo answers: see
+    ``ModelConfig.cpu_dtype``), else float32 (a dtype the user set is kept).
+    """
+    if cfg.cpu_dtype != "auto":
+        return cfg.cpu_dtype
+    return "bfloat16" if cfg.dtype == "auto" and native_bf16_cpu() else "float32"
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads do not speed up matrix products)."""
+    import os
+
+    import psutil
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
+
+
+def set_cpu_threads() -> int:
+    """Lower torch's intra-op threads to the physical cores this process may use, when it holds more (a
+    container limited to a few CPUs, hyper-threads: extra threads only contend) and ``OMP_NUM_THREADS`` is not
+    set; a lower count someone chose is kept. Tokenizer parallelism is turned off: prompts are tokenized one
+    at a time, and its thread pool would only compete with torch's. Returns the threads torch uses."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("OMP_NUM_THREADS") and torch.get_num_threads() > physical_cores():
+        torch.set_num_threads(physical_cores())
+    return torch.get_num_threads()
+
+
+def quantize_int8(model: Any) -> Any:
+    """The model with every linear layer but the output head replaced by a dynamic int8 one (weights int8
+    per tensor, activations quantized per batch; fbgemm kernels). The head stays in float: it shares its
+    weights with the input embedding in most small models.
+
+    Raises:
+        WorkbenchError: this torch no longer ships ``torch.ao.quantization.quantize_dynamic``.
+    """
+    import warnings
+
+    import torch
+
+    try:
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    except ImportError:  # pragma: no cover - removed in some later torch
+        raise WorkbenchError("model.cpu_dtype int8 needs torch.ao.quantization, which this torch lacks",
+                             "use cpu_dtype auto, bfloat16 or float32") from None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    layers = {name: default_dynamic_qconfig for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and m is not head}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        return quantize_dynamic(model.float(), layers, dtype=torch.qint8, inplace=True)
+
+
+def prepare_for_inference(model: Any, cfg: ModelConfig) -> Any:
+    """The model made ready to answer on CPU as ``cfg.cpu_dtype`` says (after any LoRA merge; never for
+    training); on CUDA or MPS it is returned untouched.
+
+    On CPU: torch's threads are set to the physical cores (``set_cpu_threads``), and the weights are cast
+    to bfloat16 or their linear layers quantized to int8 (``cpu_answering_dtype``). What was applied is
+    recorded as ``model.workbench_cpu_dtype`` (None off CPU).
+
+    Returns:
+        The model to answer with (the same object, changed in place, except for int8).
+    """
+    import torch
+
+    if torch.device(model.device).type != "cpu":
+        model.workbench_cpu_dtype = None
+        return model
+    set_cpu_threads()
+    kind = cpu_answering_dtype(cfg)
+    if kind == "bfloat16":
+        model = model.to(torch.bfloat16)
+    elif kind == "int8":
+        model = quantize_int8(model)
+    model.workbench_cpu_dtype = kind
+    return model
+
+
 # --- loading ---------------------------------------------------------------------------------------
 
 def load_base_model(cfg: ModelConfig, progress: bool = True) -> tuple[Any, Any]:

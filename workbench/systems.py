@@ -19,7 +19,7 @@ from workbench.config import ModelConfig, RunConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import Generator
 from workbench.index import build_index, load_index
-from workbench.models import load_base_model
+from workbench.models import load_base_model, prepare_for_inference
 from workbench.qa import QAItem
 from workbench.remote import RemoteGenerator, check_backend, served_name
 from workbench.retrieve import Retriever
@@ -176,7 +176,7 @@ class SystemContext:
             model, tokenizer = load_base_model(self.cfg.model)
         else:
             model, tokenizer, _ = load_finetuned(str(adapter_dir(self.adapters[role])), self.cfg.model)
-        gen = Generator(model, tokenizer, self.cfg.generate)
+        gen = Generator(prepare_for_inference(model, self.cfg.model), tokenizer, self.cfg.generate)
         self._loaded = (role, gen)
         return gen
 
