@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
 import os
 import queue
@@ -116,8 +117,6 @@ class Batcher:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
-        self.batches: list[int] = []
-        """Size of every batch generated (for tests and the benchmark)."""
         self._thread = threading.Thread(target=self._loop, name="workbench-batcher", daemon=True)
         self._thread.start()
 
@@ -169,7 +168,6 @@ class Batcher:
                                    sources=None if j0.sources is None else [j.sources for j in jobs])
             finally:
                 gen.cfg = base_cfg
-            self.batches.append(len(jobs))
         except BaseException as e:  # noqa: BLE001 - handed to every waiting request
             for j in jobs:
                 j.future.set_exception(e)
@@ -455,7 +453,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        if e.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+        if e.errno == errno.EADDRINUSE:
             raise WorkbenchError(f"port {port} on {host} is already in use",
                                  "stop the program using it, or pass another --port") from None
         raise WorkbenchError(f"cannot listen on {host}:{port} ({e.strerror})", "check --host and --port") from None
