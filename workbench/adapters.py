@@ -69,9 +69,10 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
     qa_file = default_qa_path(corpus_dir, qa_path)
     if m.get("qa_hash") != (hash_file(qa_file) if qa_file.exists() else None):
         return "stale: the question file changed since it was trained"
-    if cfg is not None and m.get("hyperparameters") != to_dict(cfg):
-        old = m.get("hyperparameters") or {}
-        changed = sorted(k for k, v in to_dict(cfg).items() if old.get(k) != v)
+    # a setting added after the adapter was trained counts as its default (which keeps the old behaviour)
+    old = {**to_dict(FinetuneConfig()), **m["hyperparameters"]} if m.get("hyperparameters") else None
+    if cfg is not None and old != to_dict(cfg):
+        changed = sorted(k for k, v in to_dict(cfg).items() if (old or {}).get(k) != v)
         return f"stale: settings changed ({', '.join(changed) or 'format'})"
     if run_cfg is not None and (m.get("prompt") or to_dict(PromptConfig())) != to_dict(run_cfg.prompt):
         return "stale: prompt settings changed (it was trained on prompts built with others)"

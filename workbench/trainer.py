@@ -15,6 +15,7 @@ from typing import Any
 from workbench.config import FinetuneConfig
 from workbench.errors import WorkbenchError
 from workbench.figures import pyplot, save_figure
+from workbench.models import native_bf16_cpu
 
 
 class _Rows:
@@ -149,7 +150,8 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
     """Run Hugging Face Trainer on tokenized rows; checkpoints and TensorBoard logs go under ``work``.
 
     Batches are packed (``cfg.packing``) or padded and length-grouped; ``sampling`` overrides the
-    Trainer's sampler ("random", "group_by_length") for benchmarks.
+    Trainer's sampler ("random", "group_by_length") for benchmarks. ``bf16`` trains under bfloat16 autocast;
+    on CPU ``cfg.cpu_bf16`` turns it on where the CPU computes bfloat16 natively.
 
     Raises:
         WorkbenchError: CUDA out of memory (naming the knobs to turn).
@@ -159,6 +161,7 @@ def train_model(model: Any, tokenizer: Any, train_rows: list, heldout_rows: list
     from transformers import PrinterCallback, TrainingArguments
     from transformers.integrations import TensorBoardCallback
 
+    bf16 = bf16 or (device == "cpu" and cfg.cpu_bf16 and native_bf16_cpu())
     ckpt_dir = work / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
