@@ -94,6 +94,8 @@ class Job:
     temperature: float
     sources: Any = None
     future: Future = field(default_factory=Future)
+    pieces: queue.Queue | None = None
+    """For a streamed plain-model reply: the text pieces as they are generated, then None."""
 
     def group(self) -> tuple:
         return (self.adapter, self.max_tokens, self.temperature, self.stop, self.sources is None)
@@ -152,9 +154,34 @@ class Batcher:
             for job in batch:
                 groups.setdefault(job.group(), []).append(job)
             for jobs in groups.values():
-                self._run(jobs)
+                streamed = [j for j in jobs if j.pieces is not None]
+                for j in streamed:  # token by token holds the model for one reply: these go one at a time
+                    self._stream(j)
+                if len(streamed) < len(jobs):
+                    self._run([j for j in jobs if j.pieces is None])
             with self._lock:
                 self._pending -= len(batch)
+
+    def _stream(self, job: Job) -> None:
+        """Generate one reply with ``Generator.stream``, handing each piece to the waiting request."""
+        t0 = time.perf_counter()
+        try:
+            gen = self.pool.generator(job.adapter)
+            base_cfg = gen.cfg
+            gen.cfg = dataclasses.replace(base_cfg, max_new_tokens=job.max_tokens, temperature=job.temperature)
+            text = ""
+            try:
+                for piece in gen.stream(job.messages, stop=job.stop):
+                    text += piece
+                    job.pieces.put(piece)
+            finally:
+                gen.cfg = base_cfg
+            n_new = len(gen.tokenizer(text, add_special_tokens=False)["input_ids"])
+            job.future.set_result(Generation(text, 0, n_new, time.perf_counter() - t0))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting request
+            job.future.set_exception(e)
+        finally:
+            job.pieces.put(None)
 
     def _run(self, jobs: list[Job]) -> None:
         """One ``Generator.generate`` call for jobs that share weights and decoding settings."""
@@ -310,10 +337,27 @@ class Server:
             return Reply(answer.text, 0, answer.n_new_tokens, _finish(answer.n_new_tokens, max_tokens),
                          _sources(answer))
         except QueueFull:
-            raise ApiError(503, f"the server is busy ({self.cfg.max_queue} requests queued); retry later",
-                           kind="server_error", code="queue_full") from None
+            raise self._busy() from None
         except WorkbenchError as e:
             raise ApiError(400, str(e)) from None
+
+    def stream_job(self, req: ChatRequest, route: Route) -> Job:
+        """Queue a plain model's reply to be streamed as it is generated (``Job.pieces``).
+
+        Raises:
+            ApiError: 503 when the queue is full.
+        """
+        job = Job(route.adapter, req.messages, req.stop, req.max_tokens or self.cfg.max_tokens, req.temperature,
+                  pieces=queue.Queue())
+        try:
+            self.batcher.submit(job)
+        except QueueFull:
+            raise self._busy() from None
+        return job
+
+    def _busy(self) -> ApiError:
+        return ApiError(503, f"the server is busy ({self.cfg.max_queue} requests queued); retry later",
+                        kind="server_error", code="queue_full")
 
     def embeddings(self, body: Any) -> dict[str, Any]:
         """``/v1/embeddings``: vectors from an index's embedder (model: ``INDEX``, ``rag:INDEX`` or
@@ -363,20 +407,32 @@ def completion(req: ChatRequest, reply: Reply) -> dict[str, Any]:
     return out
 
 
+class Events:
+    """Server-sent events of one streamed chat completion (``chat.completion.chunk`` objects)."""
+
+    def __init__(self, model: str):
+        self.head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model}
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
+        body = {**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    def start(self) -> str:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def end(self, finish: str, extra: dict[str, Any] | None = None) -> list[str]:
+        more = {"workbench": extra} if extra is not None else {}
+        return [self.chunk({}, finish, **more), "data: [DONE]\n\n"]
+
+
 def stream_chunks(req: ChatRequest, reply: Reply) -> list[str]:
-    """Server-sent events of a streamed reply: the role, the text word by word, the finish (with the
-    ``workbench`` extra for retrieval models), then ``[DONE]``. The deltas join to the non-streamed text."""
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": req.model}
-
-    def event(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
-        chunk = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
-        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-
+    """The events of a finished reply (a retrieval model's, whose text is cleaned after generation): the
+    role, the text word by word, the finish with the ``workbench`` extra, then ``[DONE]``. The deltas join
+    to the non-streamed text."""
+    ev = Events(req.model)
     pieces = [reply.text[i:j] for i, j in _word_cuts(reply.text)]
-    extra = {"workbench": reply.extra} if reply.extra is not None else {}
-    return ([event({"role": "assistant", "content": ""})] + [event({"content": p}) for p in pieces]
-            + [event({}, reply.finish_reason, **extra), "data: [DONE]\n\n"])
+    return [ev.start()] + [ev.chunk({"content": p}) for p in pieces] + ev.end(reply.finish_reason, reply.extra)
 
 
 def _word_cuts(text: str) -> list[tuple[int, int]]:
@@ -421,7 +477,9 @@ def create_app(server: Server) -> Any:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         req = parse_chat(await json_body(request), server.cfg.max_tokens_limit)
-        server.route(req.model)  # an unknown model is a 404 before anything else
+        route = server.route(req.model)  # an unknown model is a 404 before anything else
+        if req.stream and route.index is None:  # a plain model streams as it generates
+            return StreamingResponse(live_events(req, server.stream_job(req, route)), media_type="text/event-stream")
         reply = await run_in_threadpool(server.chat, req)
         if not req.stream:
             return completion(req, reply)
@@ -438,6 +496,22 @@ def create_app(server: Server) -> Any:
         return await run_in_threadpool(server.embeddings, body)
 
     return app
+
+
+async def live_events(req: ChatRequest, job: Job) -> Any:
+    """The events of a plain model's reply, each piece sent as soon as it is generated."""
+    ev = Events(req.model)
+    yield ev.start()
+    while (piece := await run_in_threadpool(job.pieces.get)) is not None:
+        yield ev.chunk({"content": piece})
+    try:
+        g = job.future.result()
+    except Exception as e:  # noqa: BLE001 - the status line is sent: report it in the stream
+        yield f"data: {json.dumps(ApiError(500, str(e)[:300], kind='server_error').body())}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    for e in ev.end(_finish(g.n_new_tokens, job.max_tokens)):
+        yield e
 
 
 def bind(host: str, port: int) -> socket.socket:
