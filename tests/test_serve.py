@@ -82,6 +82,11 @@ def test_plain_models_answer_and_the_adapter_changes_the_reply(server):
     # vLLM names a LoRA module by its bare name: so does workbench serve
     bare = chat(server.url, "tiny-sft", max_tokens=8).json()
     assert bare["choices"][0]["message"]["content"] == ft["choices"][0]["message"]["content"]
+    # asked for, the token log-probabilities come in the extra field (the remote backend's confidence)
+    lp = chat(server.url, "base", max_tokens=8, logprobs=True).json()
+    assert lp["choices"][0]["message"]["content"] == base["choices"][0]["message"]["content"]
+    assert len(lp["workbench"]["logprobs"]) == 8 and all(x <= 0 for x in lp["workbench"]["logprobs"])
+    assert lp["workbench"]["abstain_logprob"] < 0
 
 
 def test_rag_reply_is_the_answer_evaluation_gives_with_its_sources(server, project, home):
@@ -210,9 +215,10 @@ def test_missing_adapter_or_index_stops_the_start(project, home):
 
 # --- the remote backend ------------------------------------------------------------------------------
 
-def _predictions(run: Path) -> dict[tuple[str, str], str]:
+def _predictions(run: Path) -> dict[tuple[str, str], tuple]:
+    """(system, question id) -> (prediction, confidence)."""
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
-    return {(r["system"], r["id"]): r["prediction"] for r in rows}
+    return {(r["system"], r["id"]): (r["prediction"], r.get("confidence")) for r in rows}
 
 
 def test_eval_over_workbench_serve_matches_the_local_backend(server, project, home):
@@ -229,8 +235,8 @@ def test_eval_over_workbench_serve_matches_the_local_backend(server, project, ho
     remote = evaluate(project["corpus"], remote_cfg, index="tiny", adapter="tiny-sft",
                       out=home / "runs" / "remote", progress=False)
     want, got = _predictions(local), _predictions(remote)
-    assert got == want and len(want) == 9
-    assert any(v for v in want.values())
+    assert got == want and len(want) == 9  # the same answers, and the same confidence (log-probs sent back)
+    assert any(p for p, _ in want.values())
     summary = json.loads((remote / "summary.json").read_text())
     assert summary["cost"]["model_backend"] == "openai"
     assert summary["cost"]["remote"] == {"base_url": server.url, "model": "base", "lora_model": "{adapter}",

@@ -211,7 +211,7 @@ class RemoteGenerator:
         return f"{self.model} @ {_base(self.model_cfg)}"
 
     def _payload(self, conversation: Conversation, stop: Sequence[str]) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": conversation,
+        body: dict[str, Any] = {"model": self.model, "messages": conversation, "logprobs": True,
                                 "max_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
         if stop:
             body["stop"] = list(stop)[:4]  # the OpenAI API takes at most four
@@ -273,9 +273,24 @@ class RemoteGenerator:
             if sources is not None and sources[i] is not None and self.model_cfg.remote_copy == "snap":
                 text = snap_to_span(text, sources[i])
             usage = reply.get("usage") or {}
+            lps, abstain = _logprobs(reply)
             gens.append(Generation(text, int(usage.get("prompt_tokens") or 0),
-                                   int(usage.get("completion_tokens") or 0), latency))
+                                   int(usage.get("completion_tokens") or 0), latency, logprobs=lps,
+                                   abstain_logprob=abstain))
         return gens
+
+
+def _logprobs(reply: dict[str, Any]) -> tuple[list[float], float | None]:
+    """The reply's token log-probabilities (the confidence of an answer reads them): OpenAI's
+    ``choices[0].logprobs.content`` (vLLM, llama.cpp), else ``workbench serve``'s extra field, which also
+    holds the log-probability of starting "I don't know" instead; ``([], None)`` when the server sent none."""
+    extra = reply.get("workbench") or {}
+    content = (((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content")) or []
+    lps = [float(t["logprob"]) for t in content if isinstance(t, dict) and "logprob" in t]
+    if not lps:
+        lps = [float(x) for x in extra.get("logprobs") or []]
+    abstain = extra.get("abstain_logprob")
+    return lps, None if abstain is None else float(abstain)
 
 
 def backend_cost(cfg: ModelConfig, copy_spans: bool = True) -> dict[str, Any]:

@@ -232,6 +232,7 @@ class ChatRequest:
     temperature: float
     stop: tuple[str, ...]
     stream: bool
+    logprobs: bool = False
 
 
 def _content(m: Any, i: int) -> str:
@@ -284,7 +285,10 @@ def parse_chat(body: Any, limit: int) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", param="stream")
-    return ChatRequest(model, messages, max_tokens, float(temperature), tuple(stop), stream)
+    logprobs = body.get("logprobs", False)
+    if not isinstance(logprobs, bool):
+        raise ApiError(400, "'logprobs' must be true or false", param="logprobs")
+    return ChatRequest(model, messages, max_tokens, float(temperature), tuple(stop), stream, logprobs)
 
 
 def _sources(answer: Any) -> dict[str, Any]:
@@ -329,7 +333,10 @@ class Server:
                 max_tokens = req.max_tokens or self.cfg.max_tokens
                 g = self.batcher.submit(Job(route.adapter, req.messages, req.stop, max_tokens,
                                             req.temperature)).result()
-                return Reply(g.text, g.n_prompt_tokens, g.n_new_tokens, _finish(g.n_new_tokens, max_tokens))
+                # asked for, the reply's token log-probabilities go in the extra field (what the remote
+                # backend reads for the confidence of an answer)
+                extra = {"logprobs": g.logprobs, "abstain_logprob": g.abstain_logprob} if req.logprobs else None
+                return Reply(g.text, g.n_prompt_tokens, g.n_new_tokens, _finish(g.n_new_tokens, max_tokens), extra)
             question = next((m["content"] for m in reversed(req.messages) if m["role"] == "user"), "")
             max_tokens = req.max_tokens or self.pool.cfg.generate.max_new_tokens
             gen = BatchedGenerator(self.batcher, route.adapter, max_tokens, req.temperature)
