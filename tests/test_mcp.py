@@ -112,3 +112,22 @@ def test_no_project_artifacts_is_a_tool_error_not_a_crash(tmp_path, monkeypatch,
     with pytest.raises(WorkbenchError, match="no run in this project"):
         tools.report()
     assert tools.list_artifacts().indices == []
+
+
+def test_bad_transport_or_port_in_use_is_one_line(project, monkeypatch):
+    import socket
+
+    from serve_project import one_error_line
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(project["root"]))
+    preset = ["--preset", str(project["preset"])]
+    assert "unknown transport 'sse'" in one_error_line(CliRunner().invoke(app, ["mcp", "--transport", "sse", *preset]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        result = CliRunner().invoke(app, ["mcp", "--transport", "http", "--port", str(port), *preset])
+    assert f"port {port} on 127.0.0.1 is already in use" in one_error_line(result)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.paths import artifact_dir, runs_dir
-from workbench.served import ModelPool, Route, built_adapters, built_indices, route_for
+from workbench.served import ModelPool, Route, bind, built_adapters, built_indices, route_for
 
 INSTRUCTIONS = ("Search a document corpus and ask questions of the systems built from it: the base model "
                 "(closed book), rag (base model + retrieved passages), ft (a fine-tuned adapter) and ft_rag "
@@ -263,10 +263,12 @@ def run_mcp(cfg: RunConfig, transport: str = "stdio", host: str = "127.0.0.1", p
     """Serve the tools over stdio (an MCP client launches this) or streamable HTTP (``/mcp``).
 
     Raises:
-        WorkbenchError: an unknown transport.
+        WorkbenchError: an unknown transport, or (http) the port is in use.
     """
     if transport not in ("stdio", "http"):
         raise WorkbenchError(f"unknown transport {transport!r}", "use stdio or http")
+    if transport == "http":
+        bind(host, port).close()  # a port in use is one line now, not a server log later
     server = build_server(cfg)
     if transport == "stdio":
         server.run("stdio")

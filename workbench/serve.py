@@ -8,18 +8,17 @@ the extra field ``workbench`` (``sources``, ``citations``, ``raw``).
 Requests that arrive together are generated in one batch: every generation goes through one worker
 thread (``Batcher``) that waits ``batch_wait_s`` after the first request for others, groups compatible
 ones (same weights, reply budget, temperature, stop strings) and makes one ``Generator.generate`` call per
-group. At most ``max_queue`` requests wait or run at once; the next is answered 503. A bad request gets a
+group. A streamed plain-model reply is generated alone with ``Generator.stream``, piece by piece; a
+retrieval model's answer, cleaned after generation, is batched and then sent word by word. At most ``max_queue`` requests wait or run at once; the next is answered 503. A bad request gets a
 4xx with an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import json
 import os
 import queue
-import socket
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from starlette.exceptions import HTTPException
 
 from workbench.errors import WorkbenchError
 from workbench.generate import Generation
-from workbench.served import ModelPool, Route
+from workbench.served import ModelPool, Route, bind
 
 MAX_STOP = 4
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -519,27 +518,6 @@ async def live_events(req: ChatRequest, job: Job) -> Any:
         return
     for e in ev.end(_finish(g.n_new_tokens, job.max_tokens)):
         yield e
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, bound before any model loads.
-
-    Raises:
-        WorkbenchError: the port is in use or the address cannot be bound (one line).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise WorkbenchError(f"port {port} on {host} is already in use",
-                                 "stop the program using it, or pass another --port") from None
-        raise WorkbenchError(f"cannot listen on {host}:{port} ({e.strerror})", "check --host and --port") from None
-    sock.listen(128)
-    return sock
 
 
 def serve(pool: ModelPool, cfg: ServeConfig) -> None:

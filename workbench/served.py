@@ -14,6 +14,8 @@ Retrieval systems answer through ``workbench.answer.answer_questions``, the func
 """
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,27 @@ def route_for(system: str, adapter: str | None = None, index: str | None = None)
     if system.endswith("rag") and not index:
         raise WorkbenchError(f"system {system} needs an index", "name one (list_artifacts shows them)")
     return Route(adapter if system.startswith("ft") else None, index if system.endswith("rag") else None)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before any model loads.
+
+    Raises:
+        WorkbenchError: the port is in use or the address cannot be bound (one line).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise WorkbenchError(f"port {port} on {host} is already in use",
+                                 "stop the program using it, or pass another --port") from None
+        raise WorkbenchError(f"cannot listen on {host}:{port} ({e.strerror})", "check --host and --port") from None
+    sock.listen(128)
+    return sock
 
 
 def built_names(folder: Any) -> list[str]:
