@@ -297,3 +297,14 @@ def test_snap_respects_banned_start_words():
     src = [CopySource("The buoy weighs 42 kg.", no_start=frozenset({"weighs", "the"}))]
     assert snap_to_span("weighs 42 kg", src) == "buoy weighs 42 kg"  # "weighs ..." may not open a reply
 
+
+
+def test_backend_failing_during_a_run_stops_it_with_one_clear_error():
+    from workbench.config import GenerateConfig, ModelConfig
+    from workbench.remote import RemoteGenerator
+
+    cfg = ModelConfig(backend="openai", base_url="http://127.0.0.1:9/v1", retries=1)
+    gen = RemoteGenerator(cfg, GenerateConfig(), model="base", tokenizer="not used")
+    with pytest.raises(WorkbenchError, match=r"model backend http://127.0.0.1:9/v1/chat/completions failed for "
+                                             r"model 'base' \(ConnectError\)"):
+        gen.generate([[{"role": "user", "content": "x"}]])
