@@ -156,7 +156,7 @@ def test_embedded_smollm2_converts_once_and_generates(tmp_path_factory):
 # --- answering on CPU (model.cpu_dtype) ------------------------------------------------------------
 
 def test_cpu_dtype_setting_is_checked():
-    assert ModelConfig().cpu_dtype == "auto"
+    assert ModelConfig().cpu_dtype == "float32"  # the others change demo answers beyond the tolerance
     for ok in ("auto", "float32", "bfloat16", "int8"):
         assert ModelConfig(cpu_dtype=ok).cpu_dtype == ok
     with pytest.raises(WorkbenchError, match="unknown cpu_dtype 'int4'"):
@@ -165,11 +165,12 @@ def test_cpu_dtype_setting_is_checked():
 
 def test_cpu_dtype_auto_is_bf16_only_where_the_cpu_computes_it_and_dtype_is_auto(monkeypatch):
     monkeypatch.setattr(M, "native_bf16_cpu", lambda: True)
-    assert M.cpu_answering_dtype(ModelConfig()) == "bfloat16"
-    assert M.cpu_answering_dtype(ModelConfig(dtype="float32")) == "float32"  # a dtype the user set is kept
+    assert M.cpu_answering_dtype(ModelConfig()) == "float32"  # the default
+    assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="auto")) == "bfloat16"
+    assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="auto", dtype="float32")) == "float32"  # the user's dtype
     assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="int8")) == "int8"
     monkeypatch.setattr(M, "native_bf16_cpu", lambda: False)
-    assert M.cpu_answering_dtype(ModelConfig()) == "float32"
+    assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="auto")) == "float32"
     assert M.cpu_answering_dtype(ModelConfig(cpu_dtype="bfloat16")) == "bfloat16"
 
 

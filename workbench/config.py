@@ -109,11 +109,14 @@ class ModelConfig:
     """auto (CUDA, then MPS, then CPU), cuda, mps or cpu."""
     dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16."""
-    cpu_dtype: str = "auto"
-    """How a model answers on CPU (never on CUDA or MPS, never in training): auto (bfloat16 where the CPU computes
-    it natively, AVX512-BF16 or AMX, and ``dtype`` is auto; else float32), float32 (the weights as loaded),
-    bfloat16, or int8 (dynamic int8 linear layers; lossy on a 135M model: its outlier activations). Measured
-    with ``bench/demo_speed.py``."""
+    cpu_dtype: str = "float32"
+    """How a model answers on CPU (never on CUDA or MPS, never in training): float32 (the weights as loaded),
+    bfloat16, auto (bfloat16 where the CPU computes it natively, AVX512-BF16 or AMX, and ``dtype`` is auto;
+    else float32) or int8 (dynamic int8 linear layers). Demo, SmolLM2-135M, 48 eval questions on a busy 2-core
+    AVX512-BF16 CPU (``bench/demo_speed.py``): bfloat16 reads prompts ~1.8x faster but changes 31% of the
+    closed-book answers (base F1 0.029 -> 0.069: free replies of a small model flip on near-ties), outside the
+    tolerance for a default (every system >= 97% identical, F1 within 0.01); int8 is worse (next-token
+    agreement 42% on demo prompts: the model's outlier activations defeat per-tensor int8)."""
     backend: str = "local"
     """local (load the weights here) or openai (send prompts to an OpenAI-compatible server: vLLM, llama.cpp,
     Ollama, ``workbench serve``; ``workbench.remote``). Prompts are still built here, with ``base_model``'s
@@ -259,8 +262,8 @@ class FinetuneConfig:
     cpu_bf16: bool = False
     """On a CPU that computes bfloat16 natively (AVX512-BF16, AMX), train under bfloat16 autocast (weights and
     optimizer stay float32). Demo LoRA steps on 2 cores: 1.47x the tokens/s of float32; off until a full run
-    shows the same held-out loss (``bench/demo_speed.py --stages finetune --new finetune.cpu_bf16=true
-    --baseline``). Never applies on CUDA/MPS (``model.dtype`` decides there)."""
+    shows the same held-out loss (``bench/demo_speed.py --stages finetune --new finetune.cpu_bf16=true``).
+    Never applies on CUDA/MPS (``model.dtype`` decides there)."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
