@@ -113,10 +113,11 @@ class ModelConfig:
     """How a model answers on CPU (never on CUDA or MPS, never in training): float32 (the weights as loaded),
     bfloat16, auto (bfloat16 where the CPU computes it natively, AVX512-BF16 or AMX, and ``dtype`` is auto;
     else float32) or int8 (dynamic int8 linear layers). Demo, SmolLM2-135M, 48 eval questions on a busy 2-core
-    AVX512-BF16 CPU (``bench/demo_speed.py``): bfloat16 reads prompts ~1.8x faster but changes 31% of the
-    closed-book answers (base F1 0.029 -> 0.069: free replies of a small model flip on near-ties), outside the
-    tolerance for a default (every system >= 97% identical, F1 within 0.01); int8 is worse (next-token
-    agreement 42% on demo prompts: the model's outlier activations defeat per-tensor int8)."""
+    AVX512-BF16 CPU (``bench/demo_speed.py``): bfloat16 answers with 1.2-1.7x less CPU time (prompt reading
+    alone 1.8x) and keeps RAG answers (rag 98% identical, F1 0.558 both), but free closed-book replies flip on
+    near-ties (base 69% identical, F1 0.029 -> 0.069; ft 94%, 0.364 -> 0.354): outside the tolerance for a
+    default (every system >= 97% identical, F1 within 0.01). int8 is worse (next-token agreement 42% on demo
+    prompts: the model's outlier activations defeat per-tensor int8)."""
     backend: str = "local"
     """local (load the weights here) or openai (send prompts to an OpenAI-compatible server: vLLM, llama.cpp,
     Ollama, ``workbench serve``; ``workbench.remote``). Prompts are still built here, with ``base_model``'s
