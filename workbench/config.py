@@ -112,9 +112,9 @@ class ModelConfig:
     cpu_dtype: str = "float32"
     """How a model answers on CPU (never on CUDA or MPS, never in training): float32 (the weights as loaded),
     bfloat16, auto (bfloat16 where the CPU computes it natively, AVX512-BF16 or AMX, and ``dtype`` is auto;
-    else float32) or int8 (dynamic int8 linear layers). Demo, SmolLM2-135M, 48 eval questions on a busy 2-core
-    AVX512-BF16 CPU (``bench/demo_speed.py``): bfloat16 answers with 1.2-1.7x less CPU time (prompt reading
-    alone 1.8x) and keeps RAG answers (rag 98% identical, F1 0.558 both), but free closed-book replies flip on
+    else float32) or int8 (dynamic int8 linear layers). Demo, SmolLM2-135M, 48 eval questions on a quiet 2-core
+    AVX512-BF16 CPU (``bench/demo_speed.py``): bfloat16 answers 1.67x faster over base, rag, ft, ft_rag (2.24x,
+    1.84x, 1.17x, 1.52x) and keeps RAG answers (rag 98% identical, F1 0.558 both), but free closed-book replies flip on
     near-ties (base 69% identical, F1 0.029 -> 0.069; ft 94%, 0.364 -> 0.354): outside the tolerance for a
     default (every system >= 97% identical, F1 within 0.01). int8 is worse (next-token agreement 42% on demo
     prompts: the model's outlier activations defeat per-tensor int8)."""
