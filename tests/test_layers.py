@@ -19,12 +19,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 
 LAYERS: dict[str, list[str]] = {
     "core": ["errors", "paths", "records", "config", "artifacts", "locks", "crashlog", "language", "text", "figures", "hub"],
-    "corpus": ["cleaning", "chunking", "dedup", "ingest", "qa", "update_folder"],
+    "corpus": ["cleaning", "chunking", "dedup", "ingest", "qa", "unanswerable", "update_folder"],
     "retrieval": ["embed", "index", "retrieve", "retrieval_eval"],
-    "answering": ["models", "generate", "copying", "quantity", "prompt", "postprocess", "answer", "remote"],
+    "answering": ["models", "generate", "copying", "quantity", "prompt", "postprocess", "confidence", "answer",
+                  "remote"],
     "training": ["train_data", "synth", "trainset", "trainer", "scratch", "adapters", "finetune", "export"],
-    "evaluation": ["metrics", "systems", "ragas_metrics", "report", "plots", "evaluate", "doctor", "inside",
-                   "update_measures", "side_effects", "update_report", "served"],
+    "evaluation": ["metrics", "selective", "calibrate", "abstention", "abstention_report", "systems", "ragas_metrics", "report", "plots", "evaluate", "doctor", "inside",
+                   "served", "update_measures", "side_effects", "update_report"],
     "faces": ["cli", "pipeline", "app", "serve", "mcp_server", "update"],
 }
 ORDER = list(LAYERS)

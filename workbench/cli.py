@@ -172,16 +172,26 @@ def ask(
     base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Reply budget in tokens."),
     preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    decline: bool = typer.Option(True, "--decline/--no-decline", help="Decline (\"I don't know\") when the "
+                                 "answer's confidence is below the threshold the newest evaluation run calibrated "
+                                 "for this system; --no-decline shows the answer and its raw confidence."),
 ):
-    """Answer one question with one system; print the answer, its sources and the latency."""
+    """Answer one question with one system; print the answer, its confidence, its sources and the latency."""
     with user_errors():
+        from workbench.abstention import latest_calibrators
         from workbench.answer import format_answer
+        from workbench.confidence import apply_calibrator
         from workbench.config import load_preset, override
         from workbench.systems import ask as ask_question
 
         cfg = override(load_preset(preset), model={"base_model": base or None},
                        generate={"max_new_tokens": max_new_tokens or None}, retrieve={"k": k})
-        typer.echo(format_answer(ask_question(target, question, system, cfg, adapter=adapter)))
+        answer = ask_question(target, question, system, cfg, adapter=adapter)
+        run, calibrators = latest_calibrators(Path(target).name) if decline else (None, {})
+        if system in calibrators:
+            apply_calibrator([answer], calibrators[system])
+            typer.echo(f"(confidence calibrated by run {run})", err=True)
+        typer.echo(format_answer(answer))
 
 # @@finetune
 @app.command()

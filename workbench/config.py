@@ -142,7 +142,6 @@ class ModelConfig:
     """Over backend openai, copy-constrained decoding (``generate.copy_spans``) needs logits: "snap" replaces a
     grounded reply by the closest span of the passage sentences it could have copied, "free" keeps it as is."""
 
-
     def __post_init__(self):
         if not self.base_model.strip():
             raise WorkbenchError("base_model is empty", "name the embedded default, a folder, a .gguf or a hub id")
@@ -335,8 +334,41 @@ class EvalConfig:
     judge_base_url: str | None = None
     """OpenAI-compatible endpoint for judge-based ragas metrics; None skips them."""
     judge_model: str | None = None
+    abstain: str = "calibrated"
+    """When a system declines: "calibrated" (its own "I don't know", and any reply whose calibrated confidence
+    is below the threshold fitted on calibration questions), "model" (only its own "I don't know") or "never"
+    (copy-constrained systems are not offered the abstention phrase; nothing is declined for low confidence)."""
+    abstain_target: str = "overall_f1"
+    """What the decline threshold is chosen for, on the calibration questions: "overall_f1" (SQuAD 2.0's
+    overall F1, a correct decline scoring 1) or "precision" (the lowest threshold whose answers are right at
+    least ``min_precision`` of the time)."""
+    min_precision: float = 0.8
+    """The precision the "precision" target asks for."""
+    calibration_questions: int = 48
+    """Questions each system answers to fit its calibrator: never eval questions (train split, else
+    synthesized from the corpus), a share of them made unanswerable (``workbench.unanswerable``)."""
+    calibration_unanswerable: float = 0.33
+    """Share of the calibration questions made unanswerable (an entity changed into one the corpus lacks)."""
+    unanswerable_prior: float = 0.2
+    """The share of questions the corpus cannot answer that confidences and the threshold are calibrated for:
+    calibration questions are weighted to this mix (an assumption about use, not measured: SQuAD 2.0's dev
+    set has one half; a help desk over its own documents mostly gets answerable questions)."""
 
     def __post_init__(self):
+        if self.abstain not in {"calibrated", "model", "never"}:
+            raise WorkbenchError(f"unknown abstain mode {self.abstain!r}", "use calibrated, model or never")
+        if self.abstain_target not in {"overall_f1", "precision"}:
+            raise WorkbenchError(f"unknown abstain_target {self.abstain_target!r}", "use overall_f1 or precision")
+        if not 0.0 < self.min_precision <= 1.0:
+            raise WorkbenchError(f"min_precision={self.min_precision} is outside (0, 1]", "use e.g. 0.8")
+        if self.calibration_questions < 8:
+            raise WorkbenchError(f"calibration_questions={self.calibration_questions} is too few to fit on",
+                                 "use 8 or more (default 48)")
+        if not 0.0 < self.unanswerable_prior < 1.0:
+            raise WorkbenchError(f"unanswerable_prior={self.unanswerable_prior} is outside (0, 1)", "use e.g. 0.2")
+        if not 0.0 < self.calibration_unanswerable < 1.0:
+            raise WorkbenchError(f"calibration_unanswerable={self.calibration_unanswerable} is outside (0, 1)",
+                                 "use e.g. 0.33")
         if self.limit is not None and self.limit < 1:
             raise WorkbenchError(f"limit={self.limit} leaves no questions", "use a positive limit or none")
         if self.bootstrap < 0:

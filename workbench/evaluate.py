@@ -15,13 +15,23 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.abstention import abstention_section, calibrate_runs, calibration_questions, calibration_rows
 from workbench.adapters import adapter_dir
 from workbench.artifacts import atomic_dir, check_replaceable, make_manifest, recover_leftovers, write_json
 from workbench.config import RunConfig, to_dict
 from workbench.errors import WorkbenchError
 from workbench.index import build_index, default_index_name, index_status, load_index
 from workbench.locks import acquire_locks, lock_name, release_locks
-from workbench.metrics import ANSWER_METRICS, bootstrap_ci, mean, normalize_answer, paired_test, score_answers
+from workbench.metrics import (
+    ANSWER_METRICS,
+    bootstrap_ci,
+    holm,
+    mean,
+    normalize_answer,
+    paired_test,
+    score_answers,
+    wilson,
+)
 from workbench.paths import qa_path as default_qa_path
 from workbench.paths import runs_dir, safe_name
 from workbench.plots import make_plots
@@ -41,6 +51,7 @@ from workbench.systems import (
     resolve_systems,
     run_system,
 )
+from workbench.trainset import corpus_chunks
 
 RUN_FORMAT_VERSION = 1
 
@@ -205,6 +216,7 @@ def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, ite
     language: dict[str, Any] = {"language": None if cfg.ingest.language == "auto" else cfg.ingest.language}
     refs: list[list[str]] | None = None
     hits: list[list[Any]] | None = None
+    chunks: list[Any] | None = None
     if any(s.retrieval and s.build is None for s in specs):
         idx, index_cost = ensure_index(corpus_dir, cfg, index, progress)
         language = {"language": idx.language, "languages": idx.manifest.get("languages") or {}}
@@ -214,30 +226,44 @@ def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, ite
         t0 = time.perf_counter()
         hits = live.search_batch([q.question for q in items], k=k_max)
         retrieval_s = time.perf_counter() - t0
-        ctx.retriever = CachedRetriever(live, [q.question for q in items], hits)
         retrieval = retrieval_block(items, hits, cfg, retrieval_s)
         refs = reference_contexts(items, idx.chunks)
+        chunks = idx.chunks
+    calib = calibration_questions(qa, items, chunks if chunks is not None else corpus_chunks(corpus_dir, cfg), cfg)
+    if hits is not None:
+        calib_q = [q.question for q in calib.items]
+        ctx.retriever = CachedRetriever(live, [q.question for q in items] + calib_q,
+                                        hits + live.search_batch(calib_q, k=k_max))
     cost.update(adapter_cost(adapters, {s.adapter for s in specs if s.adapter and s.build is None}))
 
-    runs = []
+    runs, calib_runs = [], {}
     for spec in order_by_weights(specs):
         if progress:
-            log(f"answering {len(items)} questions with {spec.name} ({spec.description})")
+            log(f"answering {len(items)} questions with {spec.name} ({spec.description}), then "
+                f"{len(calib.items)} calibration questions")
         runs.append(run_system(spec, ctx, items))
+        calib_runs[spec.name] = run_system(spec, ctx, calib.items)
     ctx.release()
     runs.sort(key=lambda r: [s.name for s in specs].index(r.name))  # back to the requested order
+    calibrators = calibrate_runs(runs, calib_runs, calib, cfg)
+    cost["calibration_s"] = round(sum(r.seconds for r in calib_runs.values()), 3)
 
     cost["eval_s"] = time.perf_counter() - t_start
     cost["peak_rss_mb"] = peak_rss_mb()
     cost.update(extra_cost or {})
     if progress:
         log("scoring (metrics, bootstrap intervals, paired tests, ragas)")
+    cost["calibration_share"] = round(cost["calibration_s"] / cost["eval_s"], 4) if cost["eval_s"] else None
     rows, summary = build_results(items, runs, cfg, corpus=str(corpus_dir), qa=str(qa), retrieval=retrieval,
                                   cost=cost, reference_contexts=refs)
+    summary["abstention"] = abstention_section(items, runs, calibrators, calib, calib_runs, cfg)
+    for name, block in summary["abstention"]["systems"].items():
+        summary["systems"][name]["f1_before_decline"] = block.pop("f1_before_decline", None)
+    extra = {"calibration.jsonl": calibration_rows(calib, calib_runs, calibrators)}
     summary["config"]["adapters"] = {r: adapters[r] for r in {s.adapter for s in specs if s.adapter}}
     summary["config"]["index"] = cost.get("index")
     summary.update(language)
-    return write_run(folder, rows, summary)
+    return write_run(folder, rows, summary, extra)
 
 
 def retrieval_block(items: list[QAItem], hits: list[list[Any]], cfg: RunConfig, seconds: float) -> dict:
@@ -339,8 +365,8 @@ def _system_block(run: Any, items: list[QAItem], scored: dict, rg: Any, cfg: Run
     n_boot, seed = cfg.eval.bootstrap, cfg.eval.seed
     block: dict[str, Any] = {m: _round(s[m]) for m in ANSWER_METRICS}
     ci = {m: bootstrap_ci([p[m] for p in per if p[m] is not None], n_boot, seed) for m in ANSWER_METRICS}
-    abst = [float(p["abstained"]) for p, q in zip(per, items) if not q.answerable]
-    ci["abstain_unanswerable"] = bootstrap_ci(abst, n_boot, seed)
+    abst = [p["abstained"] for p, q in zip(per, items) if not q.answerable]
+    ci["abstain_unanswerable"] = wilson(sum(abst), len(abst))  # a rate: Wilson, not a degenerate bootstrap
     block["ci95"] = {k: [_round(v[0]), _round(v[1])] if v else None for k, v in ci.items()}
     block["abstain_unanswerable"] = _round(s["abstain_unanswerable"])
     block["abstain_answerable"] = _round(s["abstain_answerable"])
@@ -433,6 +459,10 @@ def pairwise(items: list[QAItem], per_sys: dict[str, list[dict]], cfg: RunConfig
         if key in ab:
             d.update(delta_abstain=ab[key]["delta"], p_value_abstain=ab[key]["p_value"])
         out[key] = d
+    for field in ("p_value", "p_value_abstain"):  # Holm over the pairs, per measure
+        keys = [k for k, d in out.items() if d.get(field) is not None]
+        for k, adj in zip(keys, holm([out[k][field] for k in keys])):
+            out[k][field + "_holm"] = _round(adj)
     return out
 
 
@@ -456,6 +486,10 @@ def _row(q: QAItem, system: str, answer: Any, scores: dict, ragas: dict) -> dict
         "citations": _jsonable(getattr(answer, "citations", None)),
         "latency_s": _round(getattr(answer, "latency_s", None)),
         "n_new_tokens": getattr(answer, "n_new_tokens", None),
+        "confidence": _round(getattr(answer, "confidence", None)),
+        "confidence_features": {k: _round(v) for k, v in (getattr(answer, "features", None) or {}).items()},
+        "declined": getattr(answer, "declined", None),
+        "prediction_before_decline": getattr(answer, "text_before_decline", "") or None,
         "ragas": {k: _round(v) for k, v in ragas.items()},
     }
 
@@ -474,14 +508,16 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def write_run(folder: Path, rows: list[dict], summary: dict) -> Path:
-    """Write results.jsonl, summary.json, report.md, plots/ and the run's manifest into ``folder``
-    atomically (the caller holds the run's lock)."""
+def write_run(folder: Path, rows: list[dict], summary: dict, extra: dict[str, list[dict]] | None = None) -> Path:
+    """Write results.jsonl, summary.json, report.md, plots/, the run's manifest and any ``extra`` JSON Lines
+    files (name -> rows; calibration.jsonl) into ``folder`` atomically (the caller holds the run's lock)."""
 
     folder = Path(folder)
     recover_leftovers(folder)
     with atomic_dir(folder, kind="run") as tmp:
         write_jsonl(tmp / "results.jsonl", rows)
+        for name, extra_rows in (extra or {}).items():
+            write_jsonl(tmp / name, extra_rows)
         write_json(tmp / "summary.json", summary)
         plots = make_plots(summary, tmp / "plots")
         (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")

@@ -229,7 +229,7 @@ def run_system(spec: SystemSpec, ctx: SystemContext, items: list[QAItem]) -> Sys
 
         def answer(qs: list[QAItem]) -> list[Any]:
             return answer_questions([q.question for q in qs], generator, retriever=retriever, k=k,
-                                    progress=ctx.progress, prompt=ctx.cfg.prompt)
+                                    progress=ctx.progress, prompt=ctx.cfg.prompt, abstain=ctx.cfg.eval.abstain)
     t1 = time.perf_counter()
     answers = list(answer(items))
     seconds = time.perf_counter() - t1
