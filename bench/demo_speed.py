@@ -9,7 +9,7 @@ whose settings are the same under both (e.g. the index when only answering setti
 Builds go to a temporary project folder: ``indices/``, ``adapters/`` and ``runs/`` are never touched.
 
 Answer agreement is per system over the corpus's eval questions: the share of identical answers and the
-F1 / EM of both (the evaluation's own scorer, ``workbench.metrics.score_answers``).
+F1 / EM of both (the evaluation's own scorer, ``workbench.evaluation.metrics.score_answers``).
 
     .venv/bin/python bench/demo_speed.py                                   # everything (~20 min on 2 cores)
     .venv/bin/python bench/demo_speed.py --stages answer --limit 60        # answering only, 60 questions
@@ -35,7 +35,7 @@ def apply_settings(cfg: Any, changes: list[str]) -> Any:
     """``cfg`` with ``group.key=value`` changes (values read as YAML: ``8``, ``true``, ``float32``)."""
     import yaml
 
-    from workbench.config import override
+    from workbench.core.config import override
 
     groups: dict[str, dict[str, Any]] = {}
     for change in changes:
@@ -49,7 +49,7 @@ def apply_settings(cfg: Any, changes: list[str]) -> Any:
 
 def differs(a: Any, b: Any, groups: tuple[str, ...], ignore: tuple[str, ...] = ()) -> bool:
     """Whether two run configs differ in the settings of ``groups`` (``group.key`` names in ``ignore`` aside)."""
-    from workbench.config import to_dict
+    from workbench.core.config import to_dict
 
     def pick(cfg: Any) -> dict:
         d = {g: to_dict(getattr(cfg, g)) for g in groups}
@@ -66,7 +66,7 @@ def load_now() -> str:
 
 
 def time_index(corpus: Path, cfg: Any, name: str) -> dict:
-    from workbench.index import build_index
+    from workbench.retrieval.index import build_index
 
     t0 = time.perf_counter()
     result = build_index(corpus, cfg.index, cfg.ingest, name=name, rebuild=True, progress=False)
@@ -74,8 +74,8 @@ def time_index(corpus: Path, cfg: Any, name: str) -> dict:
 
 
 def time_finetune(corpus: Path, cfg: Any, name: str) -> dict:
-    from workbench.adapters import read_adapter_manifest
-    from workbench.finetune import finetune
+    from workbench.training.adapters import read_adapter_manifest
+    from workbench.training.finetune import finetune
 
     t0 = time.perf_counter()
     res = finetune(corpus, cfg.finetune, cfg.model, name=name, run_cfg=cfg, progress=False, rebuild=True,
@@ -98,7 +98,7 @@ class Answered:
 
 def answer_all(cfg: Any, spec: Any, items: list, retriever: Any, adapters: dict[str, str]) -> Answered:
     """One system's answers to every item through evaluation's own path (``run_system``)."""
-    from workbench.systems import SystemContext, run_system
+    from workbench.evaluation.systems import SystemContext, run_system
 
     ctx = SystemContext(cfg=cfg, adapters=adapters, retriever=retriever)
     try:
@@ -128,9 +128,9 @@ def main() -> None:
 
     import torch
 
-    from workbench.config import load_preset
-    from workbench.models import cpu_answering_dtype, native_bf16_cpu, physical_cores
-    from workbench.paths import project_root
+    from workbench.answering.models import cpu_answering_dtype, native_bf16_cpu, physical_cores
+    from workbench.core.config import load_preset
+    from workbench.core.paths import project_root
 
     corpus = args.corpus.resolve()
     preset = load_preset(args.preset)
@@ -195,11 +195,11 @@ def main() -> None:
 def answer_stage(args: argparse.Namespace, cfgs: dict, corpus: Path, project: Path, index_name: str | None,
                  adapter_path: str | None, rows: list) -> list[tuple]:
     """Answer the eval questions with every system under both settings (order alternating per system)."""
-    from workbench.evaluate import load_eval_items
-    from workbench.index import default_index_name, load_index
-    from workbench.metrics import score_answers
-    from workbench.retrieve import Retriever
-    from workbench.systems import CachedRetriever, default_adapters, order_by_weights, resolve_systems
+    from workbench.evaluation.evaluate import load_eval_items
+    from workbench.evaluation.metrics import score_answers
+    from workbench.evaluation.systems import CachedRetriever, default_adapters, order_by_weights, resolve_systems
+    from workbench.retrieval.index import default_index_name, load_index
+    from workbench.retrieval.retrieve import Retriever
 
     new = cfgs["new"]
     _, items = load_eval_items(corpus, None, args.limit)

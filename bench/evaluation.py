@@ -2,7 +2,7 @@
 
 Runs the base (closed book) and rag systems of ``workbench eval`` on the first N eval questions of a
 corpus, once with the preset's generation batch size and once with batch size 1, through the same
-code path as the harness (``workbench.systems.run_system``), and prints questions/s, new tokens/s,
+code path as the harness (``workbench.evaluation.systems.run_system``), and prints questions/s, new tokens/s,
 the speed-up and whether the greedy answers agree.
 
     .venv/bin/python bench/evaluation.py [--corpus corpora/demo] [--n 32] [--systems base,rag]
@@ -28,10 +28,10 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     args = ap.parse_args()
 
-    from workbench.config import load_preset
-    from workbench.evaluate import ensure_index, load_eval_items
-    from workbench.retrieve import Retriever
-    from workbench.systems import CachedRetriever, SystemContext, resolve_systems, run_system
+    from workbench.core.config import load_preset
+    from workbench.evaluation.evaluate import ensure_index, load_eval_items
+    from workbench.evaluation.systems import CachedRetriever, SystemContext, resolve_systems, run_system
+    from workbench.retrieval.retrieve import Retriever
 
     cfg = load_preset(args.preset)
     corpus = Path(args.corpus)

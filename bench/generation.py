@@ -1,7 +1,7 @@
 """Batched vs one-at-a-time greedy generation with the embedded base model on RAG prompts.
 
 Builds N RAG prompts (eval questions of a corpus with retrieved passages, through the same
-``workbench.prompt.build_prompt`` the evaluation uses, replies copied from the passages as in evaluation),
+``workbench.answering.prompt.build_prompt`` the evaluation uses, replies copied from the passages as in evaluation),
 then answers them twice with greedy decoding: one prompt at a time (batch size 1) and batched (prompts
 sorted by length, left-padded, batched as ``GenerateConfig`` says). Prints wall
 time, prompts/s, new tokens/s, the speed-up, and whether the outputs are identical.
@@ -24,17 +24,17 @@ def build_prompts(corpus: Path, n: int, index: str | None, tokenizer, closed_boo
                   ) -> tuple[list[list[dict[str, str]]], list[list] | None]:
     """``n`` RAG (or closed-book) conversations for the corpus's eval questions (cycled when there are fewer),
     and what each RAG reply may copy from (None for closed book), exactly as evaluation builds them."""
-    from workbench.prompt import build_prompt, copy_sources
-    from workbench.config import RetrieveConfig
-    from workbench.qa import eval_items, load_qa
+    from workbench.answering.prompt import build_prompt, copy_sources
+    from workbench.core.config import RetrieveConfig
+    from workbench.corpus.qa import eval_items, load_qa
 
     questions = [q.question for q in eval_items(load_qa(corpus / "qa.jsonl"))]
     questions = (questions * (n // max(1, len(questions)) + 1))[:n]
     if closed_book:
         return [build_prompt(q, None, tokenizer)[0] for q in questions], None
     if index:
-        from workbench.index import load_index
-        from workbench.retrieve import Retriever
+        from workbench.retrieval.index import load_index
+        from workbench.retrieval.retrieve import Retriever
 
         retriever = Retriever(load_index(index), RetrieveConfig())
     else:
@@ -70,10 +70,10 @@ def main() -> None:
 
     import torch
 
-    from workbench.prompt import ANSWER_STOPS
-    from workbench.config import GenerateConfig, ModelConfig
-    from workbench.generate import Generator
-    from workbench.models import load_base_model
+    from workbench.answering.generate import Generator
+    from workbench.answering.models import load_base_model
+    from workbench.answering.prompt import ANSWER_STOPS
+    from workbench.core.config import GenerateConfig, ModelConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def _vocabulary(rng, n_rare: int = 4000) -> list[str]:
     """English words (the whole words of the embedded MiniLM vocabulary when installed, in its rough
     frequency order) followed by made-up names and codes that tokenizers split into several pieces."""
-    from workbench.paths import embedded_embedder_dir
+    from workbench.core.paths import embedded_embedder_dir
 
     folder = embedded_embedder_dir()
     words: list[str] = []
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=0, help="0 = auto (IngestConfig.workers)")
     args = ap.parse_args(argv)
 
-    from workbench.config import IngestConfig
-    from workbench.ingest import ingest_corpus
+    from workbench.core.config import IngestConfig
+    from workbench.corpus.ingest import ingest_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.dir or Path(tmp) / "corpus"

@@ -45,9 +45,9 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]
 
 def demo_index(corpus: Path, embedder: Any) -> Any:
     """An in-memory index of ``corpus`` chunked by the ingest stage and encoded by ``embedder``."""
-    from workbench.config import IngestConfig
-    from workbench.index import index_from_chunks, passage_text
-    from workbench.ingest import ingest_corpus
+    from workbench.core.config import IngestConfig
+    from workbench.corpus.ingest import ingest_corpus
+    from workbench.retrieval.index import index_from_chunks, passage_text
 
     chunks = ingest_corpus(corpus, IngestConfig()).chunks
     return index_from_chunks(chunks, embedder.encode([passage_text(c) for c in chunks]), kind="flat",
@@ -59,7 +59,7 @@ def random_lora(base_cfg: Any) -> tuple[Any, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from workbench.models import load_base_model
+    from workbench.answering.models import load_base_model
 
     model, tok = load_base_model(base_cfg, progress=False)
     torch.manual_seed(0)
@@ -93,26 +93,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
-    from workbench.config import ModelConfig
-    from workbench.embed import Embedder
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import ModelConfig
+    from workbench.corpus.qa import eval_items, load_qa
     from workbench.inside import attention, changes, nexttoken, space, tokens
     from workbench.inside.prompt import question_prompt
-    from workbench.models import load_base_model
-    from workbench.qa import eval_items, load_qa
-    from workbench.retrieve import Retriever
+    from workbench.retrieval.embed import Embedder
+    from workbench.retrieval.retrieve import Retriever
 
     cfg = ModelConfig()
     t0 = time.perf_counter()
     model, tok = load_base_model(cfg)
     load_s = time.perf_counter() - t0
     if args.adapter:
-        from workbench.adapters import load_finetuned
+        from workbench.training.adapters import load_finetuned
 
         tuned, tuned_tok, _ = load_finetuned(args.adapter, cfg)
     else:
         tuned, tuned_tok = random_lora(cfg)
     if args.index:
-        from workbench.index import load_index
+        from workbench.retrieval.index import load_index
 
         retriever = Retriever(load_index(args.index))
     else:

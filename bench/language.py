@@ -2,7 +2,7 @@
 
 Ingests a corpus (its language detected, or ``--language``), embeds its chunks once with the embedder, then
 for each variant builds an in-memory index and scores ``Retriever.search_batch`` on the chosen split:
-answer_recall@1/3/5/10, doc_recall@5 and MRR (``workbench.retrieval_eval``). Tune on ``--split train`` and
+answer_recall@1/3/5/10, doc_recall@5 and MRR (``workbench.evaluation.retrieval_eval``). Tune on ``--split train`` and
 report ``--split eval``.
 
     .venv/bin/python bench/language.py ../shared/corpora/squad-pt-dev --split train \\
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from workbench.language import TermAnalyzer, analyzer_for  # noqa: E402
+from workbench.core.language import TermAnalyzer, analyzer_for  # noqa: E402
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -61,14 +61,14 @@ def main() -> None:
     ap.add_argument("--variant", action="append")
     args = ap.parse_args()
 
-    from workbench.config import IngestConfig, RetrieveConfig
-    from workbench.embed import Embedder
-    from workbench.index import index_from_chunks, passage_text
-    from workbench.ingest import ingest_corpus
-    from workbench.qa import load_qa, split_items
-    from workbench.records import Hit
-    from workbench.retrieval_eval import retrieval_metrics
-    from workbench.retrieve import Retriever
+    from workbench.core.config import IngestConfig, RetrieveConfig
+    from workbench.core.records import Hit
+    from workbench.corpus.ingest import ingest_corpus
+    from workbench.corpus.qa import load_qa, split_items
+    from workbench.evaluation.retrieval_eval import retrieval_metrics
+    from workbench.retrieval.embed import Embedder
+    from workbench.retrieval.index import index_from_chunks, passage_text
+    from workbench.retrieval.retrieve import Retriever
 
     ingest_cfg = IngestConfig(language=args.language)
     if args.chunk_tokens:

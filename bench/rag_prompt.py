@@ -2,7 +2,7 @@
 
 Retrieves passages for a corpus's questions (the project's hybrid Retriever over a built index when one
 is given, else a plain BM25 over paragraph chunks), answers them with the embedded SmolLM2 through
-``workbench.answer.answer_questions`` and prints SQuAD token-F1 / EM / containment on answerable
+``workbench.answering.answer.answer_questions`` and prints SQuAD token-F1 / EM / containment on answerable
 questions, abstention on unanswerable ones, answer length and speed.
 
 Settings are tuned on the ``train`` split (the default). The ``eval`` split is what reports score, so
@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from workbench.records import Chunk, Hit
+from workbench.core.records import Chunk, Hit
 
 
 def paragraph_chunks(corpus: Path, words: int = 180) -> list[Chunk]:
@@ -110,7 +110,7 @@ def parse_variant(text: str) -> tuple[int, dict, dict]:
 
 def pick_items(qa: Path, split: str, limit: int, unanswerable: int) -> tuple[list, int, int]:
     """The questions of ``split``: answerable ones spread over the file, then unanswerable ones."""
-    from workbench.qa import load_qa, split_items
+    from workbench.corpus.qa import load_qa, split_items
 
     items = split_items(load_qa(qa), split)
     if not items:
@@ -148,21 +148,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from workbench.answer import answer_questions
-    from workbench.config import GenerateConfig, ModelConfig, PromptConfig, RetrieveConfig
-    from workbench.generate import Generator
-    from workbench.metrics import contains, exact_match, token_f1
-    from workbench.models import load_base_model
-    from workbench.prompt import build_messages
-    from workbench.systems import CachedRetriever
-    from workbench.text import is_abstention, normalize_answer
+    from workbench.answering.answer import answer_questions
+    from workbench.answering.generate import Generator
+    from workbench.answering.models import load_base_model
+    from workbench.answering.prompt import build_messages
+    from workbench.core.config import GenerateConfig, ModelConfig, PromptConfig, RetrieveConfig
+    from workbench.core.text import is_abstention, normalize_answer
+    from workbench.evaluation.metrics import contains, exact_match, token_f1
+    from workbench.evaluation.systems import CachedRetriever
 
     torch.manual_seed(0)
     items, n_ans, n_una = pick_items(args.qa or args.corpus / "qa.jsonl", args.split, args.limit, args.unanswerable)
     questions = [q.question for q in items]
     if args.index:
-        from workbench.index import load_index
-        from workbench.retrieve import Retriever
+        from workbench.retrieval.index import load_index
+        from workbench.retrieval.retrieve import Retriever
 
         base_retriever = Retriever(load_index(args.index), RetrieveConfig())
     else:

@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from workbench.records import Chunk  # noqa: E402
+from workbench.core.records import Chunk  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -41,7 +41,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _demo_sentences() -> list[str]:
-    from workbench.ingest import list_documents
+    from workbench.corpus.ingest import list_documents
 
     docs, _ = list_documents(REPO / "corpora" / "demo")
     text = " ".join(p.read_text(encoding="utf-8", errors="replace") for p in docs)
@@ -50,7 +50,7 @@ def _demo_sentences() -> list[str]:
 
 
 def _questions() -> list[str]:
-    from workbench.qa import load_qa
+    from workbench.corpus.qa import load_qa
 
     qa = REPO / "corpora" / "demo" / "qa.jsonl"
     if qa.exists():
@@ -61,10 +61,10 @@ def _questions() -> list[str]:
 # --- 1. query latency -----------------------------------------------------------------------------
 
 def bench_latency(n_chunks: int, n_queries: int) -> None:
-    from workbench.config import RetrieveConfig
-    from workbench.embed import Embedder
-    from workbench.index import dense_search, index_from_chunks, sparse_search
-    from workbench.retrieve import Retriever
+    from workbench.core.config import RetrieveConfig
+    from workbench.retrieval.embed import Embedder
+    from workbench.retrieval.index import dense_search, index_from_chunks, sparse_search
+    from workbench.retrieval.retrieve import Retriever
 
     rng = np.random.default_rng(0)
     sents = _demo_sentences()
@@ -146,7 +146,7 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 def bench_ann(n: int, n_queries: int, dim: int = 384, k: int = 10) -> None:
     import faiss
 
-    from workbench.index import HNSW_EF_SEARCH, Index, dense_search, make_faiss_index
+    from workbench.retrieval.index import HNSW_EF_SEARCH, Index, dense_search, make_faiss_index
 
     rng = np.random.default_rng(1)
     centers = rng.standard_normal((2000, 64)).astype(np.float32)
@@ -217,10 +217,10 @@ def bench_ann(n: int, n_queries: int, dim: int = 384, k: int = 10) -> None:
 # --- 3. encode throughput ---------------------------------------------------------------------------
 
 def bench_encode(n_texts: int, repeats: int) -> None:
-    from workbench.config import IngestConfig
-    from workbench.embed import Embedder
-    from workbench.index import passage_text
-    from workbench.ingest import ingest_corpus
+    from workbench.core.config import IngestConfig
+    from workbench.corpus.ingest import ingest_corpus
+    from workbench.retrieval.embed import Embedder
+    from workbench.retrieval.index import passage_text
 
     chunks = ingest_corpus(REPO / "corpora" / "demo", IngestConfig(), progress=False).chunks
     texts = [passage_text(c) for c in (chunks * (n_texts // len(chunks) + 1))[:n_texts]]

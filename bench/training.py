@@ -1,6 +1,6 @@
 """Training throughput: padded vs length-grouped vs packed batches, side by side, with peak memory.
 
-Runs the real engine (``workbench.trainer.train_model``: HF Trainer + LoRA) for a few steps per batching
+Runs the real engine (``workbench.training.trainer.train_model``: HF Trainer + LoRA) for a few steps per batching
 strategy on the training questions of a corpus's gold train split, each strategy in its own process so peak
 memory is its own, twice: as closed-book SFT prompts (short and even: little padding to save) and as RAFT
 prompts over retrieved passages (long and uneven: where grouping and packing pay). "Useful" tokens are the non-padding ones; padded strategies also spend compute on
@@ -32,9 +32,9 @@ def examples(corpus: Path, tokenizer, max_len: int, prompts: str) -> list[dict]:
     """Tokenized training rows from the corpus's gold train split: ``closed`` SFT prompts, or ``raft``
     prompts (the same questions over retrieved passages, as ``workbench finetune --mode raft`` builds them;
     the corpus's index is built first if it is missing)."""
-    from workbench.config import FinetuneConfig
-    from workbench.trainset import build_training_data
-    from workbench.train_data import tokenize_examples
+    from workbench.core.config import FinetuneConfig
+    from workbench.training.train_data import tokenize_examples
+    from workbench.training.trainset import build_training_data
 
     data = build_training_data(corpus, FinetuneConfig(mode="sft" if prompts == "closed" else "raft",
                                                       paraphrases=0, heldout_fraction=0.0), tokenizer)
@@ -45,10 +45,10 @@ def run_one(args: argparse.Namespace) -> dict:
     """Train ``args.steps`` steps with one strategy; returns its measurements."""
     import torch
 
-    from workbench.config import FinetuneConfig, ModelConfig
-    from workbench.finetune import _lora_model
-    from workbench.trainer import train_model
-    from workbench.models import load_base_model, pick_device, pick_dtype
+    from workbench.answering.models import load_base_model, pick_device, pick_dtype
+    from workbench.core.config import FinetuneConfig, ModelConfig
+    from workbench.training.finetune import _lora_model
+    from workbench.training.trainer import train_model
 
     mcfg = ModelConfig(base_model=args.base)
     device = pick_device(mcfg.device)

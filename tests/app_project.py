@@ -130,10 +130,9 @@ def build_tiny_embedder(path: Path) -> Path:
         from sentence_transformers.sentence_transformer import modules as st_models
     except ImportError:  # sentence-transformers < 6
         from sentence_transformers import models as st_models
+    import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    import torch
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -156,9 +155,9 @@ def build_tiny_embedder(path: Path) -> Path:
 def build_tiny_index(root: Path, corpus: Path, embedder_dir: Path) -> Path:
     """``root/indices/<corpus name>``: one chunk per paragraph of each document (raw text, so HTML inside a
     document stays in the passage), written by the real ``build_from_chunks`` with the tiny embedder."""
-    from workbench.config import IndexConfig
-    from workbench.index import build_from_chunks
-    from workbench.records import Chunk
+    from workbench.core.config import IndexConfig
+    from workbench.core.records import Chunk
+    from workbench.retrieval.index import build_from_chunks
 
     chunks = []
     for doc in sorted(p for p in corpus.rglob("*") if p.is_file() and p.name != "qa.jsonl"):
@@ -184,8 +183,8 @@ def build_tiny_adapter(root: Path, base_dir: Path, corpus: Path, name: str = "ti
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.artifacts import make_manifest, write_json
-    from workbench.models import model_fingerprint
+    from workbench.answering.models import model_fingerprint
+    from workbench.core.artifacts import make_manifest, write_json
 
     out = root / "adapters" / name
     model = AutoModelForCausalLM.from_pretrained(base_dir)

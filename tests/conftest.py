@@ -25,7 +25,7 @@ TINY_TEXT = [
 def build_tiny_tokenizer(texts=TINY_TEXT, vocab_size: int = 300):
     """A byte-level BPE tokenizer trained on ``texts``, with ChatML special tokens and chat template
     (the one the train-from-scratch path builds, so prompts look like SmolLM2's)."""
-    from workbench.scratch import train_tokenizer
+    from workbench.training.scratch import train_tokenizer
 
     return train_tokenizer(texts, vocab_size)
 

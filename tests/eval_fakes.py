@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-from workbench.records import Chunk, Hit
+from workbench.core.records import Chunk, Hit
 
 
 @dataclass
 class FakeAnswer:
-    """Shaped like workbench.answer.Answer."""
+    """Shaped like workbench.answering.answer.Answer."""
 
     question: str
     text: str
@@ -26,7 +25,7 @@ def passage(doc: str, text: str, rank: int = 1) -> Hit:
 def table_system(name: str, answers: dict[str, str], retrieval: bool = False, hits: dict | None = None,
                  latency: float = 0.1):
     """A SystemSpec answering question text -> answers[question] (default "I don't know")."""
-    from workbench.systems import SystemSpec
+    from workbench.evaluation.systems import SystemSpec
 
     def build(ctx):
         def answer(items):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.index import bm25_tokenize
-from workbench.records import Chunk
+from workbench.core.records import Chunk
+from workbench.retrieval.index import bm25_tokenize
 
 WORDS = ("buoy battery anode seal grease calibration probe standard winter harbour mooring sensor firmware "
          "release travel policy expense laptop office kettle pump valve pressure filter cable antenna").split()

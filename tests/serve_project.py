@@ -33,8 +33,8 @@ def build_project(root: Path, lm_dir: Path, st_dir: Path) -> dict[str, Path]:
     ``tiny-sft`` (a random LoRA on the tiny LM), preset ``tiny.yaml``."""
     from app_project import build_tiny_adapter, write_corpus
 
-    from workbench.config import IndexConfig, IngestConfig
-    from workbench.index import build_index
+    from workbench.core.config import IndexConfig, IngestConfig
+    from workbench.retrieval.index import build_index
 
     old = os.environ.get("WORKBENCH_HOME")
     os.environ["WORKBENCH_HOME"] = str(root)

@@ -9,18 +9,18 @@ import math
 import pytest
 from eval_fakes import table_system
 
-from workbench.abstention import equal_coverage
-from workbench.abstention_report import abstention_sentences, abstention_table
-from workbench.calibrate import calibration_set, fit_calibrator
-from workbench.confidence import FEATURES, LOW_CONFIDENCE, LOW_RETRIEVAL, Calibrator, apply_calibrator
-from workbench.config import EvalConfig, RunConfig
-from workbench.errors import WorkbenchError
-from workbench.evaluate import evaluate
-from workbench.metrics import holm, wilson
-from workbench.qa import QAItem
-from workbench.selective import aurc, best_threshold, random_aurc, risk_coverage, selective_block
-from workbench.text import ABSTAIN
-from workbench.unanswerable import corpus_words, make_unanswerable
+from workbench.answering.confidence import FEATURES, LOW_CONFIDENCE, LOW_RETRIEVAL, Calibrator, apply_calibrator
+from workbench.core.config import EvalConfig, RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.text import ABSTAIN
+from workbench.corpus.qa import QAItem
+from workbench.evaluation.abstention import equal_coverage
+from workbench.evaluation.abstention_report import abstention_sentences, abstention_table
+from workbench.evaluation.calibrate import calibration_set, fit_calibrator
+from workbench.evaluation.evaluate import evaluate
+from workbench.evaluation.metrics import holm, wilson
+from workbench.evaluation.selective import aurc, best_threshold, random_aurc, risk_coverage, selective_block
+from workbench.evaluation.unanswerable import corpus_words, make_unanswerable
 
 # --- rates and p-values ----------------------------------------------------------------------------
 
@@ -169,9 +169,9 @@ def test_decline_reason_names_retrieval_when_the_passages_pull_confidence_down()
 def test_generation_records_token_logprobs_that_match_the_model(tiny_lm_dir, one_torch_thread):
     import torch
 
-    from workbench.config import GenerateConfig, ModelConfig
-    from workbench.generate import Generator
-    from workbench.models import load_base_model
+    from workbench.answering.generate import Generator
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import GenerateConfig, ModelConfig
 
     model, tok = load_base_model(ModelConfig(base_model=str(tiny_lm_dir), device="cpu"), progress=False)
     gen = Generator(model, tok, GenerateConfig(max_new_tokens=5, batch_size=4))
@@ -211,7 +211,7 @@ def _corpus(tmp_path):
 
 
 def test_every_system_gets_confidences_and_the_summary_an_abstention_section(tmp_path, monkeypatch):
-    from workbench import systems
+    from workbench.evaluation import systems
 
     seen: list[str] = []
     answers = {"How heavy is the Tern-3?": "42 kg", "How heavy is the Skua-G2?": "7 kg",
@@ -290,8 +290,8 @@ def test_report_section_on_a_constructed_summary():
 def test_never_mode_does_not_offer_the_abstention_phrase_to_copying():
     from eval_fakes import passage
 
-    from workbench.answer import prepare
-    from workbench.config import PromptConfig
+    from workbench.answering.answer import prepare
+    from workbench.core.config import PromptConfig
 
     class Tok:
         def __call__(self, text, add_special_tokens=False):

@@ -5,14 +5,14 @@ import re
 
 import pytest
 
-from workbench import answer as A
-from workbench import postprocess as PP
-from workbench import prompt as P
-from workbench import text as T
-from workbench.chunking import split_sentences
-from workbench.config import GenerateConfig, PromptConfig
-from workbench.generate import Generation
-from workbench.records import Chunk, Hit
+from workbench.answering import answer as A
+from workbench.answering import postprocess as PP
+from workbench.answering import prompt as P
+from workbench.answering.generate import Generation
+from workbench.core import text as T
+from workbench.core.config import GenerateConfig, PromptConfig
+from workbench.core.records import Chunk, Hit
+from workbench.corpus.chunking import split_sentences
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -61,7 +61,7 @@ def test_passages_are_numbered_in_rank_order(tok):
 
 
 def test_rag_reply_is_opened_and_rendered_open(tok):
-    from workbench.generate import render_prompt
+    from workbench.answering.generate import render_prompt
 
     msgs = P.build_messages("How heavy is the Tern-3?", HITS, tok)
     text = render_prompt(tok, msgs)
@@ -85,7 +85,7 @@ def test_worked_examples_and_question_first(tok):
 
 
 def test_prompt_fits_the_budget(tok):
-    from workbench.generate import render_prompt
+    from workbench.answering.generate import render_prompt
 
     long = " ".join(f"The buoy number {i} weighs {i} kg and runs on a battery." for i in range(200))
     hits = [hit(i, long) for i in range(1, 6)]
@@ -178,7 +178,7 @@ def test_citations_from_markers_then_containment():
 
 
 class FakeGenerator:
-    """Records prompts; replies with canned raw text (shape of workbench.generate.Generator)."""
+    """Records prompts; replies with canned raw text (shape of workbench.answering.generate.Generator)."""
 
     def __init__(self, tokenizer, replies):
         self.tokenizer, self.replies, self.cfg, self.seen = tokenizer, replies, GenerateConfig(), []
@@ -228,9 +228,9 @@ def test_answer_questions_closed_book(tok):
 
 
 def test_answer_questions_with_the_tiny_model(tiny_lm_dir):
-    from workbench.config import ModelConfig
-    from workbench.generate import Generator
-    from workbench.models import load_base_model
+    from workbench.answering.generate import Generator
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import ModelConfig
 
     model, tok = load_base_model(ModelConfig(base_model=str(tiny_lm_dir)))
     gen = Generator(model, tok, GenerateConfig(max_new_tokens=6, batch_size=2))
@@ -240,7 +240,7 @@ def test_answer_questions_with_the_tiny_model(tiny_lm_dir):
 
 
 def test_check_question():
-    from workbench.errors import WorkbenchError
+    from workbench.core.errors import WorkbenchError
 
     assert A.check_question("  Weight?  ") == "Weight?"
     with pytest.raises(WorkbenchError, match="empty"):

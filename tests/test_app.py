@@ -46,7 +46,7 @@ def texts(at) -> str:
 
 def test_only_project_artifacts_can_be_resolved(project, tmp_path):
     from workbench.app import artifacts
-    from workbench.errors import WorkbenchError
+    from workbench.core.errors import WorkbenchError
 
     write_run(project)
     (project / "indices" / "good").mkdir(parents=True)
@@ -208,7 +208,7 @@ def fake_cli(tmp_path, monkeypatch):
 
 def test_build_lock_refuses_a_second_build_of_the_same_artifact(project, fake_cli):
     from workbench.app import build
-    from workbench.errors import WorkbenchError
+    from workbench.core.errors import WorkbenchError
 
     write_corpus(project)
     mgr = build.JobManager(project)
@@ -236,7 +236,7 @@ def test_lock_of_a_killed_process_is_taken_over(project):
     from workbench.app import build
 
     # a process that takes the lock and is killed without releasing it
-    code = ("import os, signal; from workbench.locks import acquire_locks; acquire_locks(['index-x'], 'old'); "
+    code = ("import os, signal; from workbench.core.locks import acquire_locks; acquire_locks(['index-x'], 'old'); "
             "os.kill(os.getpid(), signal.SIGKILL)")
     subprocess.run([sys.executable, "-c", code], env={**os.environ, "WORKBENCH_HOME": str(project)})
     assert json.loads((project / ".workbench" / "locks" / "index-x.lock").read_text())["job"] == "old"
@@ -374,10 +374,10 @@ def test_copy_answers_from_passages_setting_reaches_generation(chat_app, monkeyp
     passage order, and the abstention) while
     "Copy answers from passages" is on, the default, and freely when it is off; closed-book ones never.
     (Whether constrained replies are spans is tested on the generator: this app model cannot end a reply.)"""
-    from workbench import text as T
-    from workbench.chunking import split_sentences
-    from workbench.config import PromptConfig
-    from workbench.generate import Generator
+    from workbench.answering.generate import Generator
+    from workbench.core import text as T
+    from workbench.core.config import PromptConfig
+    from workbench.corpus.chunking import split_sentences
 
     seen = []
     real = Generator.stream
@@ -434,7 +434,7 @@ def test_generation_is_serialised_per_model_and_concurrent_sessions_get_their_ow
     runtime per run; the browser test drives truly separate sessions of a real server.)"""
     import threading
 
-    from workbench import generate
+    from workbench.answering import generate
     from workbench.app import engine
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tiny_project))
@@ -502,13 +502,13 @@ def test_generation_is_serialised_per_model_and_concurrent_sessions_get_their_ow
 def test_app_and_evaluation_give_identical_answers(tiny_project, app_lm_dir, copy):
     """One answering path: the chat's streamed answer equals evaluation's for the same question and settings
     (prompt, passages, copy constraint, cleaning, citations)."""
-    from workbench.answer import answer_questions
+    from workbench.answering.answer import answer_questions
+    from workbench.answering.generate import Generator
+    from workbench.answering.models import load_base_model
     from workbench.app import engine
-    from workbench.config import GenerateConfig, ModelConfig, PromptConfig
-    from workbench.generate import Generator
-    from workbench.index import load_index
-    from workbench.models import load_base_model
-    from workbench.retrieve import Retriever
+    from workbench.core.config import GenerateConfig, ModelConfig, PromptConfig
+    from workbench.retrieval.index import load_index
+    from workbench.retrieval.retrieve import Retriever
 
     model, tok = load_base_model(ModelConfig(base_model=str(app_lm_dir), device="cpu"), progress=False)
     retriever = Retriever(load_index(tiny_project / "indices" / "tiny"))
@@ -530,7 +530,7 @@ def test_app_and_evaluation_give_identical_answers(tiny_project, app_lm_dir, cop
 
 def _calibrator(intercept: float) -> dict:
     """A calibrator giving every answer the same confidence (sigmoid of ``intercept``), threshold 0.5."""
-    from workbench.confidence import FEATURES
+    from workbench.answering.confidence import FEATURES
 
     n = len(FEATURES)
     return {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "weights": [0.0] * n,
@@ -540,7 +540,7 @@ def _calibrator(intercept: float) -> dict:
 def test_chat_shows_confidence_and_declines_with_the_newest_runs_calibrator(tiny_project, app_lm_dir, monkeypatch):
     import shutil
 
-    from workbench.text import ABSTAIN
+    from workbench.core.text import ABSTAIN
 
     run = tiny_project / "runs" / "zz-calibrated"
     run.mkdir(parents=True)

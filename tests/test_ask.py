@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.records import Chunk, Hit
+from workbench.core.records import Chunk, Hit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,10 +37,10 @@ def test_ask_base_with_a_local_model(tiny_corpus, tiny_lm_dir):
 
 
 def test_ask_rag_prints_sources(monkeypatch, tiny_corpus, tiny_lm_dir):
-    import workbench.systems
+    import workbench.evaluation.systems
 
     stub = StubRetriever()
-    monkeypatch.setattr(workbench.systems, "open_retriever", lambda target, cfg, progress=True: stub)
+    monkeypatch.setattr(workbench.evaluation.systems, "open_retriever", lambda target, cfg, progress=True: stub)
     res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "-k", "2",
                                    "--base", str(tiny_lm_dir), "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
@@ -85,7 +85,7 @@ def test_ask_rag_with_the_embedded_models(tiny_corpus, tmp_path, monkeypatch):
 def test_ask_uses_the_newest_runs_calibrator(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
     import json
 
-    from workbench.confidence import FEATURES
+    from workbench.answering.confidence import FEATURES
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     n = len(FEATURES)

@@ -10,7 +10,7 @@ from eval_fakes import passage, table_system
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.systems import SYSTEMS
+from workbench.evaluation.systems import SYSTEMS
 
 runner = CliRunner()
 

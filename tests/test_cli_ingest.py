@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.records import read_chunks
+from workbench.core.records import read_chunks
 
 runner = CliRunner()
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.config import CONFIG_DIR, FinetuneConfig, IngestConfig, RunConfig, from_dict, load_preset, to_dict
-from workbench.errors import WorkbenchError
+from workbench.core.config import CONFIG_DIR, FinetuneConfig, IngestConfig, RunConfig, from_dict, load_preset, to_dict
+from workbench.core.errors import WorkbenchError
 
 PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
 

@@ -110,8 +110,8 @@ def test_second_concurrent_build_of_one_index_is_refused(env):
 
 
 def test_lock_of_a_live_process_refuses_and_of_a_dead_one_is_taken_over(env):
-    from workbench.errors import WorkbenchError
-    from workbench.locks import acquire_locks, release_locks
+    from workbench.core.errors import WorkbenchError
+    from workbench.core.locks import acquire_locks, release_locks
 
     taken = acquire_locks(["index-x"])
     with pytest.raises(WorkbenchError, match="index x is already being built by process"):
@@ -143,8 +143,8 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(env, tiny_corpus, tiny
 
 
 def test_a_build_started_by_the_app_runs_under_the_apps_lock(env, monkeypatch):
-    from workbench.errors import WorkbenchError
-    from workbench.locks import JOB_ENV, acquire_locks, artifact_lock, is_held, release_locks
+    from workbench.core.errors import WorkbenchError
+    from workbench.core.locks import JOB_ENV, acquire_locks, artifact_lock, is_held, release_locks
 
     app_locks = acquire_locks(["index-x"], job_id="job-1", pid=os.getpid())  # the app, before it starts the CLI
     with pytest.raises(WorkbenchError, match="already being built by job job-1"):

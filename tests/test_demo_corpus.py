@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.qa import load_qa
+from workbench.corpus.qa import load_qa
 
 DEMO = Path(__file__).resolve().parent.parent / "corpora" / "demo"
 DOC_EXT = {".md", ".txt", ".rst", ".html", ".htm"}

@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "corpora" / "demo"
 UPDATE = ROOT / "corpora" / "demo-update"
-DATA = ROOT / "workbench" / "data"
+DATA = ROOT / "workbench" / "evaluation" / "data"
 DOC_EXT = {".md", ".txt", ".rst", ".html", ".htm"}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from workbench import doctor
 from workbench.cli import app
+from workbench.cli import diagnose as doctor
 
 
 def test_doctor_without_models_reports_versions_device_and_offline():
@@ -41,9 +41,9 @@ def test_missing_library_fails_the_doctor(monkeypatch):
 
 
 def test_model_failures_become_report_lines(monkeypatch):
-    import workbench.models
+    import workbench.answering.models
 
-    monkeypatch.setattr(workbench.models, "embedded_gguf_file", lambda: None)
+    monkeypatch.setattr(workbench.answering.models, "embedded_gguf_file", lambda: None)
     monkeypatch.setattr(doctor, "_embedder", lambda: (_ for _ in ()).throw(RuntimeError("boom\nmore")))
     checks = {c.name: c for c in doctor.run_checks(models=True)}
     assert checks["embedder"].status == "fail" and checks["embedder"].detail == "RuntimeError: boom"

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from eval_fakes import passage, table_system
 
-from workbench.config import EvalConfig, RunConfig
-from workbench.errors import WorkbenchError
-from workbench.evaluate import build_results, evaluate
-from workbench.qa import QAItem
-from workbench.systems import SYSTEMS, SystemContext, run_system
+from workbench.core.config import EvalConfig, RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.corpus.qa import QAItem
+from workbench.evaluation.evaluate import build_results, evaluate
+from workbench.evaluation.systems import SYSTEMS, SystemContext, run_system
 
 ITEMS = [
     QAItem("q1", "How heavy is the Tern-3?", ["42 kg"], True, "eval", "buoy.md", "f1", "paraphrase"),
@@ -140,7 +140,7 @@ def test_failed_run_keeps_previous_run(tmp_path, fake_systems, monkeypatch):
     def boom(ctx):
         raise RuntimeError("model crashed")
 
-    from workbench.systems import SystemSpec
+    from workbench.evaluation.systems import SystemSpec
 
     monkeypatch.setitem(SYSTEMS, "good", SystemSpec("good", "crashes", False, build=boom))
     with pytest.raises(RuntimeError):
@@ -148,7 +148,7 @@ def test_failed_run_keeps_previous_run(tmp_path, fake_systems, monkeypatch):
     assert (out / "summary.json").read_text() == before
     # a crash while writing (e.g. in the report) leaves no half-written folder either
     monkeypatch.setitem(SYSTEMS, "good", table_system("good", GOOD))
-    import workbench.evaluate as evaluate_module
+    import workbench.evaluation.evaluate as evaluate_module
 
     monkeypatch.setattr(evaluate_module, "build_report", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
@@ -185,7 +185,7 @@ def test_missing_adapter_names_the_command(tmp_path, monkeypatch):
 
 
 def test_cached_retriever_serves_its_hits_and_lends_the_live_embedder():
-    from workbench.systems import CachedRetriever
+    from workbench.evaluation.systems import CachedRetriever
 
     class Live:
         embedder = object()

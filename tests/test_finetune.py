@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench.artifacts import hash_tree
-from workbench.config import FinetuneConfig, ModelConfig
-from workbench.errors import WorkbenchError
-from workbench.records import Hit
+from workbench.core.artifacts import hash_tree
+from workbench.core.config import FinetuneConfig, ModelConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import Hit
 
 TINY = dict(max_steps=3, batch_size=2, save_steps=2, lora_r=4, lora_alpha=8, paraphrases=2, max_seq_len=128,
             learning_rate=5e-3, scratch_vocab_size=300, scratch_hidden_size=32, scratch_layers=1, scratch_heads=2)
@@ -21,8 +21,8 @@ class OverlapRetriever:
     """A stand-in retriever for RAFT: ranks the corpus chunks by word overlap with the question."""
 
     def __init__(self, corpus: Path):
-        from workbench.config import RunConfig
-        from workbench.trainset import corpus_chunks
+        from workbench.core.config import RunConfig
+        from workbench.training.trainset import corpus_chunks
 
         self.chunks = corpus_chunks(corpus, RunConfig())
 
@@ -44,7 +44,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def run_ft(corpus: Path, lm: Path, mode: str = "sft", **kw):
-    from workbench.finetune import finetune
+    from workbench.training.finetune import finetune
 
     extra = {k: kw.pop(k) for k in ("resume", "rebuild", "name") if k in kw}
     retriever = OverlapRetriever(corpus) if mode == "raft" else None
@@ -100,7 +100,7 @@ def test_each_mode_writes_a_loadable_artifact(mode, tiny_corpus, tiny_lm_dir, ho
 
 
 def test_trained_examples_and_loader(tiny_corpus, tiny_lm_dir, home):
-    from workbench.adapters import load_finetuned
+    from workbench.training.adapters import load_finetuned
 
     res = run_ft(tiny_corpus, tiny_lm_dir, "sft")
     rows = [json.loads(x) for x in (res.path / "train_data.jsonl").read_text().splitlines()]
@@ -114,7 +114,7 @@ def test_trained_examples_and_loader(tiny_corpus, tiny_lm_dir, home):
 
 
 def test_reuse_and_staleness(tiny_corpus, tiny_lm_dir, home):
-    from workbench.adapters import adapter_status
+    from workbench.training.adapters import adapter_status
 
     first = run_ft(tiny_corpus, tiny_lm_dir, "sft")
     cfg = FinetuneConfig(mode="sft", **TINY)
@@ -130,7 +130,7 @@ def test_reuse_and_staleness(tiny_corpus, tiny_lm_dir, home):
 
 
 def test_resume_continues_from_the_checkpoint(tiny_corpus, tiny_lm_dir, home, monkeypatch):
-    import workbench.trainer as ft
+    import workbench.training.trainer as ft
 
     real = ft._progress_callback
 
@@ -165,7 +165,7 @@ def test_resume_continues_from_the_checkpoint(tiny_corpus, tiny_lm_dir, home, mo
 def test_adapter_on_another_base_is_refused(tiny_corpus, tiny_lm_dir, home, tmp_path):
     from conftest import build_tiny_lm
 
-    from workbench.adapters import load_finetuned
+    from workbench.training.adapters import load_finetuned
 
     res = run_ft(tiny_corpus, tiny_lm_dir, "sft")
     other = build_tiny_lm(tmp_path / "other-lm", seed=1)
@@ -178,9 +178,9 @@ def test_synthesized_data_never_contains_eval_questions(tiny_corpus, tiny_lm_dir
     """With synthesis on, a planted eval question that the synthesizer produces verbatim is dropped."""
     from transformers import AutoTokenizer
 
-    from workbench.synth import synthesize_rules
-    from workbench.train_data import question_tokens
-    from workbench.trainset import build_training_data
+    from workbench.training.synth import synthesize_rules
+    from workbench.training.train_data import question_tokens
+    from workbench.training.trainset import build_training_data
 
     cfg = FinetuneConfig(mode="sft", synthesize="always", paraphrases=2)
     made = synthesize_rules(OverlapRetriever(tiny_corpus).chunks, max_per_chunk=cfg.synth_per_chunk)
@@ -201,9 +201,9 @@ def test_training_data_reads_the_chunks_of_a_current_index(tiny_corpus, home, mo
     """A run ingests the corpus once: with the corpus's index current, training data takes its chunks."""
     from rag_fakes import StubEmbedder
 
-    import workbench.trainset as trainset
-    from workbench.config import IndexConfig, IngestConfig, RunConfig
-    from workbench.index import build_index
+    import workbench.training.trainset as trainset
+    from workbench.core.config import IndexConfig, IngestConfig, RunConfig
+    from workbench.retrieval.index import build_index
 
     cfg = RunConfig(ingest=IngestConfig(tokenizer="whitespace"))
     built = build_index(tiny_corpus, IndexConfig(), cfg.ingest, embedder=StubEmbedder(), progress=False)

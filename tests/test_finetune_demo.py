@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def _f1(model, tok, items, cfg) -> float:
-    from workbench.answer import answer_questions
-    from workbench.generate import Generator
-    from workbench.metrics import token_f1
+    from workbench.answering.answer import answer_questions
+    from workbench.answering.generate import Generator
+    from workbench.evaluation.metrics import token_f1
 
     answers = answer_questions([q.question for q in items], Generator(model, tok, cfg.generate))
     return sum(token_f1(a.text, q.answers) for a, q in zip(answers, items)) / len(items)
@@ -23,11 +23,11 @@ def _f1(model, tok, items, cfg) -> float:
 
 @pytest.mark.skipif(not (DEMO / "qa.jsonl").exists(), reason="corpora/demo/qa.jsonl not written yet")
 def test_quick_preset_learns_the_demo_facts(tmp_path, monkeypatch):
-    from workbench.adapters import load_finetuned
-    from workbench.config import load_preset
-    from workbench.finetune import finetune
-    from workbench.models import load_base_model
-    from workbench.qa import load_qa
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import load_preset
+    from workbench.corpus.qa import load_qa
+    from workbench.training.adapters import load_finetuned
+    from workbench.training.finetune import finetune
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     cfg = load_preset("quick")

@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-from workbench.config import ModelConfig
+from workbench.core.config import ModelConfig
 
 
 # ~45 s on the loaded 2-core machine (two extra processes importing torch), so not marked slow.
 def test_torchrun_two_processes_write_a_loadable_adapter(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
-    from workbench.adapters import load_finetuned
+    from workbench.training.adapters import load_finetuned
 
     preset = tmp_path / "tiny.yaml"
     preset.write_text("finetune:\n  max_steps: 2\n  batch_size: 2\n  lora_r: 4\n  lora_alpha: 8\n  paraphrases: 1\n"

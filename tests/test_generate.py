@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.config import GenerateConfig
+from workbench.core.config import GenerateConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,8 +29,8 @@ def tiny(tmp_path_factory):
     from conftest import build_tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workbench.config import ModelConfig
-    from workbench.models import load_base_model
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import ModelConfig
 
     tok = build_tiny_tokenizer()
     torch.manual_seed(1)
@@ -45,7 +45,7 @@ def tiny(tmp_path_factory):
 
 
 def make(tiny, **kw):
-    from workbench.generate import Generator
+    from workbench.answering.generate import Generator
 
     model, tok = tiny
     return Generator(model, tok, GenerateConfig(**{"max_new_tokens": 12, **kw}))
@@ -93,7 +93,7 @@ def test_outputs_come_back_in_input_order(tiny):
 def test_left_padding_and_pad_token(tiny_lm_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.generate import Generator
+    from workbench.answering.generate import Generator
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     tok.padding_side = "right"
@@ -169,7 +169,7 @@ def test_sampling_is_seeded(tiny):
 def test_plain_prompt_without_chat_template(tiny_lm_dir):
     from transformers import AutoTokenizer
 
-    from workbench.generate import render_prompt
+    from workbench.answering.generate import render_prompt
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     tok.chat_template = None
@@ -181,7 +181,7 @@ def test_plain_prompt_without_chat_template(tiny_lm_dir):
 
 
 def test_cut_at_stop():
-    from workbench.generate import cut_at_stop
+    from workbench.answering.generate import cut_at_stop
 
     assert cut_at_stop("42 kg\nmore", ["\n"]) == ("42 kg", True)
     assert cut_at_stop("42 kg", ["\n"]) == ("42 kg", False)
@@ -222,7 +222,7 @@ def test_span_copy_processor_follows_one_span_and_ends_only_between_words(tiny_l
     import torch
     from transformers import AutoTokenizer
 
-    from workbench.copying import SpanCopyProcessor
+    from workbench.answering.copying import SpanCopyProcessor
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     src = "the buoy weighs 42 kg"
@@ -256,7 +256,7 @@ def test_span_copy_processor_gives_a_dead_end_back_to_the_model(tiny_lm_dir):
     import torch
     from transformers import AutoTokenizer
 
-    from workbench.copying import SpanCopyProcessor
+    from workbench.answering.copying import SpanCopyProcessor
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     ids = tok(" 42 kg", add_special_tokens=False)["input_ids"]
@@ -273,7 +273,7 @@ def test_span_copy_processor_never_starts_at_a_banned_word(tiny_lm_dir):
     import torch
     from transformers import AutoTokenizer
 
-    from workbench.copying import CopySource, SpanCopyProcessor, no_start_words
+    from workbench.answering.copying import CopySource, SpanCopyProcessor, no_start_words
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     q = "How heavy is the buoy?"
@@ -294,7 +294,7 @@ def test_span_copy_processor_adds_the_start_prior_of_each_source(tiny_lm_dir):
     import torch
     from transformers import AutoTokenizer
 
-    from workbench.copying import CopySource, SpanCopyProcessor
+    from workbench.answering.copying import CopySource, SpanCopyProcessor
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     w42, kg = (tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("42", "kg"))
@@ -312,6 +312,6 @@ def test_span_copy_processor_adds_the_start_prior_of_each_source(tiny_lm_dir):
     ("- KS-104 course", "KS-104 course"), ("42 kg without mooring", "42 kg without mooring"),
     ("3.5 kWh pack\n  fitted", "3.5 kWh pack fitted")])
 def test_source_text_drops_layout_but_keeps_leading_numbers(text, copyable):
-    from workbench.copying import source_text
+    from workbench.answering.copying import source_text
 
     assert source_text(text) == copyable

@@ -166,7 +166,7 @@ def test_preset_values_are_type_checked_naming_file_section_and_key(project, tmp
 
 
 def test_yaml_exponent_learning_rate_is_the_float_it_means(tmp_path):
-    from workbench.config import load_preset
+    from workbench.core.config import load_preset
 
     preset = tmp_path / "lr.yaml"
     preset.write_text("finetune:\n  learning_rate: 2e-4\n  epochs: 2\n", encoding="utf-8")
@@ -176,7 +176,7 @@ def test_yaml_exponent_learning_rate_is_the_float_it_means(tmp_path):
 
 
 def test_every_shipped_preset_loads_typed():
-    from workbench.config import CONFIG_DIR, RunConfig, load_preset, to_dict
+    from workbench.core.config import CONFIG_DIR, RunConfig, load_preset, to_dict
 
     presets = sorted(CONFIG_DIR.glob("*.yaml"))
     assert presets
@@ -213,7 +213,7 @@ def test_question_file_with_invalid_utf8_names_the_line(project):
 
 
 def test_questions_naming_unknown_documents_are_counted(project, capsys):
-    from workbench.qa import load_qa, warn_unknown_docs
+    from workbench.corpus.qa import load_qa, warn_unknown_docs
 
     qa = project["corpus"] / "qa.jsonl"
     rows = [json.loads(x) for x in qa.read_text().splitlines()]
@@ -226,12 +226,12 @@ def test_questions_naming_unknown_documents_are_counted(project, capsys):
 
 
 def test_internal_error_is_one_line_with_a_log_file(project, monkeypatch):
-    import workbench.index
+    import workbench.retrieval.index
 
     def boom(*args, **kwargs):
         raise RuntimeError("something inside broke")
 
-    monkeypatch.setattr(workbench.index, "build_index", boom)
+    monkeypatch.setattr(workbench.retrieval.index, "build_index", boom)
     r = runner.invoke(app, ["index", str(project["corpus"])])
     line = one_error(r, code=1)
     assert "internal error (RuntimeError: something inside broke)" in line
@@ -241,19 +241,19 @@ def test_internal_error_is_one_line_with_a_log_file(project, monkeypatch):
 
 
 def test_keyboard_interrupt_hint_never_suggests_deleting_checkpoints(project, monkeypatch):
-    import workbench.index
+    import workbench.retrieval.index
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(workbench.index, "build_index", interrupted)
+    monkeypatch.setattr(workbench.retrieval.index, "build_index", interrupted)
     r = runner.invoke(app, ["index", str(project["corpus"])])
     assert r.exit_code == 130 and "run the same command again" in r.output
     assert "--restart" not in r.output and "rebuild" not in r.output
 
 
 def test_file_without_read_permission_is_skipped_with_a_reason(tiny_corpus, monkeypatch):
-    import workbench.ingest as ingest
+    import workbench.corpus.ingest as ingest
 
     real_access = os.access
     monkeypatch.setattr(ingest.os, "access", lambda p, mode: Path(p).name != "buoy.md" and real_access(p, mode))
@@ -271,8 +271,8 @@ def test_ingest_never_overwrites_a_users_file_beside_the_chunks(project):
 
 
 def test_a_name_with_a_trailing_newline_or_too_long_is_refused():
-    from workbench.errors import WorkbenchError
-    from workbench.paths import check_name
+    from workbench.core.errors import WorkbenchError
+    from workbench.core.paths import check_name
 
     for bad in ("demo\n", "x" * 129, "a..b"):
         with pytest.raises(WorkbenchError, match="plain name"):
@@ -281,7 +281,7 @@ def test_a_name_with_a_trailing_newline_or_too_long_is_refused():
 
 
 def test_a_killed_build_of_a_name_holding_old_is_not_restored(tmp_path):
-    from workbench.artifacts import recover_leftovers
+    from workbench.core.artifacts import recover_leftovers
 
     tmp = tmp_path / ".notes.old-2023.tmp-12345678"  # the half-written build of "notes.old-2023"
     tmp.mkdir()

@@ -7,12 +7,21 @@ import numpy as np
 import pytest
 from rag_fakes import StubEmbedder, filler_texts, make_chunks
 
-from workbench.artifacts import hash_tree
-from workbench.config import IndexConfig, IngestConfig
-from workbench.errors import WorkbenchError
-from workbench.index import (FORMAT_VERSION, build_from_chunks, build_index, choose_kind, default_index_name,
-                             index_status, load_index, passage_text, resolve_index_dir)
-from workbench.records import Chunk
+from workbench.core.artifacts import hash_tree
+from workbench.core.config import IndexConfig, IngestConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import Chunk
+from workbench.retrieval.index import (
+    FORMAT_VERSION,
+    build_from_chunks,
+    build_index,
+    choose_kind,
+    default_index_name,
+    index_status,
+    load_index,
+    passage_text,
+    resolve_index_dir,
+)
 
 INGEST = IngestConfig(tokenizer="whitespace", chunk_tokens=32, overlap_tokens=0)
 
@@ -122,7 +131,7 @@ def test_approximate_kinds_find_exact_copies(tmp_path, kind, n):
     res = build_from_chunks(chunks, tmp_path / kind, IndexConfig(kind=kind), embedder=emb, progress=False)
     assert res.kind == kind and res.kind_reason == "requested"
     idx = load_index(tmp_path / kind)
-    from workbench.index import dense_search
+    from workbench.retrieval.index import dense_search
 
     probe = [0, 17, n // 2, n - 1]
     scores, ids = dense_search(idx, emb.encode([passage_text(chunks[i]) for i in probe]), 5)

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench import chunking
-from workbench.chunking import SentenceSplitter, chunk_document, get_splitter, load_token_counter
-from workbench.cleaning import assemble, clean_document, clean_text
-from workbench.config import IngestConfig
-from workbench.dedup import NearDuplicateIndex, jaccard_estimate, minhash
-from workbench.errors import WorkbenchError
-from workbench.ingest import corpus_fingerprint, decode_bytes, ingest_corpus, list_documents, write_chunks
-from workbench.records import read_chunks
+from workbench.core.config import IngestConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import read_chunks
+from workbench.corpus import chunking
+from workbench.corpus.chunking import SentenceSplitter, chunk_document, get_splitter, load_token_counter
+from workbench.corpus.cleaning import assemble, clean_document, clean_text
+from workbench.corpus.dedup import NearDuplicateIndex, jaccard_estimate, minhash
+from workbench.corpus.ingest import corpus_fingerprint, decode_bytes, ingest_corpus, list_documents, write_chunks
 
 _HAS_PYPDF = find_spec("pypdf") is not None
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -408,8 +408,8 @@ def test_archived_copy_is_the_one_flagged(tmp_path):
 def test_embedded_passage_fits_the_budget_with_its_title_and_heading(splitter):
     """The index embeds title + heading + text (``passage_text``); with the embedder's special tokens it
     stays within the chunk budget, so the embedder never truncates a chunk's end."""
-    from workbench.chunking import SPECIAL_TOKENS, section_budget
-    from workbench.index import passage_text
+    from workbench.corpus.chunking import SPECIAL_TOKENS, section_budget
+    from workbench.retrieval.index import passage_text
 
     counter = load_token_counter("whitespace")
     heading = "Maintenance schedule for the offshore buoy fleet and its spare parts"

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rag_fakes import StubEmbedder, filler_texts, make_chunks
-from workbench.errors import WorkbenchError
+
+from workbench.core.errors import WorkbenchError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir):
-    from workbench.config import ModelConfig
-    from workbench.models import load_base_model
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import ModelConfig
 
     return load_base_model(ModelConfig(base_model=str(tiny_lm_dir), device="cpu"))
 
@@ -37,8 +37,8 @@ def project(tmp_path_factory, tiny_lm_dir):
 
 @pytest.fixture
 def retriever(project, monkeypatch):
-    from workbench.index import load_index
-    from workbench.retrieve import Retriever
+    from workbench.retrieval.index import load_index
+    from workbench.retrieval.retrieve import Retriever
 
     monkeypatch.setenv("WORKBENCH_HOME", str(project))
     return Retriever(load_index(project / "indices" / "tiny"))
@@ -131,8 +131,8 @@ def test_sampling_is_reproducible_and_greedy_matches_generate(lm):
 # --- prompts -----------------------------------------------------------------------------------------
 
 def test_rag_prompt_is_the_evaluation_prompt_with_labelled_parts(lm, retriever):
-    from workbench.prompt import build_messages
-    from workbench.generate import render_prompt
+    from workbench.answering.generate import render_prompt
+    from workbench.answering.prompt import build_messages
     from workbench.inside.prompt import question_prompt
 
     model, tok = lm
@@ -215,8 +215,8 @@ def test_an_eager_model_needs_no_switch(tiny_lm_dir):
 def test_teacher_forced_logprobs_match_a_manual_forward_pass(lm):
     import torch
 
-    from workbench.prompt import build_messages
-    from workbench.generate import render_prompt
+    from workbench.answering.generate import render_prompt
+    from workbench.answering.prompt import build_messages
     from workbench.inside.changes import score_batch
 
     model, tok = lm
@@ -237,8 +237,8 @@ def test_teacher_forced_logprobs_match_a_manual_forward_pass(lm):
 
 
 def test_compare_answer_and_items_show_what_the_adapter_changed(project, tiny_lm_dir, monkeypatch):
+    from workbench.corpus.qa import QAItem
     from workbench.inside import changes
-    from workbench.qa import QAItem
 
     monkeypatch.setenv("WORKBENCH_HOME", str(project))
     base, tuned = changes.load_pair("tiny-sft", device="cpu")
@@ -269,7 +269,7 @@ def test_compare_answer_and_items_show_what_the_adapter_changed(project, tiny_lm
 # --- semantic space ----------------------------------------------------------------------------------
 
 def _stub_index(n: int = 60):
-    from workbench.index import index_from_chunks
+    from workbench.retrieval.index import index_from_chunks
 
     emb = StubEmbedder(dim=32)
     chunks = make_chunks(filler_texts(n), doc_of=lambda i: f"doc{i % 4}.md")
@@ -332,15 +332,15 @@ def test_embedded_models_tokens_softmax_attention_and_similarity():
     """SmolLM2-135M and MiniLM: real vocabularies, the SDPA kernel switched to eager, real semantics."""
     import torch
 
-    from workbench.config import ModelConfig
-    from workbench.embed import Embedder
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import ModelConfig
     from workbench.inside.attention import attention_view
     from workbench.inside.changes import example_ids, gold_scores
     from workbench.inside.nexttoken import next_logits, softmax
     from workbench.inside.prompt import question_prompt
     from workbench.inside.space import similarity_matrix
     from workbench.inside.tokens import split_text
-    from workbench.models import load_base_model
+    from workbench.retrieval.embed import Embedder
 
     model, tok = load_base_model(ModelConfig(device="cpu"))
     embedder = Embedder(device="cpu")

@@ -8,8 +8,8 @@ import pytest
 from conftest import PT_DOCS
 from rag_fakes import StubEmbedder, make_chunks
 
-from workbench.config import IndexConfig, IngestConfig, RetrieveConfig
-from workbench.language import (TermAnalyzer, analyzer_for, covers, detect_language, language_mix, stopwords)
+from workbench.core.config import IndexConfig, IngestConfig, RetrieveConfig
+from workbench.core.language import TermAnalyzer, analyzer_for, covers, detect_language, language_mix, stopwords
 
 PT_TEXT = ("O Reno é um rio europeu que começa no cantão suíço de Graubünden e deságua no Mar do Norte, na "
            "Holanda. A maior cidade do rio é Colônia, na Alemanha, com mais de um milhão de habitantes.")
@@ -47,7 +47,7 @@ def _write(root, docs):
 
 
 def test_ingestion_detects_the_corpus_language_and_reports_a_mixed_corpus(tmp_path):
-    from workbench.ingest import ingest_corpus
+    from workbench.corpus.ingest import ingest_corpus
 
     pt = ingest_corpus(_write(tmp_path / "pt", PT_DOCS), IngestConfig(tokenizer="whitespace"), progress=False)
     assert pt.report.language == "pt" and pt.report.languages == {"pt": 1.0}
@@ -66,7 +66,7 @@ def test_ingestion_detects_the_corpus_language_and_reports_a_mixed_corpus(tmp_pa
 # --- chunking with a blank Portuguese pipeline -------------------------------------------------------------
 
 def test_portuguese_sentences_keep_abbreviations_whole():
-    from workbench.chunking import SentenceSplitter
+    from workbench.corpus.chunking import SentenceSplitter
 
     text = "O Sr. Silva chegou em 12 de maio. Ele saiu às 10h."
     sents = [text[a:b] for a, b in SentenceSplitter("pt").split(text)]
@@ -75,7 +75,7 @@ def test_portuguese_sentences_keep_abbreviations_whole():
 
 
 def test_portuguese_chunks_end_at_sentence_ends(tmp_path):
-    from workbench.ingest import ingest_corpus
+    from workbench.corpus.ingest import ingest_corpus
 
     text = " ".join(["O Sr. Silva visitou a cidade de Varsóvia no inverno."] * 12)
     res = ingest_corpus(_write(tmp_path / "c", {"a.txt": text}),
@@ -87,11 +87,11 @@ def test_portuguese_chunks_end_at_sentence_ends(tmp_path):
 # --- BM25 for the language ---------------------------------------------------------------------------------
 
 def test_stopwords_live_in_one_place():
-    from workbench import answer
+    from workbench.answering import answer
 
     assert {"de", "da", "onde", "quantos"} <= stopwords("pt")
     assert "the" in stopwords("en") and "de" not in stopwords("en")
-    assert not hasattr(answer, "_STOPWORDS")  # answering asks workbench.language, as BM25 does
+    assert not hasattr(answer, "_STOPWORDS")  # answering asks workbench.core.language, as BM25 does
 
 
 def test_portuguese_analyzer_stems_drops_stopwords_and_folds_accents():
@@ -103,7 +103,7 @@ def test_portuguese_analyzer_stems_drops_stopwords_and_folds_accents():
 
 
 def _pt_index(analyzer):
-    from workbench.index import index_from_chunks, passage_text
+    from workbench.retrieval.index import index_from_chunks, passage_text
 
     chunks = make_chunks(list(PT_DOCS.values()), doc_of=lambda i: list(PT_DOCS)[i])
     emb = StubEmbedder().encode([passage_text(c) for c in chunks])
@@ -111,7 +111,7 @@ def _pt_index(analyzer):
 
 
 def test_a_portuguese_query_finds_the_inflected_form():
-    from workbench.index import sparse_search
+    from workbench.retrieval.index import sparse_search
 
     query = "inflamações dos tecidos"  # the document says "inflamação", and has no "dos"
     stemmed = _pt_index(analyzer_for("pt"))
@@ -123,7 +123,7 @@ def test_a_portuguese_query_finds_the_inflected_form():
 
 
 def test_the_index_records_its_analyzer_and_queries_use_it(tmp_path):
-    from workbench.index import BM25_ANALYSIS_VERSION, build_from_chunks, load_index, sparse_search
+    from workbench.retrieval.index import BM25_ANALYSIS_VERSION, build_from_chunks, load_index, sparse_search
 
     chunks = make_chunks(list(PT_DOCS.values()), doc_of=lambda i: list(PT_DOCS)[i])
     build_from_chunks(chunks, tmp_path / "pt", IndexConfig(), embedder=StubEmbedder(), language="pt",
@@ -139,7 +139,7 @@ def test_the_index_records_its_analyzer_and_queries_use_it(tmp_path):
 
 
 def test_an_index_from_before_language_analysis_is_stale(tmp_path):
-    from workbench.index import _why_stale, build_from_chunks, index_status, load_index
+    from workbench.retrieval.index import _why_stale, build_from_chunks, index_status, load_index
 
     chunks = make_chunks(list(PT_DOCS.values()), doc_of=lambda i: list(PT_DOCS)[i])
     build_from_chunks(chunks, tmp_path / "old", IndexConfig(), embedder=StubEmbedder(), language="pt",
@@ -158,7 +158,7 @@ def test_an_index_from_before_language_analysis_is_stale(tmp_path):
 
 
 def test_fusion_weighs_an_embedder_that_does_not_cover_the_language_less():
-    from workbench.retrieve import UNCOVERED_DENSE_WEIGHT, Retriever, rrf_fuse
+    from workbench.retrieval.retrieve import UNCOVERED_DENSE_WEIGHT, Retriever, rrf_fuse
 
     pt = _pt_index(analyzer_for("pt"))
     pt.manifest["embedder"] = "all-MiniLM-L6-v2"
@@ -177,7 +177,7 @@ def test_fusion_weighs_an_embedder_that_does_not_cover_the_language_less():
 # --- synthesis templates per language --------------------------------------------------------------------
 
 def _synth(text, lang):
-    from workbench.synth import synthesize_rules
+    from workbench.training.synth import synthesize_rules
 
     return synthesize_rules(make_chunks([text]), lang, max_per_chunk=10)
 
@@ -211,8 +211,8 @@ def test_english_synthesis_keeps_english_templates():
 # --- answering in the corpus language ------------------------------------------------------------------------
 
 def test_portuguese_answer_cleaning():
-    from workbench.postprocess import clean_answer
-    from workbench.text import is_abstention
+    from workbench.answering.postprocess import clean_answer
+    from workbench.core.text import is_abstention
 
     assert clean_answer("A maior cidade do rio Reno é Colônia", "Qual é a maior cidade do rio Reno?",
                         language="pt") == "Colônia"
@@ -222,9 +222,9 @@ def test_portuguese_answer_cleaning():
 
 
 def test_copy_sources_ban_portuguese_function_words_as_starts():
-    from workbench.config import PromptConfig
-    from workbench.prompt import copy_sources
-    from workbench.records import Hit
+    from workbench.answering.prompt import copy_sources
+    from workbench.core.config import PromptConfig
+    from workbench.core.records import Hit
 
     hits = [Hit(c, 1.0, 1) for c in make_chunks([PT_DOCS["rio.txt"]])]
     (sources,) = copy_sources(["Onde deságua o Reno?"], [hits], cfg=PromptConfig(copy_sentences=0), language="pt")
@@ -232,9 +232,9 @@ def test_copy_sources_ban_portuguese_function_words_as_starts():
 
 
 def test_copy_sentences_are_ranked_by_shared_stems_when_the_embedder_lacks_the_language():
-    from workbench.config import PromptConfig
-    from workbench.prompt import copy_sources
-    from workbench.records import Hit
+    from workbench.answering.prompt import copy_sources
+    from workbench.core.config import PromptConfig
+    from workbench.core.records import Hit
 
     hits = [Hit(c, 1.0, 1) for c in make_chunks([PT_DOCS["rio.txt"], PT_DOCS["imunidade.txt"]])]
     # the stub embedder matches surface words only ("o" of "O Reno ..."); shared stems find the sentence
@@ -250,10 +250,10 @@ def test_copy_sentences_are_ranked_by_shared_stems_when_the_embedder_lacks_the_l
 
 @pytest.mark.slow
 def test_portuguese_retrieval_recall_with_the_embedded_embedder(pt_corpus, tmp_path, monkeypatch):
-    from workbench.index import build_index, load_index
-    from workbench.qa import load_qa
-    from workbench.retrieval_eval import retrieval_metrics
-    from workbench.retrieve import Retriever
+    from workbench.corpus.qa import load_qa
+    from workbench.evaluation.retrieval_eval import retrieval_metrics
+    from workbench.retrieval.index import build_index, load_index
+    from workbench.retrieval.retrieve import Retriever
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     items = load_qa(pt_corpus / "qa.jsonl")
@@ -271,14 +271,14 @@ def test_portuguese_retrieval_recall_with_the_embedded_embedder(pt_corpus, tmp_p
 
 
 def index_with_plain_bm25(index):
-    from workbench.index import index_from_chunks
+    from workbench.retrieval.index import index_from_chunks
 
     return index_from_chunks(index.chunks, np.asarray(index.embeddings), manifest={"embedder": "x"},
                              analyzer=TermAnalyzer())
 
 
 def test_doctor_says_which_languages_each_preset_covers():
-    from workbench.doctor import _languages
+    from workbench.cli.diagnose import _languages
 
     lines = {c.name: c for c in _languages()}
     assert {"languages (quick)", "languages (full)", "languages (multilingual)"} <= set(lines)

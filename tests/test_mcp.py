@@ -88,9 +88,9 @@ def test_mcp_over_stdio_lists_and_runs_every_tool(project):
 
 def test_mcp_answers_are_the_served_ones(project, monkeypatch):
     """The ask tool and ``rag:INDEX`` of workbench serve answer through the same function."""
-    from workbench.config import load_preset
-    from workbench.mcp_server import Tools
-    from workbench.served import ModelPool, Route
+    from workbench.core.config import load_preset
+    from workbench.serving.mcp_server import Tools
+    from workbench.serving.pool import ModelPool, Route
 
     monkeypatch.setenv("WORKBENCH_HOME", str(project["root"]))
     cfg = load_preset(project["preset"])
@@ -101,9 +101,9 @@ def test_mcp_answers_are_the_served_ones(project, monkeypatch):
 
 
 def test_no_project_artifacts_is_a_tool_error_not_a_crash(tmp_path, monkeypatch, project):
-    from workbench.config import load_preset
-    from workbench.errors import WorkbenchError
-    from workbench.mcp_server import Tools
+    from workbench.core.config import load_preset
+    from workbench.core.errors import WorkbenchError
+    from workbench.serving.mcp_server import Tools
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     tools = Tools(load_preset(project["preset"]))

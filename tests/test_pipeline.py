@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from workbench.artifacts import hash_tree
-from workbench.config import (EvalConfig, FinetuneConfig, GenerateConfig, IndexConfig, IngestConfig, ModelConfig,
-                              RunConfig)
+from workbench.core.artifacts import hash_tree
+from workbench.core.config import (
+    EvalConfig,
+    FinetuneConfig,
+    GenerateConfig,
+    IndexConfig,
+    IngestConfig,
+    ModelConfig,
+    RunConfig,
+)
 
 SYSTEMS = ["base", "rag", "ft", "ft_rag"]
 
@@ -33,7 +40,7 @@ def tiny_cfg(lm: Path, encoder: Path, systems=SYSTEMS) -> RunConfig:
 
 
 def test_second_run_reuses_index_and_adapter(tiny_corpus, tiny_lm_dir, tiny_st_dir, home, capsys):
-    from workbench.pipeline import run
+    from workbench.cli.pipeline import run
 
     cfg = tiny_cfg(tiny_lm_dir, tiny_st_dir)
     first = run(tiny_corpus, cfg, out=home / "runs" / "first", progress=False)
@@ -78,7 +85,7 @@ def test_second_run_reuses_index_and_adapter(tiny_corpus, tiny_lm_dir, tiny_st_d
 
 
 def test_eval_only_questions_get_synthesized_training_data(tiny_corpus, tiny_lm_dir, tiny_st_dir, home, capsys):
-    from workbench.pipeline import run
+    from workbench.cli.pipeline import run
 
     qa = tiny_corpus / "qa.jsonl"
     rows = [json.loads(line) for line in qa.read_text().splitlines()]
@@ -99,7 +106,7 @@ def test_eval_only_questions_get_synthesized_training_data(tiny_corpus, tiny_lm_
 
 
 def test_eval_builds_a_missing_index(tiny_corpus, tiny_lm_dir, tiny_st_dir, home):
-    from workbench.evaluate import evaluate
+    from workbench.evaluation.evaluate import evaluate
 
     assert not (home / "indices").exists()
     out = evaluate(tiny_corpus, tiny_cfg(tiny_lm_dir, tiny_st_dir, ["rag"]), index="mine", out=home / "r",

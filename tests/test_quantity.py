@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.language import stopwords
-from workbench.quantity import quantity_phrase
+from workbench.answering.quantity import quantity_phrase
+from workbench.core.language import stopwords
 
 SOURCES = [
     "A fully charged Plover P4 measures for 14 hours of continuous use.",

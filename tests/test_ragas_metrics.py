@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import workbench.ragas_metrics as rm
-from workbench.ragas_metrics import JUDGE_METRICS, JudgeConfig, RagasSample, ragas_scores
+import workbench.evaluation.ragas_metrics as rm
+from workbench.evaluation.ragas_metrics import JUDGE_METRICS, JudgeConfig, RagasSample, ragas_scores
 
 SAMPLES = [
     RagasSample("How heavy is the Tern-3?", "It weighs 42 kg", ["42 kg"],

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from workbench.report import build_report, compare, verdict, worst_failures, write_report
+from workbench.evaluation.report import build_report, compare, verdict, worst_failures, write_report
 
 
 def _sys(f1, ci, abst, p50, weights, retrieval, kinds):
@@ -126,7 +126,7 @@ def test_report_layout_and_escaping(tmp_path):
 
 
 def test_plots_from_a_summary(tmp_path):
-    from workbench.plots import make_plots
+    from workbench.evaluation.plots import make_plots
 
     paths = make_plots(SUMMARY, tmp_path / "plots")
     assert sorted(p.name for p in paths) == ["by_kind.png", "metrics.png", "quality_vs_cost.png",

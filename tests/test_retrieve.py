@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from rag_fakes import StubEmbedder, build_tiny_bert, filler_texts, make_chunks
 
-from workbench.config import IndexConfig, IngestConfig, RetrieveConfig
-from workbench.embed import Embedder
-from workbench.errors import WorkbenchError
-from workbench.index import build_from_chunks, build_index, load_index, passage_text
-from workbench.qa import QAItem, eval_items, load_qa
-from workbench.records import Chunk, Hit
-from workbench.retrieval_eval import retrieval_metrics
-from workbench.retrieve import Retriever, format_hits, rrf_fuse
+from workbench.core.config import IndexConfig, IngestConfig, RetrieveConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import Chunk, Hit
+from workbench.corpus.qa import QAItem, eval_items, load_qa
+from workbench.evaluation.retrieval_eval import retrieval_metrics
+from workbench.retrieval.embed import Embedder
+from workbench.retrieval.index import build_from_chunks, build_index, load_index, passage_text
+from workbench.retrieval.retrieve import Retriever, format_hits, rrf_fuse
 
 TARGET = "Spare seal kit 7731-0042 for the harbour pump ships from stores in Orrvik."
 

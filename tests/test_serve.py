@@ -12,11 +12,11 @@ import pytest
 from serve_project import ServeProcess, build_project, env_for, one_error_line, write_preset
 from typer.testing import CliRunner
 
+from workbench.answering.remote import snap_to_span
 from workbench.cli import app
-from workbench.config import load_preset, override
-from workbench.errors import WorkbenchError
-from workbench.remote import snap_to_span
-from workbench.served import ModelPool, Route
+from workbench.core.config import load_preset, override
+from workbench.core.errors import WorkbenchError
+from workbench.serving.pool import ModelPool, Route
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 QUESTION = "What does the Tern-3 weigh?"
@@ -96,7 +96,7 @@ def test_rag_reply_is_the_answer_evaluation_gives_with_its_sources(server, proje
     sources = body["workbench"]["sources"]
     assert [s["n"] for s in sources] == [1, 2] and sources[0]["doc"] == "buoy.md"
     assert "42 kg" in sources[0]["text"] and set(sources[0]) == {"n", "id", "doc", "heading", "score", "text"}
-    # the same question answered in-process through workbench.answer (what evaluation runs)
+    # the same question answered in-process through workbench.answering.answer (what evaluation runs)
     pool = ModelPool(load_preset(project["preset"]), ["tiny"])
     local = pool.answer(QUESTION, Route(None, "tiny"))
     assert body["choices"][0]["message"]["content"] == local.text
@@ -134,7 +134,7 @@ def test_embeddings_use_the_index_embedder(server, project):
     assert r.status_code == 200
     data = r.json()["data"]
     assert [d["index"] for d in data] == [0, 1] and len(data[0]["embedding"]) == 32
-    from workbench.embed import Embedder
+    from workbench.retrieval.embed import Embedder
 
     want = Embedder(str(load_preset(project["preset"]).index.embedder), device="cpu").encode(["42 kg"], role="query")
     assert data[0]["embedding"] == pytest.approx([float(x) for x in want[0]], abs=1e-5)
@@ -222,7 +222,7 @@ def _predictions(run: Path) -> dict[tuple[str, str], tuple]:
 
 
 def test_eval_over_workbench_serve_matches_the_local_backend(server, project, home):
-    from workbench.evaluate import evaluate
+    from workbench.evaluation.evaluate import evaluate
 
     # one prompt at a time on both sides: the tiny LM's scaled-up weights make its greedy choice sensitive
     # to the float noise of left padding (batching itself is checked by the 16-request test above)
@@ -246,7 +246,7 @@ def test_eval_over_workbench_serve_matches_the_local_backend(server, project, ho
 
 
 def test_ragas_judge_runs_against_workbench_serve(server, project):
-    from workbench.ragas_metrics import JudgeConfig, RagasSample, ragas_scores
+    from workbench.evaluation.ragas_metrics import JudgeConfig, RagasSample, ragas_scores
 
     # one judge metric (answer relevancy: no passages, no reference), since ragas asks for 1,024-token
     # verdicts and the tiny model never stops early
@@ -272,7 +272,7 @@ def test_unreachable_backend_is_one_line_and_writes_nothing(project, home, tmp_p
 
 
 def test_backend_that_lacks_the_adapter_is_refused(server, project, home):
-    from workbench.systems import SYSTEMS, check_adapters
+    from workbench.evaluation.systems import SYSTEMS, check_adapters
 
     cfg = override(load_preset(project["preset"]), model={"backend": "openai", "base_url": server.url})
     with pytest.raises(WorkbenchError, match=r"does not serve adapter 'other'.*--lora-modules other=adapters/other"):
@@ -292,7 +292,7 @@ def test_snap_to_span(reply, sources, want):
 
 
 def test_snap_respects_banned_start_words():
-    from workbench.copying import CopySource
+    from workbench.answering.copying import CopySource
 
     src = [CopySource("The buoy weighs 42 kg.", no_start=frozenset({"weighs", "the"}))]
     assert snap_to_span("weighs 42 kg", src) == "buoy weighs 42 kg"  # "weighs ..." may not open a reply
@@ -300,8 +300,8 @@ def test_snap_respects_banned_start_words():
 
 
 def test_backend_failing_during_a_run_stops_it_with_one_clear_error():
-    from workbench.config import GenerateConfig, ModelConfig
-    from workbench.remote import RemoteGenerator
+    from workbench.answering.remote import RemoteGenerator
+    from workbench.core.config import GenerateConfig, ModelConfig
 
     cfg = ModelConfig(backend="openai", base_url="http://127.0.0.1:9/v1", retries=1)
     gen = RemoteGenerator(cfg, GenerateConfig(), model="base", tokenizer="not used")

@@ -7,10 +7,15 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from workbench.errors import WorkbenchError
-from workbench.records import Chunk
-from workbench.synth import (endpoint_completer, paraphrase_question, parse_qa_pairs, synthesize_llm,
-                             synthesize_rules)
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import Chunk
+from workbench.training.synth import (
+    endpoint_completer,
+    paraphrase_question,
+    parse_qa_pairs,
+    synthesize_llm,
+    synthesize_rules,
+)
 
 TEXT = ("The Tern-3 buoy weighs 42 kg and carries four sensors. Kestrelmark was founded on 12 March 2011 "
         "in Orrvik by Ilse Varnholt. The pressure valve vents at 0.3 bar so that the well stays safe.")

@@ -7,11 +7,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.qa import QAItem
-from workbench.records import Chunk, Hit
-from workbench.train_data import (IGNORE_INDEX, Example, cpt_examples, is_near_duplicate, leakage_guard,
-                                  question_tokens, raft_examples, render_prompt, sft_examples, split_heldout,
-                                  tokenize_example, tokenize_examples)
+from workbench.core.records import Chunk, Hit
+from workbench.corpus.qa import QAItem
+from workbench.training.train_data import (
+    IGNORE_INDEX,
+    Example,
+    cpt_examples,
+    is_near_duplicate,
+    leakage_guard,
+    question_tokens,
+    raft_examples,
+    render_prompt,
+    sft_examples,
+    split_heldout,
+    tokenize_example,
+    tokenize_examples,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +37,7 @@ def _item(q="How much does the Tern-3 weigh?", a="42 kg", **kw):
 
 
 def test_sft_prompt_is_exactly_the_eval_prompt_and_only_the_answer_has_loss(tok):
-    from workbench.prompt import build_messages
+    from workbench.answering.prompt import build_messages
 
     ex = sft_examples([_item()], tok)[0]
     assert ex.messages == build_messages("How much does the Tern-3 weigh?", None, tok)
@@ -77,7 +88,7 @@ def test_raft_prompt_holds_gold_or_only_distractors(tok):
 
 
 def test_raft_example_continues_the_opened_reply_as_generation_does(tok):
-    from workbench.config import PromptConfig
+    from workbench.core.config import PromptConfig
 
     REPLY_START = PromptConfig().reply_start
 
@@ -96,7 +107,7 @@ def test_packing_keeps_examples_separate(tiny_lm_dir, tok):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.trainer import make_collator, prepare_for_training
+    from workbench.training.trainer import make_collator, prepare_for_training
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     prepare_for_training(model)
@@ -120,7 +131,7 @@ def test_packing_keeps_examples_separate(tiny_lm_dir, tok):
 
 
 def test_padded_collator_masks_padding(tok):
-    from workbench.trainer import make_collator
+    from workbench.training.trainer import make_collator
 
     rows = tokenize_examples(sft_examples([_item(), _item("Who leads the company called Kestrelmark today?",
                                                            "Ilse Varnholt")], tok), tok, 256)
@@ -188,7 +199,7 @@ def test_answer_only_loss_equals_the_models_own_loss(tiny_lm_dir, tok, packing):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.trainer import answer_only_loss, make_collator, prepare_for_training
+    from workbench.training.trainer import answer_only_loss, make_collator, prepare_for_training
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     prepare_for_training(model)

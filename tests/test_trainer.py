@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.config import FinetuneConfig
+from workbench.core.config import FinetuneConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,7 +24,7 @@ def _train(tiny_lm_dir, tmp_path, monkeypatch, cfg: FinetuneConfig, native: bool
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench import trainer
+    from workbench.training import trainer
 
     seen: dict = {}
     real_args = transformers.TrainingArguments
@@ -55,7 +55,7 @@ def test_length_grouped_batches_carry_less_padding_than_random(tiny_lm_dir, tmp_
     args, grouped = _train(tiny_lm_dir, tmp_path / "g", monkeypatch, cfg, native=False)
     assert args["train_sampling_strategy"] == "group_by_length"
     useful = sum(len(r["input_ids"]) for r in _rows())
-    from workbench import trainer
+    from workbench.training import trainer
 
     real = trainer.train_model
 
@@ -90,8 +90,8 @@ def test_an_adapter_trained_before_a_setting_existed_counts_as_its_default(tiny_
     """Adding a fine-tuning setting (here cpu_bf16) does not make every existing adapter stale; changing it does."""
     import json
 
-    from workbench import adapters
-    from workbench.config import to_dict
+    from workbench.core.config import to_dict
+    from workbench.training import adapters
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     folder = tmp_path / "adapters" / "a"

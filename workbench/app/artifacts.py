@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench import paths
-from workbench.config import DEFAULT_BASE_MODEL
-from workbench.errors import WorkbenchError
-from workbench.paths import QA_FILE
+from workbench.core import paths
+from workbench.core.config import DEFAULT_BASE_MODEL
+from workbench.core.errors import WorkbenchError
+from workbench.core.paths import QA_FILE
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 """Artifact names the app accepts: no separators, no leading dot (temporary build folders are hidden)."""

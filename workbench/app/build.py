@@ -2,7 +2,7 @@
 
 Each build is ``python -m workbench.cli ...`` (the same commands a user types) started in its own
 process group, its output going to a log file under ``.workbench/jobs/``. Before it starts, it takes a
-lock file per artifact it will write (``workbench.locks``: the same locks the command line takes): a
+lock file per artifact it will write (``workbench.core.locks``: the same locks the command line takes): a
 second build of the same artifact — from this session, another session, another server process or a
 terminal — is refused until the first ends. A lock whose process is gone is stale and is taken over. Finished artifacts appear in the selectors on the
 next rerun, since artifact listing is never cached.
@@ -23,18 +23,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench import paths
-from workbench.adapters import default_adapter_name
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown
-from workbench.artifacts import write_json
-from workbench.config import CONFIG_DIR, load_preset
-from workbench.errors import WorkbenchError
-from workbench.index import default_index_name
-from workbench.locks import JOB_ENV, Lock, acquire_locks, alive, held_locks, lock_name, release_locks
-from workbench.paths import safe_name
-from workbench.pipeline import adapter_plan
-from workbench.systems import resolve_systems
+from workbench.core import paths
+from workbench.core.artifacts import write_json
+from workbench.core.config import CONFIG_DIR, load_preset
+from workbench.core.errors import WorkbenchError
+from workbench.core.locks import JOB_ENV, Lock, acquire_locks, alive, held_locks, lock_name, release_locks
+from workbench.core.paths import safe_name
+from workbench.evaluation.systems import adapter_plan, resolve_systems
+from workbench.retrieval.index import default_index_name
+from workbench.training.adapters import default_adapter_name
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 """How builds invoke the workbench command line (tests point this at a stand-in)."""

@@ -12,12 +12,12 @@ from typing import Any
 
 import streamlit as st
 
-from workbench.abstention import latest_calibrators
 from workbench.app import artifacts, engine
 from workbench.app.artifacts import Artifact
 from workbench.app.text import escape_markdown, highlight_overlap
-from workbench.config import GenerateConfig, RetrieveConfig
-from workbench.systems import SYSTEMS
+from workbench.core.config import GenerateConfig, RetrieveConfig
+from workbench.evaluation.abstention import latest_calibrators
+from workbench.evaluation.systems import SYSTEMS
 
 HISTORY_KEY = "chat_history"
 PASSAGE_CHARS = 700

@@ -17,18 +17,18 @@ from typing import Any, Iterator
 
 import streamlit as st
 
-from workbench.adapters import load_finetuned
-from workbench.answer import finish, prepare
+from workbench.answering.answer import finish, prepare
+from workbench.answering.confidence import Calibrator, apply_calibrator
+from workbench.answering.generate import Generator
+from workbench.answering.models import load_base_model
+from workbench.answering.prompt import ANSWER_STOPS
 from workbench.app import artifacts
-from workbench.confidence import Calibrator, apply_calibrator
-from workbench.config import GenerateConfig, ModelConfig, PromptConfig
-from workbench.errors import WorkbenchError
-from workbench.generate import Generator
-from workbench.index import load_index
-from workbench.language import DEFAULT_LANGUAGE
-from workbench.models import load_base_model
-from workbench.prompt import ANSWER_STOPS
-from workbench.retrieve import Retriever
+from workbench.core.config import GenerateConfig, ModelConfig, PromptConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.language import DEFAULT_LANGUAGE
+from workbench.retrieval.index import load_index
+from workbench.retrieval.retrieve import Retriever
+from workbench.training.adapters import load_finetuned
 
 
 @dataclass
@@ -173,10 +173,10 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
                   settings: ChatSettings) -> Iterator[str]:
     """Answer ``turn.question``, yielding text as it is generated and filling ``turn`` in as it goes.
 
-    The same path as evaluation: retrieval (when ``retriever`` is given), then ``workbench.answer.prepare``
+    The same path as evaluation: retrieval (when ``retriever`` is given), then ``workbench.answering.answer.prepare``
     (the prompt and, with passages, what the reply may copy), generation streamed through
     ``Generator.stream`` with the evaluation's stop strings while holding the model's lock, then
-    ``workbench.answer.finish`` (cleaning, quantity phrases, citations).
+    ``workbench.answering.answer.finish`` (cleaning, quantity phrases, citations).
 
     Args:
         turn: the turn to fill (answer, hits, citations, timings).

@@ -11,7 +11,7 @@ import streamlit as st
 
 from workbench.app import inside_tokens, inside_views
 from workbench.app.inside_common import sidebar
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 VIEWS = {"Tokens": inside_tokens.tokens_view, "Next token": inside_tokens.next_token_view,
          "Attention": inside_views.attention_view, "What fine-tuning changed": inside_views.finetune_view,

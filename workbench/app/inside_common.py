@@ -14,13 +14,13 @@ import streamlit as st
 
 from workbench.app import artifacts, engine
 from workbench.app.text import escape_markdown
-from workbench.config import DEFAULT_EMBEDDER
-from workbench.embed import Embedder
-from workbench.errors import WorkbenchError
+from workbench.core.config import DEFAULT_EMBEDDER
+from workbench.core.errors import WorkbenchError
+from workbench.core.paths import qa_path
+from workbench.corpus.qa import eval_items, load_qa
 from workbench.inside.prompt import question_prompt as build
 from workbench.inside.text import visible
-from workbench.paths import qa_path
-from workbench.qa import eval_items, load_qa
+from workbench.retrieval.embed import Embedder
 
 MAX_PROMPT_TOKENS = 1024
 """Tokens of a prompt the views read at most (the model's window is the other limit)."""
@@ -110,7 +110,7 @@ def question_prompt(settings: InsideSettings, key: str) -> tuple[engine.LoadedMo
     question = st.text_input("Question", default_question(settings), key=f"{key}_question")
     kinds = ["RAG prompt", "Closed book"] if settings.index else ["Closed book"]
     kind = st.radio("Prompt", kinds, horizontal=True, key=f"{key}_prompt_kind",
-                    help="The prompt evaluation and the chat build for this question (workbench.prompt).")
+                    help="The prompt evaluation and the chat build for this question (workbench.answering.prompt).")
     k = st.slider("Passages (k)", 1, 6, 2, key=f"{key}_k") if kind == "RAG prompt" else 0
     if not question.strip():
         st.info("Type a question to see how the model reads its prompt.")

@@ -15,7 +15,7 @@ import streamlit as st
 from workbench.app import artifacts, engine
 from workbench.app.inside_common import InsideSettings, corpus_questions, default_question, memo, question_prompt
 from workbench.app.text import escape_markdown
-from workbench.figures import pyplot
+from workbench.core.figures import pyplot
 from workbench.inside import changes, space
 from workbench.inside.attention import attention_view as compute_view
 from workbench.inside.text import visible

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench import paths
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown
+from workbench.core import paths
 
 PAGES = ("Chat", "Results", "Build", "Inside")
 

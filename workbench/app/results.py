@@ -13,11 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from workbench.abstention_report import abstention_sentences, abstention_table
 from workbench.app import artifacts
 from workbench.app.text import escape_markdown, highlight_overlap
-from workbench.records import read_jsonl
-from workbench.update_report import UPDATE_PLOT, side_effects_section, update_section
+from workbench.core.records import read_jsonl
+from workbench.evaluation.abstention_report import abstention_sentences, abstention_table
+from workbench.update.report import UPDATE_PLOT, side_effects_section, update_section
 
 PAGE_SIZE = 25
 F1_RIGHT = 0.5

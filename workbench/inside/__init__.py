@@ -13,6 +13,6 @@ the caller has already loaded (the app shares its cached models with the chat pa
 - ``space``: the index's chunks and a query projected to 2-D, a sentence-similarity matrix, and vector
   arithmetic over embedded phrases.
 
-Prompts come from ``workbench.prompt.build_prompt`` (the builder evaluation uses) and are rendered by
-``workbench.generate.render_prompt``, so every view shows the prompt the model really reads.
+Prompts come from ``workbench.answering.prompt.build_prompt`` (the builder evaluation uses) and are rendered by
+``workbench.answering.generate.render_prompt``, so every view shows the prompt the model really reads.
 """

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.inside.prompt import Prompt
 from workbench.inside.text import format_table, show_token
 

@@ -1,8 +1,8 @@
 """What fine-tuning changed: the gold answer's probability under the base model and under an adapter.
 
-Teacher forcing: the closed-book prompt of a question (``workbench.prompt.build_messages``) followed by
+Teacher forcing: the closed-book prompt of a question (``workbench.answering.prompt.build_messages``) followed by
 the gold answer, tokenized exactly as fine-tuning tokenizes a training example
-(``workbench.train_data.tokenize_example``: the answer plus the end-of-turn token). One forward pass
+(``workbench.training.train_data.tokenize_example``: the answer plus the end-of-turn token). One forward pass
 gives, at every answer position, the log-probability the model puts on the gold token given the prompt
 and the gold tokens before it. A fact the adapter learned shows as a gold answer whose log-probability
 rose; over a batch of eval questions, split by kind, this shows which facts fine-tuning injected
@@ -16,18 +16,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from workbench.adapters import adapter_dir, load_finetuned, read_adapter_manifest
-from workbench.answer import check_question
-from workbench.config import ModelConfig
-from workbench.errors import WorkbenchError
+from workbench.answering.answer import check_question
+from workbench.answering.models import load_base_model
+from workbench.answering.prompt import build_messages
+from workbench.core.config import ModelConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.paths import qa_path
+from workbench.corpus.qa import eval_items, load_qa
 from workbench.inside.nexttoken import NextToken, cache_argument, top_tokens
 from workbench.inside.prompt import model_window
 from workbench.inside.text import format_table, show_token, visible
-from workbench.models import load_base_model
-from workbench.paths import qa_path
-from workbench.prompt import build_messages
-from workbench.qa import eval_items, load_qa
-from workbench.train_data import Example, tokenize_example
+from workbench.training.adapters import adapter_dir, load_finetuned, read_adapter_manifest
+from workbench.training.train_data import Example, tokenize_example
 
 
 @dataclass
@@ -221,7 +221,7 @@ def compare_items(base: tuple[Any, Any], tuned: tuple[Any, Any], items: Sequence
     """Gold-answer log-probabilities of up to ``limit`` answerable QA items under both models.
 
     Args:
-        items: ``workbench.qa.QAItem``s (the first answer is the gold one); unanswerable ones are skipped.
+        items: ``workbench.corpus.qa.QAItem``s (the first answer is the gold one); unanswerable ones are skipped.
     """
     chosen = [it for it in items if it.answerable and it.answers][:limit]
     if not chosen:

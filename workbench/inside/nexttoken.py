@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
-from workbench.generate import Generator
+from workbench.answering.generate import Generator
+from workbench.core.errors import WorkbenchError
 from workbench.inside.prompt import Prompt
 from workbench.inside.text import format_table, show_token, visible
 

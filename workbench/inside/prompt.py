@@ -1,8 +1,8 @@
 """The prompt a model really reads for a question, token by token, with its parts labelled.
 
-A question's prompt is built by ``workbench.prompt.build_prompt`` (closed book, or over retrieved
+A question's prompt is built by ``workbench.answering.prompt.build_prompt`` (closed book, or over retrieved
 passages: the builder evaluation, fine-tuning and the chat use) and rendered with the model's chat
-template by ``workbench.generate.render_prompt``. Each token keeps the character span it covers, and the
+template by ``workbench.answering.generate.render_prompt``. Each token keeps the character span it covers, and the
 tokens are grouped into segments (instructions, passage 1..n, question, reply start) so attention can be
 summed per passage. A prompt longer than the model's window loses its first tokens, as in generation,
 and says so in ``notes``.
@@ -12,15 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from workbench.answer import check_question
-from workbench.config import ModelConfig
-from workbench.errors import WorkbenchError
-from workbench.generate import Generator, render_prompt
-from workbench.index import load_index
-from workbench.models import load_base_model
-from workbench.prompt import build_prompt
-from workbench.records import Hit
-from workbench.retrieve import Retriever
+from workbench.answering.answer import check_question
+from workbench.answering.generate import Generator, render_prompt
+from workbench.answering.models import load_base_model
+from workbench.answering.prompt import build_prompt
+from workbench.core.config import ModelConfig
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import Hit
+from workbench.retrieval.index import load_index
+from workbench.retrieval.retrieve import Retriever
 
 MAX_TEXT_CHARS = 20_000
 """Longest raw text a view accepts (a 512-token prompt is ~2,000 characters)."""
@@ -124,7 +124,7 @@ def question_prompt(question: str, model: Any, tokenizer: Any, retriever: Any = 
     Args:
         question: the user's question.
         model, tokenizer: the model that answers.
-        retriever: a ``workbench.retrieve.Retriever`` for a RAG prompt, None for closed book.
+        retriever: a ``workbench.retrieval.retrieve.Retriever`` for a RAG prompt, None for closed book.
         k, mode: passages and retrieval mode (as in the chat's sidebar).
         context_tokens: prompt budget handed to the prompt builder.
         max_tokens: read at most this many tokens (see ``encode_text``).

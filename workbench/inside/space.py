@@ -13,10 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.core.records import Chunk, Hit
 from workbench.inside.prompt import check_text
 from workbench.inside.text import format_table
-from workbench.records import Chunk, Hit
 
 MAX_SENTENCES = 20
 

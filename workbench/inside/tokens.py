@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.embed import Embedder
+from workbench.answering.models import resolve_base_model
 from workbench.inside.prompt import check_text
 from workbench.inside.text import format_table, visible
-from workbench.models import resolve_base_model
+from workbench.retrieval.embed import Embedder
 
 _WORD = re.compile(r"\S+")
 

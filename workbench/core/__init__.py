@@ -1,0 +1,1 @@
+"""Core: errors, paths and artifact names, typed configs and presets, shared records, atomic artifacts and manifests, locks, text and language helpers, model files on disk (hub), plot helpers. Imports nothing else of the project."""

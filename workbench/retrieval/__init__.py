@@ -1,0 +1,1 @@
+"""Retrieval: sentence embeddings, the FAISS + BM25 index and its manifest, search and fusion."""

@@ -1,0 +1,1 @@
+"""Serving: the model pool shared by the HTTP (OpenAI-compatible) and MCP faces."""

@@ -1,0 +1,1 @@
+"""Training: training data (gold or synthesized), the trainer, LoRA / continued pre-training / RAFT / from-scratch fine-tuning, adapters and export."""
