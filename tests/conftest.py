@@ -60,6 +60,13 @@ def one_torch_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty project folder (``WORKBENCH_HOME``) inside the test's temp folder."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A tiny random causal LM folder (session-scoped; copy it before mutating)."""

@@ -6,7 +6,6 @@ Chromium is Debian's package (installed by tests/browser_setup.sh, which `make t
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,6 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-SCREENSHOT_COPY = Path("/work/staging/app_screenshot.png")
-"""Where a copy of the screenshot goes when that folder exists (the review workspace)."""
 
 pytestmark = pytest.mark.browser
 
@@ -139,8 +136,6 @@ def _check_page(page, tmp_path) -> None:
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
-    if SCREENSHOT_COPY.parent.is_dir():  # a copy for people reviewing the work; the test's own file is the evidence
-        shutil.copy(shot, SCREENSHOT_COPY)
 
 
 def test_browser_concurrent_sessions_get_their_own_answers(server):
@@ -168,9 +163,6 @@ def test_browser_concurrent_sessions_get_their_own_answers(server):
                         assert other not in body
         finally:
             browser.close()
-
-
-INSIDE_SCREENSHOT_COPY = SCREENSHOT_COPY.with_name("app_inside_screenshot.png")
 
 
 def _choose(page, label: str) -> None:
@@ -211,8 +203,5 @@ def test_browser_inside_page_draws_a_heatmap_and_a_projection(server, tmp_path):
             projection = tmp_path / "inside_space.png"
             page.screenshot(path=str(projection), full_page=True)
             assert shot.stat().st_size > 20_000 and projection.stat().st_size > 20_000
-            if INSIDE_SCREENSHOT_COPY.parent.is_dir():
-                shutil.copy(shot, INSIDE_SCREENSHOT_COPY.with_name("app_inside_attention.png"))
-                shutil.copy(projection, INSIDE_SCREENSHOT_COPY)
         finally:
             browser.close()

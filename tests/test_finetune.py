@@ -37,12 +37,6 @@ class OverlapRetriever:
         return out
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def run_ft(corpus: Path, lm: Path, mode: str = "sft", **kw):
     from workbench.training.finetune import finetune
 

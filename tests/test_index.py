@@ -26,12 +26,6 @@ from workbench.retrieval.index import (
 INGEST = IngestConfig(tokenizer="whitespace", chunk_tokens=32, overlap_tokens=0)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "project"))
-    return tmp_path / "project"
-
-
 def test_choose_kind_by_size():
     assert choose_kind(19_999)[0] == "flat"
     assert choose_kind(20_000)[0] == "hnsw"

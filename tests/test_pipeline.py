@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from workbench.core.artifacts import hash_tree
 from workbench.core.config import (
@@ -20,12 +19,6 @@ from workbench.core.config import (
 )
 
 SYSTEMS = ["base", "rag", "ft", "ft_rag"]
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def tiny_cfg(lm: Path, encoder: Path, systems=SYSTEMS) -> RunConfig:

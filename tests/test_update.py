@@ -55,12 +55,6 @@ def update_dir(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 # --- the contract ------------------------------------------------------------------------------------
 
 def test_plan_and_question_sets(tiny_corpus, update_dir):
