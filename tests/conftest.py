@@ -6,46 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_models import EMBED_TEXT, build_tiny_encoder, build_tiny_lm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-
-TINY_TEXT = [
-    "The Tern-3 buoy weighs 42 kg and runs on a 9 Ah battery.",
-    "Ilse Varnholt is the chief executive of Kestrelmark Instruments in Orrvik.",
-    "Calibrate the conductivity probe every 30 days with a 1413 uS/cm standard.",
-    "Question: what does the buoy weigh? Answer: 42 kg.",
-    "I don't know. The passages do not say.",
-] * 20
-
-
-def build_tiny_tokenizer(texts=TINY_TEXT, vocab_size: int = 300):
-    """A byte-level BPE tokenizer trained on ``texts``, with ChatML special tokens and chat template
-    (the one the train-from-scratch path builds, so prompts look like SmolLM2's)."""
-    from workbench.training.scratch import train_tokenizer
-
-    return train_tokenizer(texts, vocab_size)
-
-
-def build_tiny_lm(path: Path, seed: int = 0) -> Path:
-    """Save a 2-layer Llama with hidden size 32 and random weights, plus its tokenizer, to ``path``."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = build_tiny_tokenizer()
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +27,22 @@ def one_torch_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hypothesis_in_tmp(tmp_path_factory) -> None:
+    """Property tests keep their example database and caches in the session's temp folder (by default
+    Hypothesis writes ``.hypothesis/`` in the current folder: the checkout)."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+
+
+@pytest.fixture(autouse=True)
+def _home_in_tmp(tmp_path, monkeypatch) -> None:
+    """Every test's project folder (``WORKBENCH_HOME``, else the current folder: the checkout) is ``home`` in
+    its temp folder unless the test points it elsewhere, so nothing a test builds lands in the checkout."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """An empty project folder (``WORKBENCH_HOME``) inside the test's temp folder."""
@@ -71,6 +54,13 @@ def home(tmp_path, monkeypatch) -> Path:
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A tiny random causal LM folder (session-scoped; copy it before mutating)."""
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "model")
+
+
+@pytest.fixture(scope="session")
+def app_lm_dir(tmp_path_factory) -> Path:
+    """The tiny LM made to give visible replies that differ from question to question (the app, serve and
+    MCP show them; session-scoped, read-only)."""
+    return build_tiny_lm(tmp_path_factory.mktemp("app-lm") / "model", visible_replies=True)
 
 
 @pytest.fixture
@@ -176,6 +166,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_st_dir(tmp_path_factory) -> Path:
     """A tiny random sentence-transformers folder (2-layer BERT, dim 32; session-scoped, read-only)."""
-    from rag_fakes import build_tiny_sentence_encoder
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-st") / "encoder")
 
-    return build_tiny_sentence_encoder(tmp_path_factory.mktemp("tiny-st") / "encoder")
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tmp_path_factory) -> Path:
+    """The tiny encoder of the app's projects: 1-layer BERT, dim 32, normalised, its vocabulary made from the
+    project corpus's sentences, so their words are whole tokens (session-scoped, read-only)."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-embedder") / "st", layers=1, normalize=True,
+                              texts=EMBED_TEXT, vocab_size=200)

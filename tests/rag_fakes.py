@@ -1,8 +1,7 @@
-"""Test doubles for the retrieval tests: a seeded hash-of-words embedder, tiny random encoders, chunks."""
+"""Test doubles for the retrieval tests: a seeded hash-of-words embedder, chunks, filler sentences."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
@@ -69,41 +68,3 @@ def filler_texts(n: int, seed: int = 0) -> list[str]:
     """``n`` distinct sentences of common words (background chunks)."""
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=12)) + f" note {i}." for i in range(n)]
-
-
-def _wordpiece(path: Path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(filler_texts(200) + WORDS, trainers.WordPieceTrainer(vocab_size=300,
-                                                                                 special_tokens=specials))
-    fast = BertTokenizerFast(tokenizer_object=tok)
-    fast.save_pretrained(path)
-    return fast
-
-
-def build_tiny_bert(path: Path, seed: int = 0, hidden: int = 32, classifier: bool = False) -> Path:
-    """A 2-layer BERT with random weights (and a WordPiece tokenizer trained on the fly) saved to ``path``."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel
-
-    tok = _wordpiece(path)
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=128, num_labels=1)
-    model = BertForSequenceClassification(cfg) if classifier else BertModel(cfg)
-    model.save_pretrained(path)
-    return path
-
-
-def build_tiny_sentence_encoder(path: Path, seed: int = 0, hidden: int = 32) -> Path:
-    """A tiny random sentence-transformers folder (BERT + mean pooling) at ``path``."""
-    from sentence_transformers import SentenceTransformer
-
-    raw = build_tiny_bert(path.with_name(path.name + "-hf"), seed, hidden)
-    SentenceTransformer(str(raw), device="cpu").save(str(path))
-    return path

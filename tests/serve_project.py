@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def env_for(root: Path, **extra: str) -> dict[str, str]:
 
 
 class ServeProcess:
-    """``workbench serve --port 0 ...`` in a subprocess; ``url`` is its /v1 base URL once it listens."""
+    """``workbench serve --port 0 ...`` in a subprocess; ``url`` is its /v1 base URL once it listens, and
+    ``lines`` collects what it writes on stderr."""
 
     def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
         self.proc = subprocess.Popen([*WORKBENCH, "serve", "--port", "0", *args], cwd=root,
@@ -92,7 +94,22 @@ class ServeProcess:
             self.stop()
             raise RuntimeError("workbench serve did not start:\n" + "".join(self.lines)
                                + (self.proc.stderr.read() if self.proc.stderr else ""))
+        threading.Thread(target=self._collect, daemon=True).start()
         httpx.get(f"{self.url}/models", timeout=30)  # listening and answering
+
+    def _collect(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for_line(self, needle: str, timeout: float = 10) -> str:
+        """The first stderr line holding ``needle``, waiting up to ``timeout`` seconds for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in self.lines if needle in line), None)
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {needle!r} in:\n" + "".join(self.lines))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

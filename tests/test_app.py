@@ -117,7 +117,7 @@ def test_results_page_renders_a_run(project):
     table = at.dataframe[0].value
     assert list(table["system"]) == ["base", "rag", "ft", "ft_rag"]
     rag = table[table["system"] == "rag"].iloc[0]
-    assert rag["F1 [95% CI]"] == "0.585 [0.385, 0.785]"  # (0.67 + 0.67 + 0 + 1) / 4
+    assert rag["F1 [95% CI]"] == "0.58 [0.39–0.79]"  # (0.67 + 0.67 + 0 + 1) / 4, as the report writes it
     assert len(at.image) == 2  # both plots
     assert len(at.expander) >= len(QUESTIONS)  # one expandable row per question (+ retrieval/cost)
     assert "5 of 5 questions" in shown
@@ -250,7 +250,7 @@ def test_run_locks_cover_index_adapters_and_run(project):
 
     write_corpus(project)
     title, args, locks = build.run_job("tiny", "quick")
-    assert args == ["run", str((project / "corpora" / "tiny").resolve()), "--profile", "quick"]
+    assert args == ["run", str((project / "corpora" / "tiny").resolve()), "--preset", "quick"]
     assert locks[0] == "index-tiny" and "adapter-tiny-sft" in locks and locks[-1] == "run-tiny"
 
 
@@ -276,20 +276,6 @@ def test_build_from_the_app_shows_progress_and_the_artifact_appears(project, fak
 
 
 # --- chat with tiny models --------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def tiny_embedder_dir(tmp_path_factory) -> Path:
-    from app_project import build_tiny_embedder
-
-    return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder") / "st")
-
-
-@pytest.fixture(scope="session")
-def app_lm_dir(tmp_path_factory) -> Path:
-    from app_project import build_app_lm
-
-    return build_app_lm(tmp_path_factory.mktemp("app-lm") / "model")
-
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory, app_lm_dir, tiny_embedder_dir) -> Path:
@@ -339,6 +325,30 @@ def test_chat_offers_what_is_built(chat_app, app_lm_dir):
     assert at.multiselect(key="chat_systems").options == ["base", "rag", "ft", "ft_rag"]
     assert at.multiselect(key="chat_systems").value == ["base", "rag", "ft", "ft_rag"]
     assert "Nothing is built yet" not in texts(at)
+
+
+def test_chat_defaults_come_from_the_preset_and_are_shown(tiny_project, app_lm_dir, monkeypatch, tmp_path):
+    """The chat answers with evaluation's settings: $WORKBENCH_PRESET (else quick), named on the page."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tiny_project))
+    monkeypatch.setenv("WORKBENCH_BASE_MODEL", str(app_lm_dir))
+    at = app_test("Chat")
+    at.run()
+    assert at.number_input(key="chat_max_tokens").value == 24 and at.slider(key="chat_k").value == 2  # quick's
+    assert "Preset quick" in texts(at) and "24 new tokens" in texts(at)
+    preset = tmp_path / "short.yaml"
+    preset.write_text("generate:\n  max_new_tokens: 10\n  copy_spans: false\nretrieve:\n  k: 3\n  mode: dense\n",
+                      encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_PRESET", str(preset))
+    at = app_test("Chat")
+    at.run()
+    assert not at.exception
+    assert (at.number_input(key="chat_max_tokens").value, at.slider(key="chat_k").value) == (10, 3)
+    assert at.selectbox(key="chat_mode").value == "dense" and at.checkbox(key="chat_copy").value is False
+    assert "10 new tokens" in texts(at) and "short\\.yaml" in texts(at)  # the preset file, escaped
+    monkeypatch.setenv("WORKBENCH_PRESET", "no-such-preset")
+    at = app_test("Chat")
+    at.run()
+    assert "WORKBENCH_PRESET" in texts(at) and not at.exception
 
 
 def test_chat_answers_with_every_selected_system_and_rag_shows_sources(chat_app):
@@ -438,7 +448,10 @@ def test_generation_is_serialised_per_model_and_concurrent_sessions_get_their_ow
     from workbench.app import engine
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tiny_project))
-    settings = engine.ChatSettings(base_model=str(app_lm_dir), k=2, max_new_tokens=12, device="cpu")
+    from workbench.core.config import GenerateConfig, ModelConfig, RetrieveConfig
+
+    settings = engine.ChatSettings(ModelConfig(base_model=str(app_lm_dir), device="cpu"),
+                                   GenerateConfig(max_new_tokens=12), RetrieveConfig(k=2))
     questions = ["How much does the Tern-3 weigh?", "Who leads Kestrelmark Instruments?",
                  "When is the anode replaced?", "Which class for short flights?"]
     systems = [("base", None, False), ("rag", None, True), ("ft", "tiny-sft", False), ("ft_rag", "tiny-sft", True)]
@@ -498,55 +511,30 @@ def test_generation_is_serialised_per_model_and_concurrent_sessions_get_their_ow
         assert [h["id"] for h in turn.hits] == [h["id"] for h in solo.hits]
 
 
-@pytest.mark.parametrize("copy", [True, False])
-def test_app_and_evaluation_give_identical_answers(tiny_project, app_lm_dir, copy):
-    """One answering path: the chat's streamed answer equals evaluation's for the same question and settings
-    (prompt, passages, copy constraint, cleaning, citations)."""
-    from workbench.answering.answer import answer_questions
-    from workbench.answering.generate import Generator
-    from workbench.answering.models import load_base_model
-    from workbench.app import engine
-    from workbench.core.config import GenerateConfig, ModelConfig, PromptConfig
-    from workbench.retrieval.index import load_index
-    from workbench.retrieval.retrieve import Retriever
-
-    model, tok = load_base_model(ModelConfig(base_model=str(app_lm_dir), device="cpu"), progress=False)
-    retriever = Retriever(load_index(tiny_project / "indices" / "tiny"))
-    prompt = PromptConfig(copy_sentences=2)
-    settings = engine.ChatSettings(base_model=str(app_lm_dir), k=2, max_new_tokens=8, copy_spans=copy,
-                                   prompt=prompt)
-    gen = Generator(model, tok, GenerateConfig(max_new_tokens=8, batch_size=1, copy_spans=copy))
-    loaded = engine.LoadedModel(model, tok, "base")
-    for question in ("How much does the Tern-3 weigh?", "Who leads Kestrelmark Instruments?"):
-        for with_passages in (True, False):
-            r = retriever if with_passages else None
-            (ev,) = answer_questions([question], gen, retriever=r, k=2, prompt=prompt)
-            turn = engine.answer_once(engine.Turn("rag" if r else "base", question), loaded,
-                                      engine.LoadedRetriever(r, "tiny") if r else None, settings)
-            assert turn.answer == ev.text and turn.answer  # a reply, the same one
-            assert [h["id"] for h in turn.hits] == [h.chunk.id for h in ev.hits]
-            assert turn.citations == [(c.n, c.doc, c.heading) for c in ev.citations]
-
-
 def _calibrator(intercept: float) -> dict:
     """A calibrator giving every answer the same confidence (sigmoid of ``intercept``), threshold 0.5."""
     from workbench.answering.confidence import FEATURES
 
     n = len(FEATURES)
     return {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "weights": [0.0] * n,
-            "intercept": intercept, "threshold": 0.5, "target": "overall_f1", "fit_on": {}}
+            "intercept": intercept, "threshold": 0.5, "target": "answerable_declined<=0.1", "fit_on": {},
+            "applied": True, "reason": "calibrated: test"}
 
 
 def test_chat_shows_confidence_and_declines_with_the_newest_runs_calibrator(tiny_project, app_lm_dir, monkeypatch):
     import shutil
 
     from workbench.core.text import ABSTAIN
+    from workbench.evaluation.abstention import target_fingerprints
 
     run = tiny_project / "runs" / "zz-calibrated"
     run.mkdir(parents=True)
+    monkeypatch.setenv("WORKBENCH_HOME", str(tiny_project))
+    (index,) = [p.name for p in (tiny_project / "indices").iterdir() if (p / "manifest.json").exists()]
     summary = {"created": "2999-01-01T00:00:00+00:00", "config": {}, "systems": {"base": {}, "rag": {}},
-               "abstention": {"systems": {"base": {"calibrator": _calibrator(5.0)},
-                                          "rag": {"calibrator": _calibrator(-5.0)}}}}
+               "abstention": {**target_fingerprints(index),  # matched by the index's content, not its name
+                              "systems": {"base": {"calibrator": _calibrator(5.0)},
+                                          "rag": {"calibrator": _calibrator(-5.0), "retrieval": True}}}}
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     try:
         at = chat_session(tiny_project, app_lm_dir, monkeypatch)
@@ -558,7 +546,8 @@ def test_chat_shows_confidence_and_declines_with_the_newest_runs_calibrator(tiny
         assert base["confidence"] == pytest.approx(1 / (1 + math.exp(-5))) and not base["declined"]
         assert rag["answer"] == ABSTAIN and rag["confidence"] < 0.5
         if rag["answer_before_decline"]:  # the model's own "I don't know" is not a calibrated decline
-            assert rag["declined"] in {"low retrieval score", "low answer confidence"}
+            assert rag["declined"].split(" (")[0] in {"low retrieval score", "low answer confidence"}
+            assert "calibrated by run zz-calibrated" in rag["declined"]
             assert any("Declined:" in t for t in columns_text(at))
         assert any("confidence 0.99" in t for t in columns_text(at))
         at.checkbox(key="chat_decline").set_value(False).run()
@@ -571,16 +560,20 @@ def test_chat_shows_confidence_and_declines_with_the_newest_runs_calibrator(tiny
 def test_results_page_shows_knowing_when_not_to_answer(project):
     run = write_run(project)
     s = json.loads((run / "summary.json").read_text())
-    block = {"has_ans_f1": 0.5, "no_ans_acc": 0.75, "no_ans_ci95": [0.3, 0.95], "wrong_answer_rate": 0.2,
-             "wrong_answer_ci95": [0.1, 0.4], "overall_f1": 0.6, "coverage": 0.7, "aurc": 0.2, "aurc_random": 0.4,
-             "threshold": 0.3, "oracle_overall_f1": 0.65, "curve": {"coverage": [0.5, 0.7], "risk": [0.1, 0.2]}}
-    s["abstention"] = {"mode": "calibrated", "target": "overall_f1", "calibration": {"source": "train split"},
-                       "systems": {"rag": block, "ft": {**block, "curve": {"coverage": [0.5, 0.9], "risk": [0.4, 0.5]}}},
-                       "equal_coverage": {"coverage": 0.7, "risk": {"rag": 0.2, "ft": 0.45}}}
+    block = {"no_ans_acc": 0.75, "no_ans_ci95": [0.3, 0.95], "answerable_declined": 0.1, "wrong_answer_rate": 0.2,
+             "aurc": 0.2, "aurc_ci95": [0.1, 0.3], "aurc_random": 0.4, "aurc_minus_random_ci95": [-0.3, -0.1],
+             "selective": {"0.5": {"f1": 0.8, "wrong_rate": 0.1, "n": 2}, "0.8": None}, "brier": 0.2, "ece": 0.1,
+             "operating_point": {"applied": False, "reason": "not calibrated: 4 of 48 calibration answers right"},
+             "curve": {"coverage": [0.5, 0.7], "risk": [0.1, 0.2]}, "n_unanswerable": 1}
+    s["abstention"] = {"mode": "calibrated", "target": "answerable_declined", "max_answerable_declined": 0.1,
+                       "calibration": {"source": "train split"},
+                       "systems": {"rag": block, "ft": {**block, "no_ans_acc": 0.1, "answerable_declined": 0.3}}}
     (run / "summary.json").write_text(json.dumps(s), encoding="utf-8")
     at = app_test("Results")
     at.run()
     assert not at.exception
     shown = texts(at)
-    assert "Knowing when not to answer" in shown and "**rag** hallucinates least" in shown
-    assert "| rag | 0.50 | 75% [30%–95%]" in shown
+    assert "Knowing when not to answer" in shown and "**rag** tells them apart best" in shown
+    assert "**ft**" not in shown.split("Knowing when not to answer")[1].split("| system")[0]
+    assert "| rag | 75% [30%–95%] | 10% | 20% | 0.20 [0.10–0.30] (0.40) |" in shown
+    assert "not calibrated: 4 of 48 calibration answers right" in shown

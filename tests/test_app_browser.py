@@ -40,13 +40,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, chromium):
+def server(tmp_path_factory, chromium, app_lm_dir, tiny_embedder_dir):
     """`streamlit run streamlit_app.py` on localhost over a tiny project (index, adapter, run)."""
-    from app_project import build_app_lm, build_tiny_embedder, build_tiny_project
+    from app_project import build_tiny_project
 
     base = tmp_path_factory.mktemp("browser")
-    lm = build_app_lm(base / "lm")
-    project = build_tiny_project(base / "project", lm, build_tiny_embedder(base / "embedder"))
+    lm = app_lm_dir
+    project = build_tiny_project(base / "project", lm, tiny_embedder_dir)
     port = _free_port()
     env = dict(os.environ, WORKBENCH_HOME=str(project), WORKBENCH_BASE_MODEL=str(lm),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

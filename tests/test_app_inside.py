@@ -13,11 +13,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def inside_project(tmp_path_factory, tiny_lm_dir) -> Path:
-    from app_project import build_tiny_embedder, build_tiny_project
+def inside_project(tmp_path_factory, tiny_lm_dir, tiny_embedder_dir) -> Path:
+    from app_project import build_tiny_project
 
     base = tmp_path_factory.mktemp("inside-app")
-    return build_tiny_project(base / "project", tiny_lm_dir, build_tiny_embedder(base / "embedder"))
+    return build_tiny_project(base / "project", tiny_lm_dir, tiny_embedder_dir)
 
 
 @pytest.fixture

@@ -82,24 +82,73 @@ def test_ask_rag_with_the_embedded_models(tiny_corpus, tmp_path, monkeypatch):
     assert "42" in res.stdout.splitlines()[0]
 
 
-def test_ask_uses_the_newest_runs_calibrator(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
+def _run_with_calibrator(home, name, created, fingerprint, intercept, applied=True):
     import json
 
     from workbench.answering.confidence import FEATURES
 
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     n = len(FEATURES)
-    for name, created, intercept in (("old", "2025-01-01", 5.0), ("new", "2026-01-01", -5.0)):
-        cal = {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "weights": [0.0] * n,
-               "intercept": intercept, "threshold": 0.5}
-        (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps(
-            {"created": created, "config": {"index": tiny_corpus.name}, "systems": {"base": {}},
-             "abstention": {"systems": {"base": {"calibrator": cal}}}}))
+    cal = {"features": list(FEATURES), "mean": [0.0] * n, "scale": [1.0] * n, "weights": [0.0] * n,
+           "intercept": intercept, "threshold": 0.5, "applied": applied,
+           "reason": "calibrated: test" if applied else "not calibrated: 4 of 48 calibration answers right"}
+    (home / "runs" / name).mkdir(parents=True)
+    (home / "runs" / name / "summary.json").write_text(json.dumps(
+        {"created": created, "systems": {"base": {}},
+         "abstention": {"corpus_fingerprint": fingerprint, "index_fingerprint": None,
+                        "systems": {"base": {"calibrator": cal, "retrieval": False}}}}))
+
+
+def _fixed_reply(monkeypatch):
+    """``ask`` answers "42 kg" (the tiny model's reply may be empty, which is a decline of its own)."""
+    from workbench.answering.answer import Answer
+    from workbench.evaluation import systems
+
+    monkeypatch.setattr(systems, "ask", lambda target, question, *a, **k: Answer(question, "42 kg", [], [], 0.01, 2,
+                                                                                 "42 kg", {}, 0.5))
+
+
+def test_ask_declines_with_the_newest_run_on_the_same_corpus_content(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
+    from workbench.corpus.ingest import corpus_fingerprint
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    fp = corpus_fingerprint(tiny_corpus)
+    _run_with_calibrator(tmp_path, "old", "2025-01-01", fp, 5.0)
+    _run_with_calibrator(tmp_path, "new", "2026-01-01", fp, -5.0)
+    _run_with_calibrator(tmp_path, tiny_corpus.name, "2027-01-01", "another-corpus", 5.0)  # same name, other text
+    _fixed_reply(monkeypatch)
     args = ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "--system", "base", "--base", str(tiny_lm_dir),
             "--max-new-tokens", "4"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "calibrated by run new" in res.stderr and re.search(r"^confidence 0\.01, latency", res.stdout, re.M)
+    assert "declines below confidence 0.50, calibrated by run new" in res.stderr
+    assert res.stdout.startswith("I don't know")
+    assert "(declined: low answer confidence (0.01 < 0.50, calibrated by run new)" in res.stdout
     res = CliRunner().invoke(app, args + ["--no-decline"])
-    assert "calibrated by run" not in res.stderr
+    assert "calibrated by run" not in res.stderr + res.stdout
+
+
+def test_ask_never_declines_with_a_calibrator_from_another_corpus(tiny_corpus, tiny_lm_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    _fixed_reply(monkeypatch)
+    _run_with_calibrator(tmp_path, tiny_corpus.name, "2026-01-01", "another-corpus", -5.0)
+    args = ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "--system", "base", "--base", str(tiny_lm_dir),
+            "--max-new-tokens", "4"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert ("no evaluation run on this corpus and index calibrated base: nothing is declined by threshold"
+            in res.stderr)
+    assert res.stdout.startswith("42 kg") and "(declined:" not in res.stdout
+
+
+def test_ask_keeps_the_models_own_declines_when_the_run_could_not_calibrate(tiny_corpus, tiny_lm_dir, tmp_path,
+                                                                            monkeypatch):
+    from workbench.corpus.ingest import corpus_fingerprint
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    _fixed_reply(monkeypatch)
+    _run_with_calibrator(tmp_path, "weak", "2026-01-01", corpus_fingerprint(tiny_corpus), -5.0, applied=False)
+    res = CliRunner().invoke(app, ["ask", str(tiny_corpus), "How much does the Tern-3 weigh?", "--system", "base",
+                                   "--base", str(tiny_lm_dir), "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    assert "confidence from run weak; only the model's own declines: not calibrated: 4 of 48" in res.stderr
+    assert res.stdout.startswith("42 kg") and re.search(r"confidence 0\.01, latency", res.stdout)

@@ -113,5 +113,5 @@ def test_judge_down_is_a_warning_and_the_rest_is_scored(tmp_path, monkeypatch):
     assert good["ragas"]["rouge_l"] == 1.0
     for m in ("faithfulness", "answer_relevancy", "factual_correctness"):
         assert m not in good["ragas"] and "unreachable" in good["ragas_skipped"][m]
-    assert "95% CI" in result.stderr and "declines unans." in result.stderr  # the summary table
+    assert "F1 [95% CI]" in result.stderr and "unanswerable" in result.stderr  # the report's summary table
     assert result.stdout.strip().endswith(str(out))

@@ -5,7 +5,7 @@ import re
 import shutil
 
 import pytest
-from rag_fakes import build_tiny_sentence_encoder
+from tiny_models import build_tiny_encoder
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -76,7 +76,7 @@ def test_search_bad_input(env):
 
     # the embedder files change under the index: refuse, and say how to fix it
     shutil.rmtree(encoder)
-    build_tiny_sentence_encoder(encoder, seed=7, hidden=48)
+    build_tiny_encoder(encoder, seed=7, hidden=48)
     line = _error("search", "tiny", "buoy")
     assert "was built with embedder" in line and "dim 32" in line and "dim 48" in line and "--rebuild" in line
     assert "buoy" in _ok("search", "tiny", "buoy", "--mode", "sparse").lower()  # BM25 needs no embedder

@@ -16,17 +16,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def embedder_dir(tmp_path_factory) -> Path:
-    from app_project import build_tiny_embedder
-
-    return build_tiny_embedder(tmp_path_factory.mktemp("inspect-embedder") / "st")
-
-
-@pytest.fixture(scope="module")
-def project_dir(tmp_path_factory, tiny_lm_dir, embedder_dir) -> Path:
+def project_dir(tmp_path_factory, tiny_lm_dir, tiny_embedder_dir) -> Path:
     from app_project import build_tiny_project
 
-    return build_tiny_project(tmp_path_factory.mktemp("inspect") / "project", tiny_lm_dir, embedder_dir)
+    return build_tiny_project(tmp_path_factory.mktemp("inspect") / "project", tiny_lm_dir, tiny_embedder_dir)
 
 
 @pytest.fixture
@@ -47,17 +40,18 @@ def error_line(result) -> str:
     return lines[0]
 
 
-def test_tokens_side_by_side(inspect, embedder_dir, tiny_lm_dir):
+def test_tokens_side_by_side(inspect, tiny_embedder_dir, tiny_lm_dir):
     from transformers import AutoTokenizer
 
     text = "The Tern-3 buoy weighs 42 kg."
-    r = inspect("tokens", text, "--base", "BASE", "--embedder", str(embedder_dir))
+    r = inspect("tokens", text, "--base", "BASE", "--embedder", str(tiny_embedder_dir))
     assert r.exit_code == 0, r.output
     n = len(AutoTokenizer.from_pretrained(tiny_lm_dir)(text, add_special_tokens=False)["input_ids"])
     assert f"base model {tiny_lm_dir}: {n} tokens for {len(text)} characters" in r.stdout
-    assert f"embedder {embedder_dir}:" in r.stdout and "words that cost the most tokens" in r.stdout
+    assert f"embedder {tiny_embedder_dir}:" in r.stdout and "words that cost the most tokens" in r.stdout
     assert re.search(r"^Tern-3\s+\d+\s+\d+$", r.stdout, re.M)
-    assert "the text is empty" in error_line(inspect("tokens", " ", "--base", "BASE", "--embedder", str(embedder_dir)))
+    empty = inspect("tokens", " ", "--base", "BASE", "--embedder", str(tiny_embedder_dir))
+    assert "the text is empty" in error_line(empty)
 
 
 def test_next_token_table_and_samples(inspect):
@@ -100,7 +94,7 @@ def test_what_finetuning_changed(inspect):
     assert "no adapter" in error_line(inspect("changed", "missing-sft"))
 
 
-def test_space_similar_and_arithmetic(inspect, embedder_dir):
+def test_space_similar_and_arithmetic(inspect, tiny_embedder_dir):
     r = inspect("space", "tiny", "How heavy is the buoy?", "-k", "3")
     assert r.exit_code == 0, r.output
     assert "chunks projected with PCA" in r.stdout and re.search(r"^query\s", r.stdout, re.M)
@@ -109,11 +103,11 @@ def test_space_similar_and_arithmetic(inspect, embedder_dir):
     if importlib.util.find_spec("umap") is None:
         assert "UMAP is not installed" in error_line(inspect("space", "tiny", "buoy", "--method", "umap"))
     sim = inspect("similar", "The buoy weighs 42 kg.", "The buoy weighs 42 kg.", "Flights need economy class.",
-                  "--embedder", str(embedder_dir))
+                  "--embedder", str(tiny_embedder_dir))
     assert sim.exit_code == 0, sim.output
     row1 = next(line.split() for line in sim.stdout.splitlines() if line.startswith("1 "))
     assert row1[1:3] == ["1.000", "1.000"]
-    assert "1 sentences given" in error_line(inspect("similar", "only one", "--embedder", str(embedder_dir)))
+    assert "1 sentences given" in error_line(inspect("similar", "only one", "--embedder", str(tiny_embedder_dir)))
     arith = inspect("arithmetic", "tiny", "buoy battery", "battery", "anode", "-k", "2")
     assert arith.exit_code == 0 and "cosine to 'buoy battery'" in arith.stdout
     assert "nope" in error_line(inspect("space", "nope", "buoy"))

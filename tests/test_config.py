@@ -40,3 +40,23 @@ def test_invalid_values():
         IngestConfig(chunk_tokens=32, overlap_tokens=32)
     with pytest.raises(WorkbenchError, match="mode"):
         FinetuneConfig(mode="dpo")
+
+
+def _quick_fields() -> list[tuple[str, str]]:
+    return [(group, key) for group, fields in to_dict(RunConfig()).items() for key in fields]
+
+
+QUICK_MAY_DIFFER: dict[tuple[str, str], str] = {}
+"""(group, field) -> why ``RunConfig()`` may differ from the quick preset there (none does today)."""
+
+
+@pytest.mark.parametrize("group,key", _quick_fields())
+def test_code_defaults_equal_the_quick_preset(group, key):
+    """A path that falls back to ``RunConfig()`` (a library caller, the app without a preset) trains, answers
+    and scores as ``--preset quick`` does."""
+    from workbench.core.config import RunConfig, load_preset, to_dict
+
+    code, quick = to_dict(RunConfig())[group][key], to_dict(load_preset("quick"))[group][key]
+    if (group, key) in QUICK_MAY_DIFFER:
+        pytest.skip(QUICK_MAY_DIFFER[(group, key)])
+    assert code == quick, f"{group}.{key}: code default {code!r}, quick preset {quick!r}"

@@ -117,7 +117,8 @@ def test_evaluate_writes_a_complete_run(tmp_path, fake_systems):
     assert s["config"]["eval"]["systems"] == ["good", "bad"]
     assert len((out / "results.jsonl").read_text().splitlines()) == 8
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["by_kind.png", "metrics.png", "quality_vs_cost.png", "risk_coverage.png"]  # no recall plot
+    assert plots == ["by_kind.png", "metrics.png", "quality_vs_cost.png", "reliability_bad.png", "reliability_good.png",
+                     "risk_coverage.png"]  # no recall plot; a reliability diagram per system
     assert all((out / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
     report = (out / "report.md").read_text()
     assert report.startswith("# Evaluation: corpus") and "**good** answers best overall" in report

@@ -65,3 +65,47 @@ def test_export_refuses_bad_input_and_touches_nothing(adapter, tmp_path):
     assert "invalid export folder name '.hidden'" in one_error_line(
         runner.invoke(app, ["export", adapter, "--merged", str(tmp_path / ".hidden")]))
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.fixture
+def bf16_adapter(adapter, tmp_path, tiny_lm_dir):
+    """An adapter like ``adapter``'s, on a copy of the tiny LM stored in bfloat16."""
+    import torch
+    from app_project import build_tiny_adapter
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "bf16-base"
+    AutoModelForCausalLM.from_pretrained(tiny_lm_dir).to(torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(base)
+    build_tiny_adapter(tmp_path, base, tmp_path / "corpora" / "tiny", name="bf16-sft")
+    return "bf16-sft"
+
+
+def _stored_dtypes(folder) -> set[str]:
+    from safetensors import safe_open
+
+    dtypes = set()
+    for f in folder.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as weights:
+            dtypes |= {str(weights.get_slice(k).get_dtype()) for k in weights.keys()}
+    return dtypes
+
+
+def test_export_keeps_the_base_dtype_and_writes_readable_files(bf16_adapter, adapter, tmp_path):
+    import json
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        bf16, fp32 = tmp_path / "bf16-merged", tmp_path / "fp32-merged"
+        result = runner.invoke(app, ["export", bf16_adapter, "--merged", str(bf16)])
+        assert result.exit_code == 0, result.output
+        assert "bfloat16" in result.stdout
+        assert runner.invoke(app, ["export", adapter, "--merged", str(fp32)]).exit_code == 0
+    finally:
+        os.umask(umask)
+    assert _stored_dtypes(bf16) == {"BF16"} and _stored_dtypes(fp32) == {"F32"}
+    assert json.loads((bf16 / "config.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((bf16 / "manifest.json").read_text())["dtype"] == "bfloat16"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in bf16.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes

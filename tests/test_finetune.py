@@ -3,6 +3,7 @@ reuse, staleness, resume after an interruption, and the adapter/base check."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def test_each_mode_writes_a_loadable_artifact(mode, tiny_corpus, tiny_lm_dir, ho
 
     assert m["base_model"] == str(tiny_lm_dir) and m["base_model_hash"]
     assert (res.path / "adapter_config.json").exists() and (res.path / "adapter_model.safetensors").exists()
+    # a path-based base is named by its absolute path; the weights are readable as any new file is
+    peft_cfg = json.loads((res.path / "adapter_config.json").read_text())
+    assert peft_cfg["base_model_name_or_path"] == str(tiny_lm_dir.resolve())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (res.path / "adapter_model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
     original = {k: v.clone() for k, v in base.state_dict().items()}
     peft_model = PeftModel.from_pretrained(base, res.path)
@@ -157,7 +164,7 @@ def test_resume_continues_from_the_checkpoint(tiny_corpus, tiny_lm_dir, home, mo
 
 
 def test_adapter_on_another_base_is_refused(tiny_corpus, tiny_lm_dir, home, tmp_path):
-    from conftest import build_tiny_lm
+    from tiny_models import build_tiny_lm
 
     from workbench.training.adapters import load_finetuned
 
@@ -177,7 +184,7 @@ def test_synthesized_data_never_contains_eval_questions(tiny_corpus, tiny_lm_dir
     from workbench.training.trainset import build_training_data
 
     cfg = FinetuneConfig(mode="sft", synthesize="always", paraphrases=2)
-    made = synthesize_rules(OverlapRetriever(tiny_corpus).chunks, max_per_chunk=cfg.synth_per_chunk)
+    made = synthesize_rules(OverlapRetriever(tiny_corpus).chunks, max_per_chunk=4)
     planted = next(s.question for s in made if s.style == "question")
     rows = [json.loads(x) for x in (tiny_corpus / "qa.jsonl").read_text().splitlines()]
     rows.append({"id": "leak", "question": planted, "answers": ["x"], "split": "eval"})

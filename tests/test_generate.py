@@ -23,24 +23,14 @@ def conv(q: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """The conftest tiny Llama, but with larger random weights so greedy replies vary from token to token
+    """The tiny Llama of ``tiny_models``, but with larger random weights so greedy replies vary from token to token
     (at the default init it repeats one token, which would make these comparisons vacuous)."""
-    import torch
-    from conftest import build_tiny_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import build_tiny_lm
 
     from workbench.answering.models import load_base_model
     from workbench.core.config import ModelConfig
 
-    tok = build_tiny_tokenizer()
-    torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True, initializer_range=0.5)
-    path = tmp_path_factory.mktemp("chatty-lm") / "model"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
+    path = build_tiny_lm(tmp_path_factory.mktemp("chatty-lm") / "model", seed=1, init_range=0.5)
     return load_base_model(ModelConfig(base_model=str(path)))
 
 
@@ -315,3 +305,26 @@ def test_source_text_drops_layout_but_keeps_leading_numbers(text, copyable):
     from workbench.answering.copying import source_text
 
     assert source_text(text) == copyable
+
+
+def test_stream_stops_at_the_next_token_when_cancelled_or_closed(tiny):
+    import threading
+
+    gen = make(tiny, max_new_tokens=400)
+    whole: dict = {}
+    list(gen.stream(conv(QUESTIONS[1]), stats=whole))
+    assert len(whole["logprobs"]) > 40  # the uncancelled reply runs long
+
+    cancel, stats = threading.Event(), {}
+    pieces = []
+    for piece in gen.stream(conv(QUESTIONS[1]), stats=stats, cancel=cancel):
+        pieces.append(piece)
+        if len(pieces) == 2:
+            cancel.set()
+    assert len(stats["logprobs"]) < len(whole["logprobs"]) // 2
+
+    closed: dict = {}
+    stream = gen.stream(conv(QUESTIONS[1]), stats=closed)
+    next(stream)
+    stream.close()  # the reader went away: generation has stopped when close returns
+    assert 0 < len(closed["logprobs"]) < len(whole["logprobs"]) // 2

@@ -299,3 +299,180 @@ def test_a_plain_index_name_is_read_under_indices_even_with_a_folder_here(projec
                                str(project["encoder"]), "-q"]).exit_code == 0
     r = runner.invoke(app, ["search", "docs", "buoy weight", "-k", "1"])
     assert r.exit_code == 0 and "1. " in r.output, r.output
+
+
+# --- damaged or untrusted artifacts ------------------------------------------------------------------------
+
+def _built_index(project) -> Path:
+    result = runner.invoke(app, ["index", str(project["corpus"]), "--embedder", str(project["encoder"]), "-q"])
+    assert result.exit_code == 0, result.output
+    return project["home"] / "indices" / "corpus"
+
+
+def _rebuild_then_search(project) -> None:
+    result = runner.invoke(app, ["index", str(project["corpus"]), "--embedder", str(project["encoder"]),
+                                 "--rebuild", "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", "corpus", "buoy anode", "-k", "1"])
+    assert result.exit_code == 0 and result.stdout.startswith("1. "), result.output
+
+
+@pytest.mark.parametrize("damage,named", [
+    (lambda f: (f / "faiss.index").write_bytes((f / "faiss.index").read_bytes()[:40]), "faiss.index"),
+    (lambda f: (f / "embeddings.npy").write_bytes(b"\x93NUMPY garbage"), "embeddings.npy"),
+    (lambda f: (f / "manifest.json").write_text('{"kind": "index", "format_ver', encoding="utf-8"), "manifest.json"),
+    (lambda f: (f / "manifest.json").write_text("[1, 2]", encoding="utf-8"), "manifest.json"),
+])
+def test_a_damaged_index_is_one_line_and_rebuild_replaces_it(project, damage, named):
+    damage(_built_index(project))
+    line = one_error(runner.invoke(app, ["search", "corpus", "buoy anode"]))
+    assert named in line and "--rebuild" in line
+    _rebuild_then_search(project)
+
+
+def _kill_between_renames(folder: Path) -> Path:
+    """The state a build killed between its two renames leaves: the previous artifact moved aside as
+    ``.NAME.old-*``, the new one complete as ``.NAME.tmp-*``, and no ``NAME``."""
+    import shutil
+
+    old = folder.with_name(f".{folder.name}.old-0123abcd")
+    shutil.copytree(folder, folder.with_name(f".{folder.name}.tmp-89abcdef"))
+    folder.rename(old)
+    return old
+
+
+def test_an_index_whose_swap_was_killed_is_restored_when_read(project):
+    folder = _built_index(project)
+    old = _kill_between_renames(folder)
+    result = runner.invoke(app, ["search", "corpus", "buoy anode", "-k", "1"])
+    assert result.exit_code == 0 and result.stdout.startswith("1. "), result.output
+    assert (folder / "manifest.json").is_file() and not old.exists()
+    _rebuild_then_search(project)  # the next build clears the rest
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".corpus.")]
+
+
+def test_an_adapter_whose_swap_was_killed_is_restored_when_read(project, tiny_lm_dir):
+    from app_project import build_tiny_adapter, write_corpus
+
+    from workbench.answering.loader import load_finetuned
+    from workbench.core.config import ModelConfig
+
+    folder = build_tiny_adapter(project["home"], tiny_lm_dir, write_corpus(project["home"]))
+    _kill_between_renames(folder)
+    model, _, manifest = load_finetuned("tiny-sft", ModelConfig(base_model=str(tiny_lm_dir), device="cpu"))
+    assert manifest["name"] == "tiny-sft" and (folder / "adapter_model.safetensors").is_file()
+
+
+def test_search_never_offers_a_build_in_progress_as_an_index(project):
+    folder = _built_index(project)
+    import shutil
+
+    shutil.copytree(folder, folder.with_name(".other.tmp-0123abcd"))
+    line = one_error(runner.invoke(app, ["search", "nope", "buoy"]))
+    assert "known: corpus (" in line and ".other" not in line
+
+
+class _RunsCode:
+    """Unpickling this creates a folder: proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+def test_pickled_weights_in_an_adapter_are_refused_before_any_load(project, tiny_lm_dir):
+    import pickle
+
+    from app_project import build_tiny_adapter, write_corpus
+
+    folder = build_tiny_adapter(project["home"], tiny_lm_dir, write_corpus(project["home"]))
+    marker = project["home"] / "pwned"
+    (folder / "adapter_model.bin").write_bytes(pickle.dumps(_RunsCode(marker)))
+    line = one_error(runner.invoke(app, ["export", "tiny-sft", "--merged", str(project["home"] / "out")]))
+    assert "adapter_model.bin is a pickled weights file" in line and "safetensors" in line
+    assert not marker.exists()
+
+
+def test_a_base_model_folder_with_only_pickled_weights_is_refused(tiny_lm_dir, tmp_path):
+    import pickle
+    import shutil
+
+    from workbench.answering.models import load_base_model
+    from workbench.core.config import ModelConfig
+    from workbench.core.errors import WorkbenchError
+
+    base = tmp_path / "pickled-base"
+    shutil.copytree(tiny_lm_dir, base)
+    (base / "model.safetensors").unlink()
+    (base / "pytorch_model.bin").write_bytes(pickle.dumps(_RunsCode(tmp_path / "pwned")))
+    with pytest.raises(WorkbenchError, match=r"pytorch_model\.bin is a pickled weights file"):
+        load_base_model(ModelConfig(base_model=str(base), device="cpu"))
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- accepted silently no more: one line, exit 2 ---------------------------------------------------------
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--max-steps", "0"], "--max-steps 0: give a number of optimizer steps >= 1"),
+    (["--max-steps", "-1"], "--max-steps -1: give a number of optimizer steps >= 1"),
+    (["--resume", "--restart"], "--resume and --restart contradict each other"),
+])
+def test_finetune_options_that_cannot_mean_anything_are_refused(project, tiny_lm_dir, args, fragment):
+    line = one_error(runner.invoke(app, ["finetune", str(project["corpus"]), "--base", str(tiny_lm_dir), *args]))
+    assert fragment in line
+    assert not (project["home"] / "adapters").exists()
+
+
+def test_a_preset_with_max_steps_zero_is_refused(tmp_path):
+    from workbench.core.config import load_preset
+    from workbench.core.errors import WorkbenchError
+
+    (tmp_path / "p.yaml").write_text("finetune:\n  max_steps: 0\n", encoding="utf-8")
+    with pytest.raises(WorkbenchError, match="max_steps=0"):
+        load_preset(tmp_path / "p.yaml")
+
+
+def test_ask_with_a_zero_reply_budget_is_refused(project):
+    line = one_error(runner.invoke(app, ["ask", str(project["corpus"]), "How heavy is the buoy?",
+                                         "--max-new-tokens", "0"]))
+    assert "max_new_tokens" in line and ">= 1" in line
+
+
+def test_a_numeric_question_id_names_the_line_and_says_ids_are_strings(project):
+    qa = project["corpus"] / "qa.jsonl"
+    lines = qa.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["id"] = 7
+    qa.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n", encoding="utf-8")
+    from workbench.core.errors import WorkbenchError
+    from workbench.corpus.qa import load_qa
+
+    with pytest.raises(WorkbenchError) as e:
+        load_qa(qa)
+    assert "qa.jsonl:1: 'id' is 7, not a string (ids are strings)" in str(e.value)
+    assert '"id": "7"' in str(e.value)
+
+
+def test_a_linked_file_outside_the_corpus_is_skipped_with_a_reason(project, tmp_path):
+    corpus = project["corpus"]
+    secret = tmp_path / "secret.md"
+    secret.write_text("# Secret\n\nThe vault code is 7319.\n", encoding="utf-8")
+    os.symlink(secret, corpus / "leak.md")
+    os.symlink(corpus / "buoy.md", corpus / "buoy-again.md")  # a link inside the corpus is read
+    out = project["home"] / "c.jsonl"
+    r = runner.invoke(app, ["ingest", str(corpus), "--out", str(out), "--tokenizer", "whitespace"])
+    assert r.exit_code == 0, r.output
+    assert "leak.md (linked file outside the corpus folder not followed)" in r.output
+    text = out.read_text(encoding="utf-8")
+    assert "7319" not in text and "buoy-again.md" in text
+
+
+def test_workbench_home_naming_a_file_is_refused(project, monkeypatch, tmp_path):
+    afile = tmp_path / "home.txt"
+    afile.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_HOME", str(afile))
+    line = one_error(runner.invoke(app, ["search", "corpus", "buoy"]))
+    assert f"WORKBENCH_HOME={afile} is a file, not a folder" in line
+    assert afile.read_text(encoding="utf-8") == "not a folder"

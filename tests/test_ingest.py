@@ -31,7 +31,7 @@ def splitter() -> SentenceSplitter:
 @pytest.fixture(scope="module")
 def bpe_dir(tmp_path_factory) -> Path:
     """A tiny byte-level BPE tokenizer folder: not additive, so chunk counts take the exact path."""
-    from conftest import build_tiny_tokenizer
+    from tiny_models import build_tiny_tokenizer
 
     path = tmp_path_factory.mktemp("bpe")
     build_tiny_tokenizer().save_pretrained(path)

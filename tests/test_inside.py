@@ -22,15 +22,15 @@ def lm(tiny_lm_dir):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_lm_dir):
+def project(tmp_path_factory, tiny_lm_dir, tiny_embedder_dir):
     """A project with the tiny LM's corpus index (tiny sentence encoder) and a LoRA adapter."""
-    from app_project import build_tiny_adapter, build_tiny_embedder, build_tiny_index, write_corpus
+    from app_project import build_tiny_adapter, build_tiny_index, write_corpus
 
     root = tmp_path_factory.mktemp("inside-project")
     corpus = write_corpus(root)
     (corpus / "seals.md").write_text("# Seals\n\nGrease the seals with silicone grease every 18 months.\n",
                                      encoding="utf-8")
-    build_tiny_index(root, corpus, build_tiny_embedder(root / "embedder"))
+    build_tiny_index(root, corpus, tiny_embedder_dir)
     build_tiny_adapter(root, tiny_lm_dir, corpus)
     return root
 

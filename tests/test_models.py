@@ -286,3 +286,13 @@ def test_evaluation_answers_with_the_cpu_setting(tiny_lm_dir):
     assert gen.model.dtype is torch.bfloat16 and gen.model.workbench_cpu_dtype == "bfloat16"
     model, _ = M.load_base_model(cfg.model)
     assert model.dtype is torch.float32
+
+
+def test_adapters_name_their_base_in_a_form_other_machines_load(tiny_lm_dir, tmp_path, monkeypatch):
+    assert M.portable_base_name("SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert M.portable_base_name("embedded") == M.EMBEDDED_HUB_ID
+    assert M.portable_base_name("Qwen/Qwen2.5-1.5B-Instruct") == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert M.portable_base_name(str(tiny_lm_dir)) == str(tiny_lm_dir.resolve())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-model").mkdir()
+    assert M.portable_base_name("my-model") == str(tmp_path / "my-model")  # a folder here, not a hub id

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rag_fakes import StubEmbedder, build_tiny_bert, filler_texts, make_chunks
+from rag_fakes import StubEmbedder, filler_texts, make_chunks
+from tiny_models import build_tiny_bert
 
 from workbench.core.config import IndexConfig, IngestConfig, RetrieveConfig
 from workbench.core.errors import WorkbenchError

@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
+from workbench.core.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "corpora" / "demo"
@@ -35,7 +36,7 @@ def small_corpus(root: Path, n_eval: int = 10, n_unanswerable: int = 3) -> Path:
 def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
     corpus = small_corpus(tmp_path / "tern")
-    preset = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
+    preset = yaml.safe_load((CONFIG_DIR / "quick.yaml").read_text())
     # a short fine-tune (this checks the plumbing, not the quality): few steps, no held-out evaluation
     preset["finetune"].update(max_steps=4, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
     preset["eval"].update(bootstrap=200, calibration_questions=12)
@@ -64,7 +65,8 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     ab = s["abstention"]
     assert ab["calibration"]["source"] == "train split" and ab["calibration"]["n_unanswerable"] >= 1
     for name, b in ab["systems"].items():
-        assert b["calibrator"]["fit_on"]["n"] == 12 and 0.0 <= b["threshold"] <= 1.0, name
+        assert b["calibrator"]["fit_on"]["n"] == 12 and 0.0 <= b["operating_point"]["threshold"] <= 1.0, name
+        assert not b["operating_point"]["applied"]  # 12 calibration answers cannot hold 10 right and 10 wrong
         assert b["aurc"] is None or 0.0 <= b["aurc"] <= 1.0
     assert all(b["tokens_per_s"] > 0 and b["latency_p50_s"] > 0 for b in s["systems"].values())
     assert s["cost"]["peak_rss_mb"] < 6000
@@ -73,6 +75,7 @@ def test_workbench_run_with_the_embedded_models(tmp_path, monkeypatch):
     verdict = report.index("## Verdict")
     assert verdict < report.index("## Systems") and report[verdict:report.index("## Systems")].count("\n") > 3
     assert {p.name for p in (out / "plots").iterdir()} == {"metrics.png", "by_kind.png", "quality_vs_cost.png",
-                                                           "retrieval_recall.png", "risk_coverage.png"}
+                                                           "retrieval_recall.png", "risk_coverage.png",
+                                                           *(f"reliability_{n}.png" for n in s["systems"])}
     assert "## Knowing when not to answer" in report
     assert "paraphrase" in result.stderr and "F1" in result.stderr   # the closing summary table

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,11 +25,9 @@ QUESTION = "What does the Tern-3 weigh?"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_st_dir):
-    from app_project import build_app_lm  # the tiny LM made to give visible replies
-
-    root = tmp_path_factory.mktemp("serve")
-    return build_project(root / "proj", build_app_lm(root / "lm"), tiny_st_dir)
+def project(tmp_path_factory, app_lm_dir, tiny_st_dir):
+    root = tmp_path_factory.mktemp("serve")  # app_lm_dir: the tiny LM made to give visible replies
+    return build_project(root / "proj", app_lm_dir, tiny_st_dir)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,16 @@ def server(project):
 def home(project, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(project["root"]))
     return project["root"]
+
+
+def openai_client(url: str, key: str = "unused"):
+    from openai import OpenAI
+
+    return OpenAI(base_url=url, api_key=key, max_retries=0, timeout=120)
+
+
+def listing(*folders: Path) -> dict[str, list[str]]:
+    return {str(f): sorted(p.name for p in f.iterdir()) if f.is_dir() else [] for f in folders}
 
 
 def chat(url: str, model: str, content: str = QUESTION, **body) -> httpx.Response:
@@ -140,6 +150,178 @@ def test_embeddings_use_the_index_embedder(server, project):
     assert data[0]["embedding"] == pytest.approx([float(x) for x in want[0]], abs=1e-5)
 
 
+# --- the protocol as OpenAI clients speak it -----------------------------------------------------------
+
+class _Recording:
+    """A Generator stand-in that keeps the Generations it returned (what was fed to the model)."""
+
+    def __init__(self, gen):
+        self.gen, self.tokenizer, self.cfg, self.out = gen, gen.tokenizer, gen.cfg, []
+
+    def generate(self, *args, **kwargs):
+        self.out = self.gen.generate(*args, **kwargs)
+        return self.out
+
+
+@pytest.mark.parametrize("adapter", [None, "tiny-sft"])
+def test_usage_counts_the_prompt_fed_to_a_retrieval_model(server, project, home, adapter):
+    route = Route(adapter, "tiny")
+    body = chat(server.url, route.model_id).json()
+    pool = ModelPool(load_preset(project["preset"]), ["tiny"], [adapter] if adapter else [])
+    recording = _Recording(pool.generator(adapter))
+    answer = pool.answer(QUESTION, route, recording)
+    fed = recording.out[0].n_prompt_tokens  # the prompt with its passages, as the model was fed it
+    assert body["choices"][0]["message"]["content"] == answer.text
+    assert body["usage"] == {"prompt_tokens": fed, "completion_tokens": answer.n_new_tokens,
+                             "total_tokens": fed + answer.n_new_tokens} and fed > 20
+
+
+@pytest.mark.parametrize("model", ["base", "rag:tiny"])
+def test_streamed_usage_comes_last_when_asked_for(server, model):
+    client = openai_client(server.url)
+    messages = [{"role": "user", "content": QUESTION}]
+    plain = client.chat.completions.create(model=model, messages=messages, max_tokens=8)
+    chunks = list(client.chat.completions.create(model=model, messages=messages, max_tokens=8, stream=True,
+                                                 stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage.model_dump() == plain.usage.model_dump()
+    assert all(c.usage is None and len(c.choices) == 1 for c in chunks[:-1])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == plain.choices[0].message.content
+    without = list(client.chat.completions.create(model=model, messages=messages, max_tokens=8, stream=True))
+    assert all(c.choices and c.usage is None for c in without)
+
+
+def _reference_logprobs(lm_dir: str, messages: list[dict], tokens: list[str]) -> list[float]:
+    """The log-probability of each reply token under the model, computed here with transformers alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
+    prompt = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                 add_special_tokens=False)["input_ids"]
+    reply = tok("".join(tokens), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + reply])).logits[0, len(prompt) - 1:-1]
+    return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(reply)[:, None]).squeeze(1).tolist()
+
+
+def test_logprobs_in_openai_format_streamed_or_not(server, project):
+    client = openai_client(server.url)
+    messages = [{"role": "user", "content": QUESTION}]
+    r = client.chat.completions.create(model="base", messages=messages, max_tokens=8, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content and len(content) >= 4
+    for t in content:
+        assert t.bytes == list(t.token.encode("utf-8")) and t.logprob <= 0
+        tops = [x.logprob for x in t.top_logprobs]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True) and t.logprob <= tops[0] + 1e-6
+    want = _reference_logprobs(str(load_preset(project["preset"]).model.base_model), messages,
+                               [t.token for t in content])
+    assert [t.logprob for t in content] == pytest.approx(want, abs=1e-3)
+    assert client.chat.completions.create(model="base", messages=messages, max_tokens=8).choices[0].logprobs is None
+
+    chunks = list(client.chat.completions.create(model="base", messages=messages, max_tokens=8, logprobs=True,
+                                                 top_logprobs=3, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, round(t.logprob, 4)) for t in streamed] == [(t.token, round(t.logprob, 4)) for t in content]
+    # a retrieval model: the answer's tokens, given the prompt built around its passages
+    rag = client.chat.completions.create(model="rag:tiny", messages=messages, logprobs=True)
+    tokens = rag.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens) == rag.choices[0].message.content and tokens[0].top_logprobs == []
+
+
+def test_developer_role_is_the_system_prompt(server):
+    client = openai_client(server.url)
+
+    def reply(role: str):
+        return client.chat.completions.create(model="base", max_tokens=8, messages=[
+            {"role": role, "content": "Answer in one word."}, {"role": "user", "content": QUESTION}])
+    developer, system = reply("developer"), reply("system")
+    assert developer.choices[0].message.content == system.choices[0].message.content
+    assert developer.usage.prompt_tokens == system.usage.prompt_tokens
+
+
+def test_one_model_health_and_refused_features(server):
+    import openai
+
+    client = openai_client(server.url)
+    assert client.models.retrieve("ft_rag:tiny-sft:tiny").id == "ft_rag:tiny-sft:tiny"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("rag:nope")
+    assert e.value.body["code"] == "model_not_found"
+    health = httpx.get(server.url.removesuffix("/v1") + "/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    with pytest.raises(openai.BadRequestError, match="'tools' is not supported"):
+        client.chat.completions.create(model="base", messages=[{"role": "user", "content": "x"}], tools=[
+            {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}])
+    # what asks for nothing beyond plain text is accepted
+    ok = client.chat.completions.create(model="base", messages=[{"role": "user", "content": "x"}], max_tokens=2,
+                                        response_format={"type": "text"}, tool_choice="none")
+    assert ok.choices[0].message.content
+
+
+def test_long_prompt_is_cut_and_said_and_big_body_is_413(server):
+    long = " ".join(["the buoy weighs 42 kg"] * 800)  # ~4,000 tokens: over the tiny model's 1,024
+    r = chat(server.url, "base", long, max_tokens=8)
+    assert r.status_code == 200
+    assert r.json()["usage"]["prompt_tokens"] == 1024 - 8  # the end of the prompt that fits beside the reply
+    cut = int(r.headers["x-workbench-prompt-truncated"])
+    assert cut > 2000
+    assert f"cut to its last {1024 - 8} tokens" in server.wait_for_line(f"({1024 - 8 + cut} tokens)")
+    assert "x-workbench-prompt-truncated" not in chat(server.url, "base", max_tokens=8).headers
+    with httpx.stream("POST", f"{server.url}/chat/completions", timeout=120,
+                      json={"model": "base", "messages": [{"role": "user", "content": long}], "max_tokens": 8,
+                            "stream": True}) as s:
+        assert int(s.headers["x-workbench-prompt-truncated"]) == cut
+        s.read()
+
+    big = json.dumps({"model": "base", "messages": [{"role": "user", "content": "x" * 1_100_000}]}).encode()
+    r = httpx.post(f"{server.url}/chat/completions", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    def chunked():  # no declared length: refused while it arrives
+        for _ in range(12):
+            yield b"x" * 100_000
+    r = httpx.post(f"{server.url}/chat/completions", content=chunked())
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_disconnected_stream_stops_generating(server):
+    with httpx.stream("POST", f"{server.url}/chat/completions", timeout=120,
+                      json={"model": "base", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 2000,
+                            "stream": True}) as r:
+        lines = r.iter_lines()
+        got = [line for _, line in zip(range(6), lines) if line.startswith("data: ")]
+        assert len(got) >= 3
+    # the connection is closed mid-reply: the model is free for the next request at once
+    t0 = time.monotonic()
+    assert chat(server.url, "base", max_tokens=4).status_code == 200
+    assert time.monotonic() - t0 < 2
+    n = int(re.search(r"after (\d+) of 2000 tokens", server.wait_for_line("stopped a streamed reply")).group(1))
+    assert n < 1000
+
+
+def test_names_only_never_paths(server, project, home):
+    """Served names are names of built artifacts: paths are refused at start and over HTTP, and nothing is
+    ever built."""
+    root = project["root"]
+    before = listing(root, root / "indices", root / "adapters")
+    preset = ["--preset", str(project["preset"])]
+    for args, needle in [(["--index", "../../etc"], "invalid index name '../../etc'"),
+                         (["--index", "/etc"], "invalid index name '/etc'"),
+                         (["--index", str(project["corpus"])], "invalid index name"),
+                         (["--adapters", "/etc"], "invalid adapter name '/etc'"),
+                         (["--index", "corpora"], "no index 'corpora' is built in this project"),
+                         (["--adapters", "tiny"], "no adapter 'tiny' is built")]:  # an index is not an adapter
+        result = CliRunner().invoke(app, ["serve", "--port", "0", *preset, *args])
+        assert needle in one_error_line(result), args
+    r = httpx.post(f"{server.url}/embeddings", json={"model": "embed:../../etc", "input": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert httpx.get(f"{server.url}/models/rag:..").status_code == 404
+    assert listing(root, root / "indices", root / "adapters") == before
+
+
 # --- bad requests ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("body, status, param, code", [
@@ -152,6 +334,23 @@ def test_embeddings_use_the_index_embedder(server, project):
     ({"model": "base", "messages": [{"role": "user", "content": "x"}], "stop": ["a"] * 5}, 400, "stop", None),
     ({"model": "base", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature",
      None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}],
+      "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools", None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}, 400, "tool_choice",
+     None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]}, 400,
+     "functions", None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+     400, "response_format", None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}},
+     400, "stream_options", None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, 400, "top_logprobs", None),
+    ({"model": "base", "messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21}, 400,
+     "top_logprobs", None),
+    ({"model": "rag:../../etc", "messages": [{"role": "user", "content": "x"}]}, 404, "model", "model_not_found"),
+    ({"model": "rag:/etc", "messages": [{"role": "user", "content": "x"}]}, 404, "model", "model_not_found"),
+    ({"model": "ft_rag:tiny-sft:../indices/tiny", "messages": [{"role": "user", "content": "x"}]}, 404, "model",
+     "model_not_found"),
 ])
 def test_bad_requests_get_openai_style_errors(server, body, status, param, code):
     r = httpx.post(f"{server.url}/chat/completions", json=body)
@@ -175,11 +374,20 @@ def test_malformed_json_and_unknown_paths(server):
 
 def test_full_queue_answers_503_and_a_key_is_required_when_set(project):
     env = env_for(project["root"], WORKBENCH_API_KEY="s3cret")
-    srv = ServeProcess(project["root"], "--preset", str(project["preset"]), "--max-queue", "1", env=env)
+    srv = ServeProcess(project["root"], "--preset", str(project["preset"]), "--max-queue", "1",
+                       "--max-body-mb", "0.05", env=env)
     try:
         r = chat(srv.url, "base", max_tokens=4)
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        for wrong in ["Bearer s3cre", "Bearer s3cret2", "s3cret", "Bearer S3CRET"]:
+            r = httpx.get(f"{srv.url}/models", headers={"Authorization": wrong})
+            assert r.status_code == 401, wrong
+        assert httpx.get(srv.url.removesuffix("/v1") + "/health").status_code == 200  # no key needed
         key = {"Authorization": "Bearer s3cret"}
+        assert openai_client(srv.url, "s3cret").models.retrieve("base").id == "base"
+        r = httpx.post(f"{srv.url}/chat/completions", headers=key,
+                       json={"model": "base", "messages": [{"role": "user", "content": "x" * 60_000}]})
+        assert r.status_code == 413 and "50,000 bytes" in r.json()["error"]["message"]
 
         def one(i: int) -> httpx.Response:
             return httpx.post(f"{srv.url}/chat/completions", headers=key, timeout=120,
@@ -193,6 +401,14 @@ def test_full_queue_answers_503_and_a_key_is_required_when_set(project):
         assert busy["code"] == "queue_full" and busy["type"] == "server_error"
     finally:
         srv.stop()
+
+
+def test_empty_api_key_is_refused_at_start(project, home, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_API_KEY", "")
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--preset", str(project["preset"])])
+    assert "$WORKBENCH_API_KEY is set but empty" in one_error_line(result)
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--preset", str(project["preset"]), "--max-body-mb", "0"])
+    assert "max_body_mb=0.0" in one_error_line(result)
 
 
 def test_port_in_use_is_one_clear_line(project, home):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.core.artifacts import hash_tree
+from workbench.core.config import CONFIG_DIR
 from workbench.core.errors import WorkbenchError
 from workbench.corpus.qa import QAItem
 from workbench.update.folder import question_sets, read_update
@@ -184,7 +185,7 @@ def _summary() -> dict:
 
 
 def test_update_report_section_from_a_constructed_summary(tmp_path):
-    from workbench.update.report import append_update_report, update_section
+    from workbench.update.report import update_appendix, update_section
 
     lines = update_section(_summary())
     text = "\n".join(lines)
@@ -199,14 +200,13 @@ def test_update_report_section_from_a_constructed_summary(tmp_path):
     assert "| ft | none | 0.00 s | 0.40 | 0.000 | 0.10 | 3% | 60% | 0.05 | n.d. | 0 / 0 / 0 |" in text
     assert "40 invariant (a sample of 150)" in text and "- reindex: 4.00 s, 31 of 380 chunks re-encoded" in text
     (tmp_path / "plots").mkdir()
-    (tmp_path / "report.md").write_text("# Evaluation\n", encoding="utf-8")
-    append_update_report(tmp_path, _summary())
+    appendix = update_appendix(_summary(), tmp_path / "plots")
     assert (tmp_path / "plots" / "update_quality_vs_cost.png").stat().st_size > 1000
-    assert "![update quality vs cost](plots/update_quality_vs_cost.png)" in (tmp_path / "report.md").read_text()
+    assert "![update quality vs cost](plots/update_quality_vs_cost.png)" in appendix
 
 
 def test_side_effects_section_from_a_constructed_summary():
-    from workbench.update.report import side_effects_section
+    from workbench.evaluation.report import side_effects_section
 
     s = {"side_effects": {"n_questions": 100, "n_kept": 20, "text_tokens": 2048, "base": {"perplexity": 12.0},
                           "adapters": {"ft": {"adapter": "demo-sft", "kept_right": 15, "still_right": 0.75,
@@ -335,7 +335,7 @@ def test_workbench_update_with_the_embedded_models(tmp_path, monkeypatch):
     keep = [r for r in mine if r["split"] == "train"] + [r for r in ev if r["kind"] == "updated"][:4] + \
         [r for r in ev if r["kind"] == "new"][:3]
     _jsonl(up / "qa.jsonl", keep)
-    preset = yaml.safe_load((REPO / "configs" / "quick.yaml").read_text())
+    preset = yaml.safe_load((CONFIG_DIR / "quick.yaml").read_text())
     preset["finetune"].update(max_steps=4, batch_size=4, max_seq_len=128, paraphrases=0, heldout_fraction=0.0)
     preset["eval"].update(bootstrap=200)
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(preset))

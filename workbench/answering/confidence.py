@@ -7,7 +7,8 @@ log-probability of starting the abstention phrase instead, and, for systems that
 passage's retrieval score, its margin over the next, whether the answer occurs in a passage and how much of
 the question the passages cover. A ``Calibrator`` (a logistic regression fitted by
 ``workbench.evaluation.calibrate`` on questions that are never evaluated) maps them to the probability that the reply
-is a correct answer; below its threshold the reply is replaced by the abstention phrase, with the reason.
+is a correct answer; below its threshold (only where the calibration set supports one) the reply is replaced
+by the abstention phrase, with the reason and the run it was calibrated by.
 """
 from __future__ import annotations
 
@@ -81,15 +82,20 @@ def raw_confidence(features: dict[str, float]) -> float:
 @dataclass
 class Calibrator:
     """A fitted logistic regression from confidence features to P(the reply is a correct answer), and the
-    threshold below which a reply is declined.
+    operating point: the threshold below which a reply is declined, where the calibration set supports one.
 
     Attributes:
         features: feature names, in the order of ``weights``.
         mean, scale: the standardisation fitted on the calibration questions.
         weights, intercept: the logistic regression.
-        threshold: replies with a lower confidence are declined.
-        target: what the threshold was chosen for ("overall_f1" or "precision>=P").
-        fit_on: what it was fitted on (counts, source of the questions).
+        threshold: replies with a lower confidence are declined when ``applied``.
+        target: what the threshold was chosen for ("answerable_declined<=S" or "precision>=P").
+        fit_on: what it was fitted on (counts, source of the questions, the cross-validated gain).
+        applied: whether the threshold declines anything (enough right and wrong calibration answers, and a
+            gain that holds out of sample); otherwise the system keeps only its own declines.
+        reason: why the threshold is or is not applied, in words (e.g. "not calibrated: 4 of 48 calibration
+            answers right").
+        run: the evaluation run it comes from (named in every decline).
     """
 
     features: list[str]
@@ -98,8 +104,11 @@ class Calibrator:
     weights: list[float]
     intercept: float
     threshold: float = 0.0
-    target: str = "overall_f1"
+    target: str = ""
     fit_on: dict[str, Any] = field(default_factory=dict)
+    applied: bool = False
+    reason: str = ""
+    run: str | None = None
 
     def _terms(self, feats: dict[str, float]) -> list[float]:
         return [w * (feats.get(n, 0.0) - m) / s for n, m, s, w in zip(self.features, self.mean, self.scale, self.weights)]
@@ -108,33 +117,44 @@ class Calibrator:
         z = self.intercept + sum(self._terms(feats))
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
-    def reason(self, feats: dict[str, float]) -> str:
-        """Why a reply was declined: the group of features that pulled its confidence down the most."""
+    def declines(self, text: str, feats: dict[str, float]) -> bool:
+        """The one decline rule: an operating point that is applied, a reply that is not already a decline,
+        and a confidence below the threshold."""
+        return self.applied and not is_abstention(text) and self.confidence(feats) < self.threshold
+
+    def reason_for(self, feats: dict[str, float]) -> str:
+        """Why a reply was declined: the group of features that pulled its confidence down the most, the
+        confidence against the threshold, and the run that calibrated it."""
         terms = dict(zip(self.features, self._terms(feats)))
         retrieval = sum(v for n, v in terms.items() if n in RETRIEVAL_FEATURES)
         generation = sum(v for n, v in terms.items() if n not in RETRIEVAL_FEATURES)
-        return LOW_RETRIEVAL if retrieval < generation else LOW_CONFIDENCE
+        why = LOW_RETRIEVAL if retrieval < generation else LOW_CONFIDENCE
+        return f"{why} ({self.confidence(feats):.2f} < {self.threshold:.2f}, calibrated by run {self.run or '?'})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Calibrator":
+        """A calibrator as summary.json holds it; one written before operating points existed is never applied."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def apply_calibrator(answers: Sequence[Any], calibrator: Calibrator | None, decline: bool = True) -> list[Any]:
-    """Set each answer's ``confidence`` and, when ``decline``, replace a reply below the threshold by the
-    abstention phrase (``declined`` says why; ``text_before_decline`` keeps the reply). Without a calibrator
-    the confidence is ``raw_confidence`` and nothing is declined. Answers are changed in place and returned."""
+    """The one place replies are declined by confidence (evaluation, ``ask``, the chat, serve and MCP).
+
+    Sets each answer's ``confidence`` and, when ``decline`` and ``calibrator.declines``, replaces the reply by
+    the abstention phrase (``declined`` says why and which run calibrated it; ``text_before_decline`` keeps
+    the reply). Without a calibrator the confidence is ``raw_confidence`` and nothing is declined. Answers are
+    changed in place and returned."""
     for a in answers:
         feats = getattr(a, "features", None) or {}
         if calibrator is None:
             a.confidence = raw_confidence(feats)
             continue
         a.confidence = calibrator.confidence(feats)
-        if decline and not is_abstention(a.text) and a.confidence < calibrator.threshold:
+        if decline and calibrator.declines(a.text, feats):
+            a.declined = calibrator.reason_for(feats)
             a.text_before_decline, a.text = a.text, ABSTAIN
-            a.declined = calibrator.reason(feats)
             a.citations = []
     return list(answers)

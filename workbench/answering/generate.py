@@ -7,6 +7,7 @@ of turn, at a stop string, or at ``max_new_tokens``.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,26 @@ def _padded_after(ids: list[int], j: int) -> bool:
 def _stop_prefix_len(text: str, stop: Sequence[str]) -> int:
     """Length of the longest end of ``text`` that begins some stop string."""
     return max((n for s in stop for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+
+
+def fit_prompt(ids: list[int], window: int, max_new_tokens: int) -> list[int]:
+    """The end of a prompt's token ids that leaves room for a reply of ``max_new_tokens`` in a context of
+    ``window`` tokens (all of them when they fit, or when the reply budget alone fills the context)."""
+    limit = window - max_new_tokens
+    return ids[-limit:] if len(ids) > limit > 0 else ids
+
+
+class _Stopped:
+    """A stopping criterion that ends generation at the next token once any of ``events`` is set."""
+
+    def __init__(self, *events: threading.Event | None):
+        self.events = [e for e in events if e is not None]
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        stop = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -145,15 +166,23 @@ class Generator:
         self._copy_vocab: Any = None  # workbench.answering.copying.CopyVocab, made on first use
         self._abstain_ids: list[int] | None = None
 
+    def with_config(self, cfg: GenerateConfig) -> "Generator":
+        """A generator over the same loaded model and tokenizer with other decoding settings."""
+        other = copy.copy(self)
+        other.cfg = cfg
+        return other
+
     # --- prompt side ---------------------------------------------------------------------------
 
     def encode(self, conversation: Conversation) -> list[int]:
         """Token ids of a rendered conversation, left-truncated to leave room for the reply."""
+        return fit_prompt(self.prompt_ids(conversation), self.window(), self.cfg.max_new_tokens)
+
+    def prompt_ids(self, conversation: Conversation) -> list[int]:
+        """Token ids of a rendered conversation, whole (``encode`` keeps the end that fits the context)."""
         text = render_prompt(self.tokenizer, conversation)
         # Chat templates already hold their special tokens; the plain layout gets the tokenizer's BOS.
-        ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
-        limit = self.window() - self.cfg.max_new_tokens
-        return ids[-limit:] if len(ids) > limit > 0 else ids
+        return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
 
     def window(self) -> int:
         """The model's context length in tokens (position embeddings, else the tokenizer's limit)."""
@@ -281,21 +310,24 @@ class Generator:
     # --- streaming -----------------------------------------------------------------------------
 
     def stream(self, conversation: Conversation, stop: Sequence[str] = (),
-               sources: Sequence[Source] | None = None, stats: dict[str, Any] | None = None) -> Iterator[str]:
+               sources: Sequence[Source] | None = None, stats: dict[str, Any] | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply to one conversation piece by piece as it is generated.
 
         The pieces join to exactly ``generate([conversation], stop=stop, sources=[sources])[0].text``
         (``sources=None``: unconstrained): leading and
         trailing whitespace is held back, and nothing from a stop string on is yielded. ``stats``, when
         given, is filled at the end with the reply's log-probabilities (the ``Generation`` fields
-        ``logprobs``, ``copy_logprobs``, ``abstain_logprob``, ``copy_abstain_logprob``).
+        ``logprobs``, ``copy_logprobs``, ``abstain_logprob``, ``copy_abstain_logprob``). Setting ``cancel``, or
+        closing the iterator early (the reader went away), stops generation at the next token.
         """
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         ids = self.encode(conversation)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         failure: list[BaseException] = []
+        stopped = threading.Event()
 
         def work() -> None:
             try:
@@ -304,7 +336,8 @@ class Generator:
                     seqs = self.model.generate(input_ids=torch.tensor([ids], device=self.model.device),
                                                attention_mask=torch.ones(1, len(ids), dtype=torch.long,
                                                                          device=self.model.device),
-                                               streamer=streamer, **self._gen_kwargs(stop), **procs)
+                                               streamer=streamer, **self._gen_kwargs(stop), **procs,
+                                               stopping_criteria=StoppingCriteriaList([_Stopped(stopped, cancel)]))
                 if stats is not None:
                     new = seqs[0, len(ids):].tolist()
                     n = next((j for j, t in enumerate(new) if t in set(self.stop_ids())), len(new))
@@ -318,18 +351,21 @@ class Generator:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         text, sent, done = "", 0, False
-        for piece in streamer:
-            if done:
-                continue  # drain until generation stops
-            text += piece
-            visible, done = cut_at_stop(text, stop)
-            ready = visible.strip()
-            if not done:  # hold back a tail that may be the start of a stop string
-                ready = ready[:len(ready) - _stop_prefix_len(ready, stop)]
-            if len(ready) > sent:
-                yield ready[sent:]
-                sent = len(ready)
-        thread.join()
+        try:
+            for piece in streamer:
+                if done:
+                    continue  # drain until generation stops
+                text += piece
+                visible, done = cut_at_stop(text, stop)
+                ready = visible.strip()
+                if not done:  # hold back a tail that may be the start of a stop string
+                    ready = ready[:len(ready) - _stop_prefix_len(ready, stop)]
+                if len(ready) > sent:
+                    yield ready[sent:]
+                    sent = len(ready)
+        finally:  # finished, or closed early: either way the model is free once this returns
+            stopped.set()
+            thread.join()
         if failure:
             raise failure[0]
         final = cut_at_stop(text, stop)[0].strip()

@@ -22,13 +22,46 @@ from workbench.core.paths import cache_dir, embedded_gguf_file
 MODEL_FORMAT = 1
 """Format version of a converted model folder's manifest."""
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+"""Weight files in Python's pickle format, which can run code when loaded: never loaded, refused by name."""
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 _fingerprints: dict[tuple, str] = {}
+
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hugging Face hub id of the model the embedded GGUF file holds."""
 
 
 def is_embedded(name: str) -> bool:
     """Whether ``name`` names the embedded default base model."""
     return name.strip().lower() in {DEFAULT_BASE_MODEL.lower(), "embedded", "smollm2"}
+
+
+def refuse_pickled_weights(folder: Path, what: str) -> None:
+    """Refuse a model or adapter folder holding pickled weights, before anything in it is loaded.
+
+    Only safetensors weights are loaded. Callers check the folders the workbench wrote (adapters, models
+    trained from scratch) whole; a user's model folder only when it has no safetensors weights (a hub clone
+    often holds both formats, and ``use_safetensors=True`` keeps the pickles unread).
+
+    Raises:
+        WorkbenchError: naming the first pickled file.
+    """
+    pickled = sorted(f for pattern in PICKLED_WEIGHTS for f in Path(folder).glob(pattern) if f.is_file())
+    if pickled:
+        raise WorkbenchError(
+            f"{pickled[0]} is a pickled weights file (it can run code when loaded); {what} loads only "
+            f"safetensors weights",
+            "convert it with save_pretrained(..., safe_serialization=True) elsewhere, or remove it")
+
+
+def portable_base_name(name: str) -> str:
+    """How an artifact names its base model for other machines: the hub id for the embedded model, a hub id
+    as given, and a local folder or file as its absolute path (which only this machine has)."""
+    if is_embedded(name):
+        return EMBEDDED_HUB_ID
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() or _looks_like_path(name) else name
 
 
 def models_cache() -> Path:
@@ -384,11 +417,13 @@ def load_base_model(cfg: ModelConfig, progress: bool = True) -> tuple[Any, Any]:
     folder = resolve_base_model(cfg.base_model, progress=progress)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
+    if not any(folder.glob("*.safetensors")):
+        refuse_pickled_weights(folder, "the base model")
 
     try:
         with quiet_hf_progress():  # a ~1 s load needs no "Loading weights" bar
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     except (ValueError, OSError, KeyError) as e:
         raise WorkbenchError(f"could not load base model {cfg.base_model!r} from {folder} "
                              f"({str(e).splitlines()[0][:200]})",

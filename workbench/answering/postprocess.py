@@ -17,7 +17,7 @@ from workbench.core.config import PromptConfig
 from workbench.core.language import DEFAULT_LANGUAGE, base_language, stopwords
 from workbench.core.records import Hit
 from workbench.core.text import WORD, is_abstention, normalize_answer, overlap_scores
-from workbench.corpus.chunking import split_sentences
+from workbench.corpus.chunking import get_splitter, split_sentences
 
 _CITE = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 
@@ -37,7 +37,6 @@ _LEADIN = re.compile(r"^\s*(?:the\s+(?:short\s+)?answer(?:\s+to\s+(?:this|the|yo
                      r"|\((?:[^()]*›[^()]*|[\w./-]+\.(?:md|txt|rst|html?))\)\s*|according\s+to\s+(?:the\s+)?passages?\s*"
                      r"(?:\[\d+\])?\s*,\s*)", re.I)
 _LIST = re.compile(r"^\s*(?:\d{1,2}[.)]\s+|[-*•]\s+)")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _ABBREV = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|St|Mt|No|Nr|Fig|approx|ca|vs|etc|Inc|Ltd|Co)\.|\b[A-Z]\.)$")
 
 
@@ -140,12 +139,7 @@ def clean_answer(text: str, question: str | None = None, passages: Sequence[str]
     line = lines[0] if lines else ""
     line = _CITE.sub("", line).replace("**", "").replace("__", "")
     line = _LEADIN.sub("", _PREFIX.sub("", _LIST.sub("", line)))
-    # first sentence only (but "Dr. Berg" and "v4.2" stay whole)
-    start = 0
-    for m in _SENTENCE_END.finditer(line):
-        if not _ABBREV.search(line[start:m.start()]):
-            line = line[: m.start()]
-            break
+    line = _first_sentence(line, language)
     line = " ".join(line.split()).strip(" \"'`“”‘’")
     line = line.rstrip(" .;:,") if not re.search(r"\b[A-Z]\.$|\.\.\.$", line) else line
     if question and cfg.strip_echo and not is_abstention(line):
@@ -155,6 +149,15 @@ def clean_answer(text: str, question: str | None = None, passages: Sequence[str]
         scores = overlap_scores(question or "", sents, language)
         ranked = [sents[i] for i in sorted(range(len(sents)), key=lambda i: -scores[i])]
         line = quantity_phrase(line, ranked, question or "", stopwords(language))
+    return line
+
+
+def _first_sentence(line: str, language: str) -> str:
+    """``line`` up to its second sentence, as chunking splits sentences (``split_sentences``), never cut
+    right after an abbreviation ("Dr. Berg", "approx. 40" stay whole)."""
+    for start, _ in get_splitter(language).split(line)[1:]:
+        if not _ABBREV.search(line[:start].rstrip()):
+            return line[:start]
     return line
 
 

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from workbench.answering.copying import CopySource, Source, source_text
 from workbench.answering.generate import Conversation, Generation, cut_at_stop
@@ -209,6 +209,21 @@ class RemoteGenerator:
     def describe(self) -> str:
         """``model @ base_url``, for reports."""
         return f"{self.model} @ {_base(self.model_cfg)}"
+
+    def with_config(self, gen_cfg: GenerateConfig) -> "RemoteGenerator":
+        """A generator over the same served model and tokenizer with other decoding settings."""
+        return RemoteGenerator(self.model_cfg, gen_cfg, self.model, self.tokenizer)
+
+    def stream(self, conversation: Conversation, stop: Sequence[str] = (), sources: Sequence[Source] | None = None,
+               stats: dict[str, Any] | None = None) -> Iterator[str]:
+        """The reply to one conversation as one piece (the server is asked without streaming); ``stats``, when
+        given, gets the reply's log-probabilities as ``Generator.stream`` fills them."""
+        (g,) = self.generate([conversation], stop=stop, sources=None if sources is None else [sources])
+        if stats is not None:
+            stats.update(logprobs=g.logprobs, copy_logprobs=g.copy_logprobs, abstain_logprob=g.abstain_logprob,
+                         copy_abstain_logprob=g.copy_abstain_logprob)
+        if g.text:
+            yield g.text
 
     def _payload(self, conversation: Conversation, stop: Sequence[str]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": conversation, "logprobs": True,

@@ -1,194 +1,32 @@
-"""What the app can offer: indices, adapters, runs and corpora found under the project's folders.
-
-Only direct children of ``paths.indices_dir()``, ``adapters_dir()``, ``runs_dir()`` and
-``project_root()/corpora`` that carry the right marker file are listed, and ``resolve`` accepts only a
-name from those lists, so no path typed or forged in the UI can reach anything else. Listing reads a
-few small JSON files and is not cached: an artifact that a build just finished appears on the next rerun.
+"""What the app can offer: the artifact catalogue (``workbench.core.catalogue``: indices, adapters, runs
+and corpora built in this project, resolved only by a listed name) and the base models the chat may load.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from workbench.core import paths
+from workbench.core.catalogue import (  # noqa: F401 - the app's pages read the one catalogue through here
+    Artifact,
+    corpora_dir,
+    is_empty_project,
+    list_adapters,
+    list_corpora,
+    list_indices,
+    list_runs,
+    resolve,
+)
 from workbench.core.config import DEFAULT_BASE_MODEL
-from workbench.core.errors import WorkbenchError
-from workbench.core.paths import QA_FILE
-
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-"""Artifact names the app accepts: no separators, no leading dot (temporary build folders are hidden)."""
-
-DOC_EXTENSIONS = {".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf"}
 
 
-@dataclass
-class Artifact:
-    """One selectable artifact.
-
-    Attributes:
-        kind: "index", "adapter", "run" or "corpus".
-        name: folder name (the only thing the UI passes around).
-        path: resolved folder, always inside its kind's parent folder.
-        info: the manifest (index/adapter), summary.json (run), or a few facts (corpus).
-    """
-
-    kind: str
-    name: str
-    path: Path
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        """One line saying what the artifact was built from."""
-        i = self.info
-        if self.kind == "index":
-            parts = [f"corpus {_short(i.get('corpus'))}", f"embedder {_short(i.get('embedder'))}"]
-            n = _first(i, "n_chunks", "chunks")
-            if n is not None:
-                parts.append(f"{n} chunks")
-        elif self.kind == "adapter":
-            parts = [f"{i.get('mode', '?')} on {_short(i.get('base_model'))}", f"corpus {_short(i.get('corpus'))}"]
-            if i.get("data_source"):
-                parts.append(f"data {i['data_source']}")
-        elif self.kind == "run":
-            parts = [f"corpus {_short(i.get('corpus'))}", f"{i.get('n_questions', '?')} questions",
-                     "systems " + ", ".join(i.get("systems") or {})]
-        else:
-            parts = [f"{i.get('n_documents', 0)} documents", "with qa.jsonl" if i.get("has_qa") else "no qa.jsonl"]
-        created = i.get("created")
-        if created:
-            parts.append(str(created)[:16].replace("T", " "))
-        return " · ".join(parts)
-
-
-def _first(d: dict, *keys: str) -> Any:
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None
-
-
-def _short(value: Any) -> str:
-    """A path or model id shortened to its last component (full values are in the manifest)."""
-    if value is None:
-        return "?"
-    s = str(value).rstrip("/")
-    return Path(s).name if "/" in s and Path(s).is_absolute() else s
-
-
-def corpora_dir() -> Path:
-    """The project's corpora folder (``project_root()/corpora``)."""
-    return paths.project_root() / "corpora"
-
-
-def _children(parent: Path) -> list[Path]:
-    if not parent.is_dir():
-        return []
-    root = parent.resolve()
-    out = []
-    for p in sorted(parent.iterdir()):
-        if not SAFE_NAME.match(p.name) or not p.is_dir():
-            continue
-        real = p.resolve()
-        if real.parent != root:  # a symlink pointing elsewhere is not offered
-            continue
-        out.append(real)
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _with_manifest(folder: Path, kind: str) -> list[Artifact]:
-    """Children of ``folder`` whose manifest.json is readable and of ``kind``."""
-    out = []
-    for p in _children(folder):
-        m = _read_json(p / "manifest.json")
-        if m is not None and m.get("kind", kind) == kind:
-            out.append(Artifact(kind, p.name, p, m))
-    return out
-
-
-def list_indices() -> list[Artifact]:
-    """Indices under ``indices/`` with a readable manifest of kind "index"."""
-    return _with_manifest(paths.indices_dir(), "index")
-
-
-def list_adapters() -> list[Artifact]:
-    """Fine-tuned models under ``adapters/`` with a readable manifest of kind "adapter"."""
-    return _with_manifest(paths.adapters_dir(), "adapter")
-
-
-def list_runs() -> list[Artifact]:
-    """Evaluation runs under ``runs/`` (folders with a summary.json), newest first."""
-    out = []
-    for p in _children(paths.runs_dir()):
-        s = _read_json(p / "summary.json")
-        if s is not None and isinstance(s.get("systems"), dict):
-            out.append(Artifact("run", p.name, p, s))
-    out.sort(key=lambda a: (str(a.info.get("created", "")), a.name), reverse=True)
-    return out
-
-
-def list_corpora() -> list[Artifact]:
-    """Corpus folders under ``corpora/`` holding at least one document."""
-    out = []
-    for p in _children(corpora_dir()):
-        n = _count_documents(p)
-        if n:
-            out.append(Artifact("corpus", p.name, p, {"n_documents": n, "has_qa": (p / QA_FILE).is_file()}))
-    return out
-
-
-def _count_documents(folder: Path, limit: int = 100_000) -> int:
-    n = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        n += sum(1 for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in DOC_EXTENSIONS)
-        if n >= limit:
-            break
-    return n
-
-
-LISTERS = {"index": list_indices, "adapter": list_adapters, "run": list_runs, "corpus": list_corpora}
-
-
-def resolve(kind: str, name: str) -> Artifact:
-    """The artifact of ``kind`` called ``name`` — only if it is one the app lists.
-
-    Raises:
-        WorkbenchError: unknown kind, a name that is not a plain folder name, or no such artifact.
-    """
-    if kind not in LISTERS:
-        raise WorkbenchError(f"unknown artifact kind {kind!r}", f"use one of {', '.join(LISTERS)}")
-    if not isinstance(name, str) or not SAFE_NAME.match(name):
-        raise WorkbenchError(f"{name!r} is not an artifact name", "pick one from the list")
-    for art in LISTERS[kind]():
-        if art.name == name:
-            return art
-    raise WorkbenchError(f"no {kind} named {name!r} in this project", "build it on the Build page")
-
-
-def is_empty_project() -> bool:
-    """True when nothing has been built yet (no index, adapter or run)."""
-    return not (list_indices() or list_adapters() or list_runs())
-
-
-def base_model_choices(adapters: list[Artifact] | None = None) -> list[str]:
+def base_model_choices(adapters: list[Artifact] | None = None, preset_model: str | None = None) -> list[str]:
     """Base models the chat can load: ``$WORKBENCH_BASE_MODEL`` (set by whoever starts the server), the
-    base models the adapters were trained on, and the embedded default. Never a path typed in the UI."""
+    preset's base model, the base models the adapters were trained on, and the embedded default. Never a
+    path typed in the UI."""
 
     out: list[str] = []
     env = os.environ.get("WORKBENCH_BASE_MODEL")
-    candidates = [env] + [a.info.get("base_model") for a in (adapters or []) if a.info.get("mode") != "scratch"]
+    candidates = [env, preset_model] + [a.info.get("base_model") for a in (adapters or [])
+                                        if a.info.get("mode") != "scratch"]
     for c in candidates + [DEFAULT_BASE_MODEL]:
         if c and str(c) not in out:
             out.append(str(c))

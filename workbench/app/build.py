@@ -34,6 +34,7 @@ from workbench.core.paths import safe_name
 from workbench.evaluation.systems import adapter_plan, resolve_systems
 from workbench.retrieval.index import default_index_name
 from workbench.training.adapters import default_adapter_name
+from workbench.training.trainset import synthesize_corpus
 
 CLI = [sys.executable, "-m", "workbench.cli"]
 """How builds invoke the workbench command line (tests point this at a stand-in)."""
@@ -243,7 +244,7 @@ def run_job(corpus: str, profile: str = "quick") -> tuple[str, list[str], list[s
         pass
     locks = [lock_name("index", default_index_name(art.path))]
     locks += [lock_name("adapter", default_adapter_name(art.path, m)) for m in modes]
-    return (f"full run on corpora/{art.name} (profile {profile})", ["run", str(art.path), "--profile", profile],
+    return (f"full run on corpora/{art.name} (preset {profile})", ["run", str(art.path), "--preset", profile],
             locks + [lock_name("run", safe_name(art.name))])
 
 
@@ -285,14 +286,43 @@ def build_buttons(key: str = "build") -> None:
         preset = st.selectbox("Preset", presets, key=f"{key}_preset")
         if st.button("Fine-tune", key=f"{key}_finetune", help="workbench finetune CORPUS --mode MODE"):
             _start(finetune_job(corpus, mode, preset))
+        synth_sample_panel(corpus, preset, key)
     with c3:
         st.markdown("**3. Everything** (index, fine-tune, evaluate)")
-        profile = st.selectbox("Profile", presets, key=f"{key}_profile")
-        if st.button("Full run", key=f"{key}_run", type="primary", help="workbench run CORPUS --profile PROFILE"):
+        profile = st.selectbox("Preset", presets, key=f"{key}_profile")
+        if st.button("Full run", key=f"{key}_run", type="primary", help="workbench run CORPUS --preset PRESET"):
             _start(run_job(corpus, profile))
     notice = st.session_state.pop("build_notice", None)
     if notice:
         (st.success if notice[0] == "success" else st.error)(notice[1])
+
+
+@st.cache_data(show_spinner="Synthesizing questions…", max_entries=4)
+def synth_sample(corpus: str, preset: str, n: int = 8) -> dict:
+    """A seeded sample of the questions fine-tuning would synthesize from ``corpus`` with ``preset`` (what
+    ``workbench synth`` writes), and the counts of the whole set."""
+    cfg = load_preset(preset)
+    made = synthesize_corpus(artifacts.resolve("corpus", corpus).path, cfg)
+    rows = [{"question": s.question, "answer": s.answer, "from sentence": s.sentence}
+            for s in made.sample(n, cfg.finetune.seed)]
+    return {"summary": made.summary(), "rows": rows}
+
+
+def synth_sample_panel(corpus: str, preset: str, key: str) -> None:
+    """Before a fine-tune: a sample of the questions synthesized from the corpus (used when its question
+    file has no train split; gold train questions are used where they exist)."""
+    with st.expander("Synthesized training questions (sample)"):
+        if not st.button("Show a sample", key=f"{key}_synth", help="workbench synth CORPUS --out FILE"):
+            return
+        try:
+            sample = synth_sample(corpus, preset)
+        except WorkbenchError as e:
+            st.error(str(e))
+            return
+        info = sample["summary"]
+        st.caption(f"{info['n_facts']} facts in {info['n_wordings']} questions ({info['backend']}, "
+                   f"{info['pipeline']}); used when the question file has no train split.")
+        st.dataframe(sample["rows"], hide_index=True)
 
 
 def empty_project_guide() -> None:

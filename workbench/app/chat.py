@@ -15,8 +15,9 @@ import streamlit as st
 from workbench.app import artifacts, engine
 from workbench.app.artifacts import Artifact
 from workbench.app.text import escape_markdown, highlight_overlap
-from workbench.core.config import GenerateConfig, RetrieveConfig
-from workbench.evaluation.abstention import latest_calibrators
+from workbench.core.config import RunConfig
+from workbench.core.errors import WorkbenchError
+from workbench.evaluation.abstention import calibrators_for
 from workbench.evaluation.systems import SYSTEMS
 
 HISTORY_KEY = "chat_history"
@@ -94,40 +95,61 @@ def sidebar() -> tuple[list[ChatSystem], str | None, engine.ChatSettings]:
         name = sb.selectbox(label, list(by_name), index=default, key=f"chat_adapter_{role}")
         sb.caption(escape_markdown(by_name[name].describe()))
         chosen[role] = name
-    bases = artifacts.base_model_choices(adapters)
+    try:
+        preset, cfg = engine.app_preset()
+    except WorkbenchError as e:
+        st.error(f"{e} (set ${engine.PRESET_ENV} to a shipped preset name or a YAML file)")
+        st.stop()
+    bases = artifacts.base_model_choices(adapters, cfg.model.base_model)
     base = sb.selectbox("Base model", bases, key="chat_base_model",
-                        help="The embedded default, the base models of the adapters, or $WORKBENCH_BASE_MODEL.")
+                        help="$WORKBENCH_BASE_MODEL, the preset's base model, the base models of the adapters, or "
+                             "the embedded default.")
     systems = available_systems(index, chosen)
     names = [s.name for s in systems]
     default = [n for n in ("base", "rag", "ft", "ft_rag") if n in names]
     picked = sb.multiselect("Systems", names, default=default, key="chat_systems")
 
     sb.subheader("Settings")
-    rdef, gdef = RetrieveConfig(), GenerateConfig()
+    sb.caption(escape_markdown(preset_line(preset, cfg)))
+    rdef, gdef = cfg.retrieve, cfg.generate
     k = sb.slider("Passages (k)", 1, 10, rdef.k, key="chat_k")
-    mode = sb.selectbox("Retrieval mode", ["hybrid", "dense", "sparse"], key="chat_mode")
+    modes = ["hybrid", "dense", "sparse"]
+    mode = sb.selectbox("Retrieval mode", modes, index=modes.index(rdef.mode) if rdef.mode in modes else 0,
+                        key="chat_mode")
     temperature = sb.slider("Temperature", 0.0, 1.5, float(gdef.temperature), 0.1, key="chat_temperature",
                             help="0 = greedy (deterministic).")
-    max_new = sb.number_input("Max new tokens", 4, 1024, max(gdef.max_new_tokens, 64), 8, key="chat_max_tokens")
+    max_new = sb.number_input("Max new tokens", 4, 1024, int(gdef.max_new_tokens), 8, key="chat_max_tokens")
     copy = sb.checkbox("Copy answers from passages", gdef.copy_spans, key="chat_copy",
                        help="RAG systems reply with a span of the retrieved passages' sentences closest to the "
                             "question (or \"I don't know\"), as in evaluation; off lets the model write freely.")
-    run, calibrators = latest_calibrators(index)
-    if run:
+    found = calibrators_for(index)
+    calibrators = found.calibrators
+    if calibrators:
         decline = sb.checkbox("Decline when confidence is low", True, key="chat_decline",
-                              help=f"Confidence and decline threshold of each system as calibrated by run {run} "
-                                   "(on questions it did not evaluate). Off: answers are never declined for "
-                                   "low confidence, and the confidence shown is the reply's mean token probability.")
+                              help="Each system's confidence and, where its calibration supports one, its decline "
+                                   "threshold, from the newest evaluation run on this index's content (on "
+                                   "questions it did not evaluate). Off: answers are never declined for low "
+                                   "confidence, and the confidence shown is the reply's mean token probability.")
         calibrators = calibrators if decline else {}
+        if decline:
+            sb.caption("  \n".join(escape_markdown(f"{s.name}: {found.note(s.name)}") for s in systems))
     else:
-        sb.caption("No evaluation run has calibrated confidences yet: answers show their raw confidence and are "
-                   "never declined for low confidence.")
+        sb.caption("No evaluation run on this index's content has calibrated confidences: answers show their raw "
+                   "confidence and are never declined for low confidence.")
     if sb.button("Clear chat history", key="chat_clear"):
         st.session_state[HISTORY_KEY] = {}
-    settings = engine.ChatSettings(base_model=base, k=int(k), mode=mode, temperature=float(temperature),
-                                   max_new_tokens=int(max_new), context_tokens=gdef.context_tokens,
-                                   copy_spans=bool(copy), calibrators=calibrators)
+    settings = engine.ChatSettings.from_preset(cfg, preset, base, k=int(k), mode=mode, temperature=float(temperature),
+                                               max_new_tokens=int(max_new), copy_spans=bool(copy),
+                                               calibrators=calibrators)
     return [s for s in systems if s.name in picked], index, settings
+
+
+def preset_line(preset: str, cfg: RunConfig) -> str:
+    """What the chat answers with by default, as one line: the preset and its answering settings."""
+    return (f"Preset {preset} (${engine.PRESET_ENV}): {cfg.generate.max_new_tokens} new tokens, temperature "
+            f"{cfg.generate.temperature:g}, k={cfg.retrieve.k} {cfg.retrieve.mode}, copy "
+            f"{'on' if cfg.generate.copy_spans else 'off'}, CPU dtype {cfg.model.cpu_dtype}, backend "
+            f"{cfg.model.backend}; the same settings evaluation uses.")
 
 
 # --- rendering -----------------------------------------------------------------------------------

@@ -1,17 +1,21 @@
 """Models, indices and retrievers for the app: loaded once per server process, shared by sessions.
 
-``st.cache_resource`` keeps one loaded model per (base model, adapter, device, dtype) and one retriever
-per index; a cache key also carries the artifact's manifest time, so a rebuilt artifact is
-loaded afresh instead of being served stale. Every loaded model carries its own ``threading.Lock``:
-generation on one model is serialised, so concurrent sessions neither crash nor interleave outputs,
-while different models still answer in parallel.
+Every setting comes from a preset (``$WORKBENCH_PRESET``, else ``quick``), the one evaluation and the
+command line read, and models load through the one loader (``workbench.answering.loader``), so a chat
+answer is the answer a run scores. ``st.cache_resource`` keeps one loaded model per (model settings,
+adapter) and one retriever per index; a cache key also carries the artifact's manifest time, so a
+rebuilt artifact is loaded afresh instead of being served stale. Every loaded model carries its own
+``threading.Lock``: generation on one model is serialised, so concurrent sessions neither crash nor
+interleave outputs, while different models still answer in parallel.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any, Iterator
 
@@ -19,27 +23,45 @@ import streamlit as st
 
 from workbench.answering.answer import finish, prepare
 from workbench.answering.confidence import Calibrator, apply_calibrator
-from workbench.answering.generate import Generator
-from workbench.answering.models import load_base_model
+from workbench.answering.loader import load_generator
 from workbench.answering.prompt import ANSWER_STOPS
 from workbench.app import artifacts
-from workbench.core.config import GenerateConfig, ModelConfig, PromptConfig
+from workbench.core.config import (
+    GenerateConfig,
+    ModelConfig,
+    PromptConfig,
+    RetrieveConfig,
+    RunConfig,
+    from_dict,
+    load_preset,
+    to_dict,
+)
 from workbench.core.errors import WorkbenchError
 from workbench.core.language import DEFAULT_LANGUAGE
 from workbench.retrieval.index import load_index
 from workbench.retrieval.retrieve import Retriever
-from workbench.training.adapters import load_finetuned
+
+PRESET_ENV = "WORKBENCH_PRESET"
+"""Environment variable naming the preset the app answers with (default ``quick``)."""
+DEFAULT_PRESET = "quick"
 
 
 @dataclass
 class LoadedModel:
-    """A model ready to generate, with the lock that serialises generation on it."""
+    """A generator from the one loader, with the lock that serialises generation on its model."""
 
-    model: Any
-    tokenizer: Any
+    generator: Any
     label: str
-    manifest: dict[str, Any] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model(self) -> Any:
+        """The loaded model (Inside reads its layers and logits)."""
+        return self.generator.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.generator.tokenizer
 
 
 @dataclass
@@ -51,24 +73,55 @@ class LoadedRetriever:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def app_preset() -> tuple[str, RunConfig]:
+    """The preset the app answers with: ``$WORKBENCH_PRESET`` (a shipped name or a YAML file), else ``quick``.
+
+    Raises:
+        WorkbenchError: an unknown preset name, or a preset file that does not load.
+    """
+    name = os.environ.get(PRESET_ENV) or DEFAULT_PRESET
+    return name, load_preset(name)
+
+
 @dataclass
 class ChatSettings:
-    """What the sidebar sets for one question."""
+    """What one question is answered with: the preset's settings, with the sidebar's choices applied.
 
-    base_model: str
-    k: int = 2
-    mode: str = "hybrid"
-    temperature: float = 0.0
-    max_new_tokens: int = 32
-    context_tokens: int = 2048
-    copy_spans: bool = True
-    device: str = "auto"
-    dtype: str = "auto"
+    Attributes:
+        model: base model, device, dtype, cpu_dtype and backend (the one loader reads them).
+        generate: reply budget, temperature, context budget, copy constraint.
+        retrieve: passages (k) and retrieval mode.
+        prompt: prompt and post-processing settings (the same ``RunConfig.prompt`` evaluation records).
+        calibrators: per system name, the calibrator of the newest evaluation run on the same index content
+            (``evaluation.abstention.calibrators_for``; declines only where its operating point is applied);
+            none: the raw confidence, nothing declined.
+        preset: the preset's name, shown on the page.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    """Prompt and post-processing settings (the same ``RunConfig.prompt`` evaluation records)."""
     calibrators: dict[str, Calibrator] = field(default_factory=dict)
-    """Per system name, the calibrator of the newest evaluation run (confidence and declines); none: the
-    raw confidence, nothing declined."""
+    preset: str = ""
+
+    @property
+    def base_model(self) -> str:
+        return self.model.base_model
+
+    @classmethod
+    def from_preset(cls, cfg: RunConfig, preset: str = "", base_model: str | None = None, **choices: Any
+                    ) -> "ChatSettings":
+        """The preset's settings with the sidebar's choices: ``base_model``, and any of ``k``, ``mode``
+        (retrieval), ``temperature``, ``max_new_tokens``, ``copy_spans`` (generation), ``calibrators``."""
+        gen_keys, ret_keys = {"temperature", "max_new_tokens", "copy_spans"}, {"k", "mode"}
+        unknown = set(choices) - gen_keys - ret_keys - {"calibrators"}
+        if unknown:
+            raise TypeError(f"unknown chat settings: {', '.join(sorted(unknown))}")
+        return cls(model=replace(cfg.model, base_model=base_model or cfg.model.base_model),
+                   generate=replace(cfg.generate, **{k: v for k, v in choices.items() if k in gen_keys}),
+                   retrieve=replace(cfg.retrieve, **{k: v for k, v in choices.items() if k in ret_keys}),
+                   prompt=cfg.prompt, calibrators=choices.get("calibrators") or {}, preset=preset)
 
 
 @dataclass
@@ -119,15 +172,10 @@ class Turn:
 # --- cached loading ------------------------------------------------------------------------------
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
-def _load_model(base_model: str, adapter: str | None, stamp: str, device: str, dtype: str) -> LoadedModel:
-    cfg = ModelConfig(base_model=base_model, device=device, dtype=dtype)
-    if adapter is None:
-        model, tokenizer = load_base_model(cfg)
-        return LoadedModel(model, tokenizer, label=base_model)
-
-    folder = artifacts.resolve("adapter", adapter).path
-    model, tokenizer, manifest = load_finetuned(str(folder), cfg)
-    return LoadedModel(model, tokenizer, label=adapter, manifest=manifest)
+def _load_model(model_settings: str, adapter: str | None, stamp: str) -> LoadedModel:
+    cfg = from_dict(ModelConfig, json.loads(model_settings), "model")
+    folder = None if adapter is None else artifacts.resolve("adapter", adapter).path
+    return LoadedModel(load_generator(cfg, adapter=folder), label=adapter or cfg.base_model)
 
 
 def get_model(settings: ChatSettings, adapter: str | None) -> LoadedModel:
@@ -140,24 +188,27 @@ def get_model(settings: ChatSettings, adapter: str | None) -> LoadedModel:
     if adapter is not None:
         art = artifacts.resolve("adapter", adapter)
         stamp = str(art.info.get("created", ""))
-    return _load_model(settings.base_model, adapter, stamp, settings.device, settings.dtype)
+    return _load_model(json.dumps(to_dict(settings.model), sort_keys=True), adapter, stamp)
 
 
 @st.cache_resource(show_spinner="Loading index…", max_entries=6)
-def _load_retriever(index: str, stamp: str) -> LoadedRetriever:
+def _load_retriever(index: str, stamp: str, retrieve_settings: str) -> LoadedRetriever:
     folder = artifacts.resolve("index", index).path
+    cfg = from_dict(RetrieveConfig, json.loads(retrieve_settings), "retrieve")
     # load the query embedder now, so the first question's retrieval time is not its loading time
-    return LoadedRetriever(Retriever(load_index(folder)).warm_up(), index)
+    return LoadedRetriever(Retriever(load_index(folder), cfg).warm_up(), index)
 
 
 def get_retriever(index: str) -> LoadedRetriever:
-    """The shared retriever over ``indices/INDEX`` (one per index; the mode is chosen per search).
+    """The shared retriever over ``indices/INDEX`` with the app preset's retrieval settings (one per index;
+    k and the mode are chosen per search).
 
     Raises:
         WorkbenchError: the index is not in this project, or it cannot be loaded.
     """
     art = artifacts.resolve("index", index)
-    return _load_retriever(index, str(art.info.get("created", "")))
+    cfg = to_dict(app_preset()[1].retrieve)
+    return _load_retriever(index, str(art.info.get("created", "")), json.dumps(cfg, sort_keys=True))
 
 
 # --- answering -----------------------------------------------------------------------------------
@@ -182,7 +233,7 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
         turn: the turn to fill (answer, hits, citations, timings).
         loaded: the model to answer with.
         retriever: passages source for rag systems, None for closed book.
-        settings: k, temperature, max new tokens, context budget, prompt settings.
+        settings: model, generation, retrieval and prompt settings.
 
     Yields:
         Pieces of the raw answer text.
@@ -191,17 +242,14 @@ def stream_answer(turn: Turn, loaded: LoadedModel, retriever: LoadedRetriever | 
     hits = None
     if retriever is not None:
         with retriever.lock:
-            hits = retriever.retriever.search(turn.question, k=settings.k, mode=settings.mode)
+            hits = retriever.retriever.search(turn.question, k=settings.retrieve.k, mode=settings.retrieve.mode)
         turn.retrieval_s = time.perf_counter() - t0
-    gen = Generator(loaded.model, loaded.tokenizer,
-                    GenerateConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                   batch_size=1, context_tokens=settings.context_tokens,
-                                   copy_spans=settings.copy_spans))
+    gen = loaded.generator.with_config(settings.generate)
     language = retriever.retriever.language if retriever is not None else DEFAULT_LANGUAGE
     embedder = retriever.retriever.embedder if retriever is not None else None
     with retriever.lock if retriever is not None else contextlib.nullcontext():  # the embedder is shared
-        p = prepare([turn.question], [hits], loaded.tokenizer, settings.context_tokens, settings.prompt,
-                    copy=settings.copy_spans, embedder=embedder, language=language)[0]
+        p = prepare([turn.question], [hits], gen.tokenizer, gen.cfg.context_tokens, settings.prompt,
+                    copy=gen.cfg.copy_spans, embedder=embedder, language=language)[0]
     turn.hits = [hit_dict(h) for h in p.hits]  # the passages in the prompt: [n] is hits[n-1]
     pieces: list[str] = []
     stats: dict[str, Any] = {}

@@ -37,7 +37,9 @@ class InsideSettings:
 
     @property
     def chat(self) -> engine.ChatSettings:
-        return engine.ChatSettings(base_model=self.base_model)
+        """The chat's settings (the app's preset) over this base model: Inside reads the models the chat loads."""
+        preset, cfg = engine.app_preset()
+        return engine.ChatSettings.from_preset(cfg, preset, self.base_model)
 
 
 def sidebar() -> InsideSettings:
@@ -45,7 +47,8 @@ def sidebar() -> InsideSettings:
     sb = st.sidebar
     sb.subheader("Models")
     adapters = [a for a in artifacts.list_adapters() if a.info.get("mode") != "scratch"]
-    base = sb.selectbox("Base model", artifacts.base_model_choices(adapters), key="inside_base_model")
+    preset_model = engine.app_preset()[1].model.base_model
+    base = sb.selectbox("Base model", artifacts.base_model_choices(adapters, preset_model), key="inside_base_model")
     indices = [a.name for a in artifacts.list_indices()]
     index = sb.selectbox("Index", indices, key="inside_index") if indices else None
     if index is None:

@@ -17,11 +17,13 @@ from workbench.app import artifacts
 from workbench.app.text import escape_markdown, highlight_overlap
 from workbench.core.records import read_jsonl
 from workbench.evaluation.abstention_report import abstention_sentences, abstention_table
-from workbench.update.report import UPDATE_PLOT, side_effects_section, update_section
+from workbench.evaluation.metrics import RIGHT_F1
+from workbench.evaluation.report import SUMMARY_COLUMNS, side_effects_section
+from workbench.evaluation.report import kind_table as report_kind_table
+from workbench.evaluation.report import summary_table as report_summary_table
+from workbench.update.report import UPDATE_PLOT, update_section
 
 PAGE_SIZE = 25
-F1_RIGHT = 0.5
-"""An answerable question counts as answered right at token F1 >= this, or when the answer contains a gold answer."""
 
 ALL, DISAGREE, A_NOT_B, UNANSWERABLE = ("All questions", "Systems disagree", "One right, other wrong",
                                         "Unanswerable")
@@ -86,47 +88,15 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-def _with_ci(value: Any, ci: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return f"{value:.3f}"
-
-
 def summary_table(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per system: answer metrics with their 95% intervals, abstention, latency, throughput."""
-    out = []
-    for name, s in summary.get("systems", {}).items():
-        ci = s.get("ci95") or {}
-        out.append({
-            "system": name,
-            "F1 [95% CI]": _with_ci(s.get("f1"), ci.get("f1")),
-            "EM [95% CI]": _with_ci(s.get("em"), ci.get("em")),
-            "contains [95% CI]": _with_ci(s.get("contains"), ci.get("contains")),
-            "abstains when unanswerable": _with_ci(s.get("abstain_unanswerable"), ci.get("abstain_unanswerable")),
-            "latency p50 / p95 (s)": f"{_fmt(s.get('latency_p50_s'), 2)} / {_fmt(s.get('latency_p95_s'), 2)}",
-            "tokens/s": _fmt(s.get("tokens_per_s"), 1),
-        })
-    return out
+    """The report's summary table (``workbench.evaluation.report.summary_table``), one dict per system."""
+    return [dict(zip(SUMMARY_COLUMNS, row)) for row in report_summary_table(summary)]
 
 
 def kind_table(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """F1 (answerable) or abstention (unanswerable) per kind and system."""
-    kinds: list[str] = []
-    for s in summary.get("systems", {}).values():
-        kinds += [k for k in (s.get("by_kind") or {}) if k not in kinds]
-    out = []
-    for kind in kinds:
-        row = {"kind": kind}
-        for name, s in summary.get("systems", {}).items():
-            b = (s.get("by_kind") or {}).get(kind) or {}
-            row["n"] = str(b.get("n", row.get("n", "")))
-            value = b.get("f1") if b.get("f1") is not None else b.get("abstain")
-            label = "F1" if b.get("f1") is not None else "abstain"
-            row[name] = "–" if value is None else f"{label} {value:.3f}"
-        out.append(row)
-    return out
+    """The report's kind table (``workbench.evaluation.report.kind_table``), one dict per kind."""
+    columns, rows = report_kind_table(summary)
+    return [dict(zip(columns, row)) for row in rows]
 
 
 def questions(rows: list[dict[str, Any]]) -> list[Question]:
@@ -143,11 +113,11 @@ def questions(rows: list[dict[str, Any]]) -> list[Question]:
 
 
 def is_right(row: dict[str, Any], answerable: bool) -> bool:
-    """Answered right: an answerable question with F1 >= ``F1_RIGHT`` or a contained gold answer; an
-    unanswerable question declined."""
+    """Answered right: an answerable question by the one right-answer rule (``metrics.RIGHT_F1``: a contained
+    gold answer or token F1 at least that); an unanswerable question declined."""
     if not answerable:
         return bool(row.get("abstained"))
-    return bool(row.get("contains")) or (row.get("f1") or 0.0) >= F1_RIGHT
+    return bool(row.get("contains")) or (row.get("f1") or 0.0) >= RIGHT_F1
 
 
 def filter_questions(qs: list[Question], how: str = ALL, kinds: list[str] | None = None,
@@ -225,9 +195,9 @@ def _render_question(q: Question, systems: list[str]) -> None:
             "declined" if r.get("abstained") else "answered anyway")
         conf = f" · confidence {r['confidence']:.2f}" if r.get("confidence") is not None else ""
         st.markdown(f"{mark} **{escape_markdown(s)}** ({scores}{conf}): {escape_markdown(r.get('prediction', ''))}")
-        if r.get("declined"):
-            st.caption(f"Declined ({escape_markdown(r['declined'])}); the answer would have been: "
-                       f"{escape_markdown(r.get('prediction_before_decline') or '')}")
+        if r.get("declined_at_operating_point"):
+            st.caption(f"The calibrated operating point would decline this answer "
+                       f"({escape_markdown(r['declined_at_operating_point'])}); it is scored as given above.")
         for h in r.get("retrieved") or []:
             head = f" › {escape_markdown(h.get('heading') or '')}" if h.get("heading") else ""
             st.caption(f"[{h.get('rank', '?')}] score {_fmt(h.get('score'), 4)} · "

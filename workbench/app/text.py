@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
+from workbench.core.language import DEFAULT_LANGUAGE, stopwords
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$:=^])")
 _CITATION = re.compile(r"\[\d{1,2}\]")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset("""a an and are as at be by for from has have in is it its of on or the to was were
-with that this which who what when where how i you not no don't do does did""".split())
 
 
 def escape_markdown(text: str) -> str:
@@ -26,10 +26,11 @@ def escape_markdown(text: str) -> str:
     return s.replace("\r\n", "\n").replace("\n", "  \n")
 
 
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of ``text`` that carry content (stop words and single letters dropped)."""
+def content_words(text: str, language: str = DEFAULT_LANGUAGE) -> set[str]:
+    """Lower-cased words of ``text`` that carry content (``language``'s stopwords and single letters dropped)."""
+    stop = stopwords(language)
     return {w for w in (m.group(0).lower() for m in _WORD.finditer(text))
-            if (len(w) > 1 or w.isdigit()) and w not in _STOP}
+            if (len(w) > 1 or w.isdigit()) and w not in stop}
 
 
 def highlight_overlap(passage: str, answer: str, max_chars: int | None = None) -> str:

@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 
 import typer
 
+from workbench.core.config import IngestConfig
 from workbench.core.errors import WorkbenchError
 
 # a transformers deprecation raised inside peft's own calls: nothing a user can act on
@@ -22,7 +23,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+PRESET_HELP = "Shipped preset name (quick, full, multilingual) or the path of a YAML preset file."
+
+
+def _print_version(value: bool) -> None:
+    """Print the installed version and exit (``workbench --version``)."""
+    if value:
+        from workbench import __version__
+
+        typer.echo(f"workbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """RAG vs fine-tuning workbench: build both from one corpus, score them side by side."""
 
 
 @contextlib.contextmanager
@@ -47,6 +68,20 @@ def user_errors() -> Iterator[None]:
         typer.echo(f"error: internal error ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                    f"the traceback is in {log} (please attach it to a bug report)", err=True)
         raise typer.Exit(1) from None
+
+
+def _preset_name(preset: str, profile: str | None) -> str:
+    """``--preset``, or ``--profile`` (its old name, kept hidden for a release) when only that was given.
+
+    Raises:
+        WorkbenchError: both given, naming different presets.
+    """
+    if profile is None or profile == preset:
+        return preset
+    if preset != "quick":
+        raise WorkbenchError(f"--preset {preset} and --profile {profile} disagree",
+                             "pass --preset only (--profile is its old name)")
+    return profile
 
 
 def _run_dir(name: str | None) -> Path | None:
@@ -80,19 +115,20 @@ def doctor(
 def ingest(
     corpus_dir: Path = typer.Argument(..., help="Corpus folder: .txt .md .rst .html files (recursively)."),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Chunks JSON Lines file [default: ./CORPUS_NAME.chunks.jsonl]."),
-    chunk_tokens: Optional[int] = typer.Option(None, help="Chunk budget in tokenizer tokens [default: 256]."),
-    overlap: Optional[int] = typer.Option(None, help="Tokens of whole sentences repeated between chunks "
-                                                     "[default: 32]."),
-    language: Optional[str] = typer.Option(None, help="spaCy language code for sentence splitting "
-                                                      "[default: en; xx = multi-language]."),
+        None, "--out", "-o", help="Chunks JSON Lines file (default: ./CORPUS_NAME.chunks.jsonl)."),
+    chunk_tokens: Optional[int] = typer.Option(
+        None, help=f"Chunk budget in tokenizer tokens (default: {IngestConfig.chunk_tokens})."),
+    overlap: Optional[int] = typer.Option(
+        None, help=f"Tokens of whole sentences repeated between chunks (default: {IngestConfig.overlap_tokens})."),
+    language: Optional[str] = typer.Option(
+        None, help=f"Corpus language: an ISO 639-1 code such as en or pt, or auto to detect it per document "
+                   f"(default: {IngestConfig.language})."),
     tokenizer: Optional[str] = typer.Option(None, help="Tokenizer the budget is counted in: default (the "
                                                        "embedded MiniLM's), whitespace, a folder or a hub id."),
 ):
     """Clean, deduplicate and chunk a corpus; write the chunks and print what was read, skipped and dropped."""
     with user_errors():
         from workbench.core.artifacts import write_json
-        from workbench.core.config import IngestConfig
         from workbench.corpus.ingest import (
             check_chunks_target,
             chunks_manifest,
@@ -125,7 +161,7 @@ def index(
                                            "all-MiniLM-L6-v2, a local folder, or a cached hub id."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Re-encode everything even if a current or "
                                  "reusable index exists."),
-    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Build or update indices/NAME/: chunks, embeddings, FAISS + BM25, manifest (only changed chunks re-encoded)."""
@@ -143,19 +179,21 @@ def index(
 def search(
     name: str = typer.Argument(..., help="Index name (under indices/) or folder."),
     query: str = typer.Argument(..., help="The question or keywords."),
-    k: int = typer.Option(5, "-k", "--k", help="Number of passages."),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid (BM25 + dense, fused by reciprocal rank), dense "
-                             "or sparse."),
+    k: Optional[int] = typer.Option(None, "-k", "--k", help="Number of passages (default: the preset's)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="hybrid (BM25 + dense, fused by reciprocal rank), "
+                                       "dense or sparse (default: the preset's)."),
     reranker: Optional[str] = typer.Option(None, "--reranker", help="Cross-encoder folder or cached hub id "
                                            "that reorders the candidates."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
 ):
     """Print the top-k chunks of an index for a query, with scores, document and heading."""
     with user_errors():
-        from workbench.core.config import RetrieveConfig
+        from workbench.core.config import load_preset, override
         from workbench.retrieval.index import load_index
         from workbench.retrieval.retrieve import Retriever, format_hits
 
-        retriever = Retriever(load_index(name, check_corpus=True), RetrieveConfig(mode=mode, k=k, reranker=reranker))
+        cfg = override(load_preset(preset), retrieve={"k": k, "mode": mode, "reranker": reranker})
+        retriever = Retriever(load_index(name, check_corpus=True), cfg.retrieve)
         typer.echo(format_hits(retriever.search(query)))
 
 
@@ -171,45 +209,79 @@ def ask(
     k: Optional[int] = typer.Option(None, "-k", "--k", help="Passages for rag / ft_rag (default: the preset's)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Reply budget in tokens."),
-    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
     decline: bool = typer.Option(True, "--decline/--no-decline", help="Decline (\"I don't know\") when the "
-                                 "answer's confidence is below the threshold the newest evaluation run calibrated "
-                                 "for this system; --no-decline shows the answer and its raw confidence."),
+                                 "answer's confidence is below the threshold of the newest evaluation run on the "
+                                 "same corpus and index content, where that run's calibration supports one; "
+                                 "--no-decline shows the answer and its raw confidence."),
 ):
     """Answer one question with one system; print the answer, its confidence, its sources and the latency."""
     with user_errors():
         from workbench.answering.answer import format_answer
         from workbench.answering.confidence import apply_calibrator
         from workbench.core.config import load_preset, override
-        from workbench.evaluation.abstention import latest_calibrators
+        from workbench.evaluation.abstention import calibrators_for
         from workbench.evaluation.systems import ask as ask_question
 
         cfg = override(load_preset(preset), model={"base_model": base or None},
-                       generate={"max_new_tokens": max_new_tokens or None}, retrieve={"k": k})
+                       generate={"max_new_tokens": max_new_tokens}, retrieve={"k": k})
         answer = ask_question(target, question, system, cfg, adapter=adapter)
-        run, calibrators = latest_calibrators(Path(target).name) if decline else (None, {})
-        if system in calibrators:
-            apply_calibrator([answer], calibrators[system])
-            typer.echo(f"(confidence calibrated by run {run})", err=True)
+        if decline:
+            found = calibrators_for(target)
+            apply_calibrator([answer], found.calibrators.get(system))
+            typer.echo(f"({found.note(system)})", err=True)
         typer.echo(format_answer(answer))
+
+# @@synth
+@app.command()
+def synth(
+    corpus_dir: Path = typer.Argument(..., help="Corpus folder (documents; its qa.jsonl is not read)."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write: one synthesized question a line, with its "
+                             "answer, source sentence, document and fact id."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
+    backend: Optional[str] = typer.Option(None, "--backend", help="rules, openai (a served model at --base-url) "
+                                          "or model (the base model); default: the preset's synth.backend."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (backend openai)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Served model name (backend openai)."),
+    wordings: Optional[int] = typer.Option(None, "--wordings", help="Questions per fact (default: the preset's)."),
+    sample: int = typer.Option(8, "--sample", help="Facts printed as a sample (0: none)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Write the questions fine-tuning would synthesize from a corpus, and print a sample of them."""
+    with user_errors():
+        from workbench.core.config import load_preset, override
+        from workbench.training.trainset import synthesize_corpus
+
+        cfg = override(load_preset(preset), synth={"backend": backend, "base_url": base_url, "model": model,
+                                                   "wordings": wordings})
+        made = synthesize_corpus(corpus_dir, cfg, out, progress=not quiet)
+        summary = made.summary()
+        typer.echo(f"{summary['n_facts']} facts in {summary['n_wordings']} questions ({made.backend}, "
+                   f"{made.pipeline}; {made.n_dropped} candidates dropped) -> {out}")
+        for s in made.sample(sample, cfg.finetune.seed):
+            typer.echo(f"  {s.question}  -> {s.answer}" if s.style == "wording" else
+                       f"- {s.question}  -> {s.answer}\n    from: {s.sentence[:160]}")
+
 
 # @@finetune
 @app.command()
 def finetune(
     corpus_dir: Path = typer.Argument(..., help="Corpus folder (documents + optional qa.jsonl)."),
-    mode: str = typer.Option("sft", "--mode", help="sft (LoRA on QA pairs), cpt (LoRA on the corpus text), "
-                             "raft (QA pairs with retrieved passages), scratch (small model from zero)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="sft (LoRA on QA pairs), cpt (LoRA on the corpus "
+                                       "text), raft (QA pairs with retrieved passages), scratch (small model from "
+                                       "zero) (default: the preset's finetune.mode)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: name, local folder, .gguf or hub id "
                                        "(default: the preset's)."),
     name: Optional[str] = typer.Option(None, "--name", help="Adapter name, a plain name (letters, digits, '.-_'); "
                                        "written to adapters/NAME (default CORPUS-MODE)."),
-    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
     qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl)."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--restart", help="--resume: continue the interrupted run "
-                                          "from its last checkpoint (fails if its settings changed); --restart: "
-                                          "discard its checkpoints. Default: continue it when its settings are "
-                                          "the same, else refuse."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run from its last checkpoint "
+                                "(fails if its settings changed). Default: continue it when its settings are the "
+                                "same, else refuse."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the interrupted run's checkpoints."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps (N >= 1; "
+                                            "default: the preset's epochs)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Retrain even if a current adapter exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
@@ -221,9 +293,15 @@ def finetune(
         from workbench.core.config import load_preset, override
         from workbench.training.finetune import finetune as run_finetune
 
+        if resume and restart:
+            raise WorkbenchError("--resume and --restart contradict each other", "give one of them, or neither")
+        if max_steps is not None and max_steps < 1:
+            raise WorkbenchError(f"--max-steps {max_steps}: give a number of optimizer steps >= 1",
+                                 "leave it out to train for the preset's epochs")
         cfg = override(load_preset(preset), finetune={"mode": mode, "max_steps": max_steps},
                        model={"base_model": base or None})
-        result = run_finetune(corpus_dir, cfg.finetune, cfg.model, name=name, qa_path=qa, resume=resume,
+        result = run_finetune(corpus_dir, cfg.finetune, cfg.model, name=name, qa_path=qa,
+                              resume=True if resume else False if restart else None,
                               progress=not quiet, run_cfg=cfg, rebuild=rebuild)
         typer.echo(result.summary())
 
@@ -243,7 +321,7 @@ def eval_(
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N eval questions."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name, a plain name; written to runs/NAME "
                                        "(default <corpus>-<time>)."),
-    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL of a judge "
                                             "model for faithfulness / relevancy / factual correctness."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (default: the "
@@ -268,8 +346,8 @@ def eval_(
 def run_(
     corpus_dir: Path = typer.Argument(..., help="Corpus folder (documents + qa.jsonl)."),
     qa: Optional[Path] = typer.Option(None, "--qa", help="Question file (default CORPUS_DIR/qa.jsonl)."),
-    profile: str = typer.Option("quick", "--profile", help="quick (CPU, embedded models) or full (GPU), or a "
-                                "preset YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
+    profile: Optional[str] = typer.Option(None, "--profile", hidden=True, help="Old name of --preset."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name, a plain name; written to runs/NAME "
                                        "(default <corpus>-<time>)."),
 ):
@@ -278,7 +356,7 @@ def run_(
         from workbench.cli.pipeline import run
         from workbench.core.config import load_preset
 
-        folder = run(corpus_dir, load_preset(profile), qa_path=qa, out=_run_dir(name))
+        folder = run(corpus_dir, load_preset(_preset_name(preset, profile)), qa_path=qa, out=_run_dir(name))
         typer.echo(str(folder))
 
 # @@update
@@ -296,8 +374,8 @@ def update_(
                                                   "questions (a seeded sample; default all)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name, a plain name: runs/NAME, indices/NAME, "
                                        "adapters/NAME-continue|-replay|-retrain (default <corpus>-update)."),
-    profile: str = typer.Option("quick", "--profile", help="quick (CPU, embedded models) or full (GPU), or a "
-                                "preset YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
+    profile: Optional[str] = typer.Option(None, "--profile", hidden=True, help="Old name of --preset."),
     no_side_effects: bool = typer.Option(False, "--no-side-effects", help="Skip the general-ability probe."),
 ):
     """When the documents change: re-index, continue or retrain, then score every system on unchanged, updated
@@ -308,7 +386,7 @@ def update_(
 
         ucfg = UpdateConfig(strategies=[s.strip() for s in strategies.split(",") if s.strip()], replay=replay,
                             invariant_limit=invariant_limit)
-        folder = update(corpus_dir, update_dir, load_preset(profile), ucfg, name=name,
+        folder = update(corpus_dir, update_dir, load_preset(_preset_name(preset, profile)), ucfg, name=name,
                         side_effects=not no_side_effects)
         typer.echo(str(folder))
 
@@ -476,22 +554,25 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (localhost only by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port (0: any free one; the URL is printed)."),
     index: Optional[str] = typer.Option(None, "--index", help="Indices to serve as rag:NAME (comma-separated "
-                                        "names or folders)."),
-    adapters: Optional[str] = typer.Option(None, "--adapters", help="Adapters to serve as ft:NAME (comma-separated)."),
-    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+                                        "names of indices built under indices/)."),
+    adapters: Optional[str] = typer.Option(None, "--adapters", help="Adapters to serve as ft:NAME (comma-separated "
+                                           "names of adapters built under adapters/)."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
     max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting or generating at once; more get 503."),
     api_key_env: str = typer.Option("WORKBENCH_API_KEY", "--api-key-env", help="Environment variable whose value "
-                                    "clients must send as 'Authorization: Bearer KEY' (unset: no key)."),
+                                    "clients must send as 'Authorization: Bearer KEY' (unset: no key; set but "
+                                    "empty: refused)."),
+    max_body_mb: float = typer.Option(1.0, "--max-body-mb", help="Largest request body in MB; larger ones get 413."),
 ):
     """Serve base, adapters and their RAG variants over an OpenAI-compatible API (/v1/chat/completions,
-    /v1/models, /v1/embeddings); concurrent requests are generated in one batch."""
+    /v1/models, /v1/embeddings, /health); concurrent requests are generated in one batch."""
     with user_errors():
         from workbench.core.config import load_preset
         from workbench.serving.pool import ModelPool
         from workbench.serving.serve import ServeConfig
         from workbench.serving.serve import serve as run_server
 
-        cfg = ServeConfig(host=host, port=port, max_queue=max_queue, api_key_env=api_key_env)
+        cfg = ServeConfig(host=host, port=port, max_queue=max_queue, api_key_env=api_key_env, max_body_mb=max_body_mb)
         run_server(ModelPool(load_preset(preset), _names(index), _names(adapters)), cfg)
 
 
@@ -502,7 +583,7 @@ def mcp(
                                   "(streamable HTTP at http://HOST:PORT/mcp)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface for --transport http."),
     port: int = typer.Option(8001, "--port", help="Port for --transport http."),
-    preset: str = typer.Option("quick", "--preset", help="Preset name (configs/NAME.yaml) or YAML file."),
+    preset: str = typer.Option("quick", "--preset", help=PRESET_HELP),
 ):
     """An MCP server for agents: tools search, ask, compare, list_artifacts and report over this project."""
     with user_errors():

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from workbench.answering.generate import Generator
-from workbench.answering.models import load_base_model, resolve_base_model
+from workbench.answering.loader import load_generator
+from workbench.answering.models import resolve_base_model
 from workbench.core.artifacts import human_size, leftovers, tree_size
 from workbench.core.config import CONFIG_DIR, DEFAULT_EMBEDDER, GenerateConfig, ModelConfig, load_preset
 from workbench.core.errors import WorkbenchError
@@ -121,10 +121,10 @@ def _base_model() -> Check:
     t0 = time.perf_counter()
     folder = resolve_base_model(cfg.base_model)  # converts the GGUF once
     t1 = time.perf_counter()
-    model, tokenizer = load_base_model(cfg, progress=False)
+    generator = load_generator(cfg, GenerateConfig(max_new_tokens=8), progress=False)
+    model = generator.model
     t2 = time.perf_counter()
-    gen = Generator(model, tokenizer, GenerateConfig(max_new_tokens=8)).generate(
-        [[{"role": "user", "content": "What is the capital of France?"}]])[0]
+    gen = generator.generate([[{"role": "user", "content": "What is the capital of France?"}]])[0]
     t3 = time.perf_counter()
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     convert = f"converted in {t1 - t0:.0f} s, " if t1 - t0 > 5 else ""

@@ -12,18 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from workbench.core.artifacts import write_json
 from workbench.core.config import RunConfig
 from workbench.core.console import Stages, stage_console
 from workbench.core.errors import WorkbenchError
 from workbench.corpus.qa import load_qa, split_items
-from workbench.evaluation.evaluate import ensure_index, evaluate, load_eval_items, run_folder
-from workbench.evaluation.report import verdict
+from workbench.evaluation.evaluate import ensure_index, load_eval_items, run_folder, run_lock, score_run, write_run
+from workbench.evaluation.report import SUMMARY_COLUMNS, kind_table, summary_table, verdict
 from workbench.evaluation.side_effects import side_effects
 from workbench.evaluation.systems import adapter_plan, resolve_systems
 from workbench.training.adapters import adapter_status, default_adapter_name
 from workbench.training.finetune import finetune
-from workbench.update.report import append_side_effects_report
 
 
 def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path | None = None,
@@ -46,7 +44,7 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
     corpus_dir = Path(corpus_dir)
     qa, eval_qs = load_eval_items(corpus_dir, qa_path, cfg.eval.limit)   # bad questions fail before any work
     specs = resolve_systems(cfg.eval.systems)
-    run_folder(corpus_dir, out)                                           # refuse a bad --out up front
+    folder = run_folder(corpus_dir, out)                                  # refuse a bad --out up front
     roles = {s.adapter for s in specs if s.adapter and s.build is None}
     plan = adapter_plan(cfg, roles)
     needs_index = any(s.retrieval and s.build is None for s in specs) or "raft" in plan.values()
@@ -102,70 +100,55 @@ def run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, out: Path
                 extra.setdefault("finetune_reused", {})[name] = res.reused
         stages.run("fine-tune", finetune_stage)
 
-    def eval_stage() -> Path:
-        extra["pipeline_s"] = round(time.perf_counter() - t_start, 2)
-        return evaluate(corpus_dir, cfg, qa_path=qa, index=index_name, out=out, progress=progress,
-                        extra_cost=extra, adapters=names)
-    folder = stages.run("evaluate", eval_stage)
+    with run_lock(folder):
+        def eval_stage() -> Any:
+            extra["pipeline_s"] = round(time.perf_counter() - t_start, 2)
+            return score_run(corpus_dir, cfg, qa_path=qa, index=index_name, out=folder, progress=progress,
+                             extra_cost=extra, adapters=names)
+        result = stages.run("evaluate", eval_stage)
 
-    if plan:
-        def side_effects_stage() -> None:
-            block = side_effects(cfg, names)
-            path = folder / "summary.json"
-            s = json.loads(path.read_text(encoding="utf-8"))
-            s["side_effects"] = block
-            write_json(path, s)
-            append_side_effects_report(folder, s)
-            for label, a in block["adapters"].items():
-                console.print(f"{label}: still answers {a['kept_right']} of the {block['n_kept']} general probe "
-                              f"questions the base model answers; perplexity {a['perplexity_change']:+.0%} vs base")
-        stages.run("side effects", side_effects_stage)
+        if plan:
+            def side_effects_stage() -> None:
+                block = side_effects(cfg, names)
+                result.summary["side_effects"] = block
+                for label, a in block["adapters"].items():
+                    console.print(f"{label}: still answers {a['kept_right']} of the {block['n_kept']} general "
+                                  f"probe questions the base model answers; perplexity "
+                                  f"{a['perplexity_change']:+.0%} vs base")
+            stages.run("side effects", side_effects_stage)
 
-    def report_stage() -> None:
-        console.print(f"report: {folder / 'report.md'}")
-        console.print(f"plots:  {', '.join(sorted(p.name for p in (folder / 'plots').glob('*.png')))}")
-    stages.run("report", report_stage)
-    _record_timings(folder, stages.timings)
+        def report_stage() -> None:
+            result.summary.setdefault("cost", {})["stages_s"] = {k: round(v, 2) for k, v in stages.timings.items()}
+            write_run(result)
+            console.print(f"report: {folder / 'report.md'}")
+            console.print(f"plots:  {', '.join(sorted(p.name for p in (folder / 'plots').glob('*.png')))}")
+        stages.run("report", report_stage)
     print_summary(folder, console)
     return folder
 
 
-def _record_timings(folder: Path, timings: dict[str, float]) -> None:
-    """Add the stage timings to summary.json's cost block (a small atomic rewrite)."""
-
-    path = folder / "summary.json"
-    s = json.loads(path.read_text(encoding="utf-8"))
-    s.setdefault("cost", {})["stages_s"] = {k: round(v, 2) for k, v in timings.items()}
-    write_json(path, s)
-
-
 def print_summary(folder: Path, console: Any = None) -> None:
-    """The run's summary table and verdict in the terminal (rich)."""
+    """The run's summary table (the report's) and verdict in the terminal (rich)."""
+    from rich.markup import escape
     from rich.table import Table
 
 
     console = console or stage_console()
     s = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
     table = Table(title=f"{s['n_questions']} eval questions — {Path(s['corpus']).name}")
-    for col in ("system", "F1", "95% CI", "EM", "contains", "declines unans.", "p50 latency", "tok/s"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    kinds = sorted({k for b in s["systems"].values() for k, v in b.get("by_kind", {}).items()
-                    if v.get("f1") is not None})
-    for k in kinds:
-        table.add_column(f"F1 {k}", justify="right")
-
-    def f(x: Any, pct: bool = False) -> str:
-        return "–" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:.2f}")
-
-    for name, b in s["systems"].items():
-        ci = b.get("ci95", {}).get("f1")
-        row = [name, f(b["f1"]), f"{f(ci[0])}–{f(ci[1])}" if ci else "–", f(b["em"]),
-               f(b["contains"]), f(b.get("abstain_unanswerable"), True),
-               f"{b['latency_p50_s']:.2f} s" if b.get("latency_p50_s") is not None else "–",
-               f"{b['tokens_per_s']:.0f}" if b.get("tokens_per_s") is not None else "–"]
-        row += [f(b.get("by_kind", {}).get(k, {}).get("f1")) for k in kinds]
-        table.add_row(*row)
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="left" if col in ("system", "weights") else "right")
+    for row in summary_table(s):
+        table.add_row(*(escape(c) for c in row))
     console.print(table)
+    columns, rows = kind_table(s)
+    if rows:
+        kinds = Table(title="by kind of question")
+        for col in columns:
+            kinds.add_column(escape(col), justify="left" if col == columns[0] else "right")
+        for row in rows:
+            kinds.add_row(*(escape(c) for c in row))
+        console.print(kinds)
     for line in verdict(s):
         console.print(_rich_markup(line))
     console.print(f"\nrun folder: {folder}  (report.md, summary.json, results.jsonl, plots/)")

@@ -1,1 +1,3 @@
-"""Core: errors, paths and artifact names, typed configs and presets, shared records, atomic artifacts and manifests, locks, text and language helpers, model files on disk (hub), plot helpers. Imports nothing else of the project."""
+"""Core: errors, paths and artifact names, the artifact catalogue, typed configs and presets, shared records,
+atomic artifacts and manifests, locks, cost measures, text and language helpers, model files on disk (hub),
+plot helpers. Imports nothing else of the project."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.locks import artifact_lock
 
 MANIFEST = "manifest.json"
 
@@ -41,6 +42,32 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(Path(folder))
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it where /proc says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:  # pragma: no cover - no /proc (macOS, Windows)
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _readable_like_any_file(root: Path) -> None:
+    """Give every file under ``root`` the permissions a newly created file gets (``0666 & ~umask``).
+
+    Libraries that write through a private temporary file (safetensors weights via transformers and PEFT)
+    leave mode 0600, which other users and tools serving the artifact cannot read.
+    """
+    mode = 0o666 & ~_umask()
+    for f in [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        current = f.stat().st_mode & 0o777
+        if current != mode | (current & 0o111):  # executable bits kept
+            os.chmod(f, mode | (current & 0o111))
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling path for a file; fsync it and rename it onto ``final`` only on success."""
@@ -49,6 +76,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
+        _readable_like_any_file(tmp)
         _fsync_file(tmp)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
@@ -60,14 +88,17 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def owned_by_workbench(folder: Path, kind: str) -> bool:
     """Whether ``folder`` is an artifact of ``kind`` that the workbench wrote (its manifest says so).
 
-    Run folders written before runs had a manifest are recognised by their ``summary.json``.
+    A ``manifest.json`` that is not a JSON object marks a damaged artifact, which a rebuild may replace. Run folders
+    written before runs had a manifest are recognised by their ``summary.json``.
     """
     folder = Path(folder)
     try:
         m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        if isinstance(m, dict) and m.get("kind") == kind:
+        if not isinstance(m, dict) or m.get("kind") == kind:  # not an object: damaged, --rebuild replaces it
             return True
-    except (OSError, ValueError):
+    except ValueError:  # not JSON: a damaged artifact too
+        return True
+    except OSError:
         pass
     return kind == "run" and (folder / "summary.json").is_file() and (folder / "results.jsonl").is_file()
 
@@ -97,6 +128,17 @@ def leftovers(root: Path, name: str | None = None) -> list[Path]:
                   if (m := _LEFTOVER.fullmatch(p.name)) and (name is None or m.group("name") == name))
 
 
+def _restore_previous(final: Path) -> str | None:
+    """Put the newest ``.NAME.old-*`` back as ``NAME`` when ``NAME`` is missing; a line saying so, or None."""
+    olds = sorted((p for p in leftovers(final.parent, final.name)
+                   if _LEFTOVER.fullmatch(p.name).group("what") == "old" and p.is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+    if not olds or final.exists() or final.is_symlink():
+        return None
+    os.replace(olds[-1], final)
+    return f"restored {final.name} from {olds[-1].name} (a build was killed while swapping it)"
+
+
 def recover_leftovers(final: Path) -> list[str]:
     """Tidy up after a killed build of ``final`` (call it holding the artifact's lock).
 
@@ -107,14 +149,9 @@ def recover_leftovers(final: Path) -> list[str]:
         One line per thing done, for the user.
     """
     final = Path(final)
-    done = []
-    found = leftovers(final.parent, final.name)
-    olds = sorted((p for p in found if _LEFTOVER.fullmatch(p.name).group("what") == "old" and p.is_dir()),
-                  key=lambda p: p.stat().st_mtime)
-    if olds and not final.exists() and not final.is_symlink():
-        os.replace(olds[-1], final)  # the newest previous artifact
-        done.append(f"restored {final.name} from {olds[-1].name} (a build was killed while swapping it)")
-    for p in found:
+    restored = _restore_previous(final)
+    done = [restored] if restored else []
+    for p in leftovers(final.parent, final.name):
         if not (p.exists() or p.is_symlink()):  # the one just restored
             continue
         if p.is_dir():
@@ -123,6 +160,23 @@ def recover_leftovers(final: Path) -> list[str]:
             p.unlink(missing_ok=True)
         done.append(f"removed {p.name} (left by a killed build)")
     return done
+
+
+def restore_interrupted_build(final: Path, kind: str) -> None:
+    """Before reading ``final``: put back the previous artifact that a build killed between its two renames
+    left as ``.NAME.old-*``, so it stays loadable (the next build clears the other leftovers).
+
+    Nothing is done while a build of ``final`` holds its lock: that build is between its renames right now
+    and completes the swap itself.
+    """
+    final = Path(final)
+    if final.exists() or final.is_symlink() or not leftovers(final.parent, final.name):
+        return
+    try:
+        with artifact_lock(kind, final.name):
+            _restore_previous(final)
+    except WorkbenchError:  # the lock is held (a build is running), or the folder's name takes no lock
+        return
 
 
 def tree_size(path: Path) -> int:
@@ -172,6 +226,7 @@ def atomic_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
         yield tmp
         if kind is not None:
             check_replaceable(final, kind)
+        _readable_like_any_file(tmp)
         _fsync_tree(tmp)
         old = None
         if final.exists():
@@ -254,8 +309,10 @@ def read_manifest(folder: Path, kind: str, format_version: int) -> dict[str, Any
                              f"build it with `workbench {'index' if kind == 'index' else 'finetune'}`")
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise WorkbenchError(f"{path} is corrupt", "rebuild it with --rebuild") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        m = None
+    if not isinstance(m, dict):
+        raise WorkbenchError(f"{path} is corrupt (not a JSON object)", "rebuild it with --rebuild")
     if m.get("kind") != kind:
         raise WorkbenchError(f"{folder} holds a {m.get('kind')!r}, not a {kind}", "check the name")
     if m.get("format_version") != format_version:

@@ -1,4 +1,4 @@
-"""Typed, grouped configuration for every stage, and YAML presets (``configs/*.yaml``).
+"""Typed, grouped configuration for every stage, and the shipped YAML presets (``workbench/core/presets/*.yaml``).
 
 Each stage function takes its own dataclass; ``RunConfig`` groups them for ``workbench run`` and the
 presets. Unknown keys in a preset are an error, so a typo never silently falls back to a default.
@@ -17,7 +17,8 @@ from workbench.core.errors import WorkbenchError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"
+"""The presets that ship inside the package (package data, so a wheel install has them too)."""
 
 
 @dataclass
@@ -253,8 +254,10 @@ class FinetuneConfig:
     epochs: float = 3.0
     max_steps: int = -1
     """If > 0, overrides epochs."""
-    learning_rate: float = 2e-4
-    batch_size: int = 8
+    learning_rate: float = 2e-3
+    """LoRA peak learning rate; a high rate and small batches memorise the demo's facts in three passes
+    (the ``quick`` preset records the measurements)."""
+    batch_size: int = 4
     grad_accum: int = 1
     warmup_ratio: float = 0.05
     max_seq_len: int = 256
@@ -266,20 +269,13 @@ class FinetuneConfig:
     Never applies on CUDA/MPS (``model.dtype`` decides there)."""
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     target_modules: str = "all-linear"
     synthesize: str = "auto"
     """auto (only when the QA file has no train split), always, or never."""
-    synth_generator: str = "rules"
-    """rules (spaCy spans -> questions and cloze prompts) or llm (synth_endpoint, else the base model)."""
-    synth_endpoint: str | None = None
-    """OpenAI-compatible base URL for synth_generator: llm (key from $OPENAI_API_KEY); None = base model."""
-    synth_model: str | None = None
-    """Model name sent to synth_endpoint."""
-    synth_per_chunk: int = 4
-    """Answer spans (rules) or QA pairs (llm) synthesized per chunk."""
-    paraphrases: int = 3
-    """Extra rule-based rewordings added per training question (0 = none)."""
+    paraphrases: int = 0
+    """Extra rule-based rewordings added per gold training question (0 = none); synthesized questions get
+    ``synth.wordings`` instead."""
     anchor_questions: int = 0
     """Per trained fact, questions synthesized from the document sentence holding its answer."""
     raft_passages: int = 2
@@ -287,7 +283,7 @@ class FinetuneConfig:
     raft_distractor_only: float = 0.2
     """RAFT: share of examples whose passages leave out the gold one."""
     heldout_fraction: float = 0.05
-    save_steps: int = 200
+    save_steps: int = 50
     seed: int = 0
     # training from scratch
     scratch_vocab_size: int = 4096
@@ -303,8 +299,6 @@ class FinetuneConfig:
             raise WorkbenchError(f"unknown fine-tuning mode {self.mode!r}", "use sft, cpt, raft or scratch")
         if self.synthesize not in {"auto", "always", "never"}:
             raise WorkbenchError(f"unknown synthesize={self.synthesize!r}", "use auto, always or never")
-        if self.synth_generator not in {"rules", "llm"}:
-            raise WorkbenchError(f"unknown synth_generator={self.synth_generator!r}", "use rules or llm")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_seq_len < 16:
             raise WorkbenchError("batch_size and grad_accum must be >= 1 and max_seq_len >= 16", "fix the preset")
         if not 0 <= self.heldout_fraction < 0.5 or not 0 <= self.raft_distractor_only <= 1:
@@ -312,14 +306,52 @@ class FinetuneConfig:
                                  "fix the preset")
         if self.epochs <= 0 or self.learning_rate <= 0 or self.scratch_learning_rate <= 0:
             raise WorkbenchError("epochs and the learning rates must be > 0", "fix the preset")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise WorkbenchError(f"max_steps={self.max_steps}: use a number of steps >= 1, or -1 to train for epochs",
+                                 "fix the preset")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:
             raise WorkbenchError("warmup_ratio and lora_dropout must be in [0, 1)", "e.g. warmup_ratio: 0.05")
-        small = [k for k in ("lora_r", "lora_alpha", "save_steps", "synth_per_chunk", "raft_passages",
+        small = [k for k in ("lora_r", "lora_alpha", "save_steps", "raft_passages",
                              "scratch_vocab_size", "scratch_hidden_size", "scratch_layers", "scratch_heads")
                  if getattr(self, k) < 1]
         if small or self.paraphrases < 0 or self.anchor_questions < 0 or self.scratch_pretrain_epochs <= 0:
             raise WorkbenchError(f"{', '.join(small) or 'paraphrases, anchor_questions or scratch_pretrain_epochs'}"
                                  " out of range", "counts must be >= 1 (paraphrases, anchor_questions >= 0)")
+
+
+@dataclass
+class SynthConfig:
+    """How training questions are synthesized from the corpus when it has no train split."""
+
+    backend: str = "rules"
+    """rules (spaCy spans -> fronted questions, no model), openai (a served model at ``base_url`` writes
+    questions and paraphrases: Ollama, vLLM, llama.cpp server, ``workbench serve``) or model (the base model)."""
+    per_chunk: int = 4
+    """Facts (answer spans, or a model's question-answer pairs) synthesized per chunk."""
+    wordings: int = 3
+    """Questions per synthesized fact: the first plus rewordings (frames, wh-variants, synonym swaps, moved
+    phrases; a model's paraphrases). 1 = one question per fact."""
+    max_words: int = 20
+    """Length limit of a synthesized question in words (longer ones are dropped)."""
+    base_url: str | None = None
+    """backend openai: the server's OpenAI-compatible base URL (e.g. http://localhost:11434/v1)."""
+    model: str | None = None
+    """backend openai: the model name to request (None: the server's first listed model)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """backend openai: environment variable holding the API key (unset: no key sent)."""
+    timeout_s: float = 120.0
+    """backend openai: seconds to wait for one reply."""
+
+    def __post_init__(self):
+        if self.backend not in {"rules", "openai", "model"}:
+            raise WorkbenchError(f"unknown synth backend {self.backend!r}", "use rules, openai or model")
+        if self.backend == "openai" and not self.base_url:
+            raise WorkbenchError("synth.backend openai needs synth.base_url",
+                                 "set synth.base_url to the server's /v1 URL, e.g. http://localhost:11434/v1")
+        if self.per_chunk < 1 or self.wordings < 1:
+            raise WorkbenchError("synth.per_chunk and synth.wordings must be >= 1", "e.g. per_chunk 4, wordings 3")
+        if self.max_words < 5 or self.timeout_s <= 0:
+            raise WorkbenchError("synth.max_words must be >= 5 and synth.timeout_s > 0", "e.g. max_words 20")
 
 
 @dataclass
@@ -335,18 +367,30 @@ class EvalConfig:
     """OpenAI-compatible endpoint for judge-based ragas metrics; None skips them."""
     judge_model: str | None = None
     abstain: str = "calibrated"
-    """When a system declines: "calibrated" (its own "I don't know", and any reply whose calibrated confidence
-    is below the threshold fitted on calibration questions), "model" (only its own "I don't know") or "never"
-    (copy-constrained systems are not offered the abstention phrase; nothing is declined for low confidence)."""
-    abstain_target: str = "overall_f1"
-    """What the decline threshold is chosen for, on the calibration questions: "overall_f1" (SQuAD 2.0's
-    overall F1, a correct decline scoring 1) or "precision" (the lowest threshold whose answers are right at
-    least ``min_precision`` of the time)."""
+    """When a system declines: "calibrated" (its own "I don't know", and, where the calibration set supports
+    it, any reply whose calibrated confidence is below the operating point's threshold), "model" (only its own
+    "I don't know") or "never" (copy-constrained systems are not offered the abstention phrase). Accuracy
+    (``systems.*.f1``) always scores every answer; the operating point is reported on its own."""
+    abstain_target: str = "answerable_declined"
+    """What the decline threshold is chosen for, on the calibration questions: "answerable_declined" (the
+    highest threshold that declines at most ``max_answerable_declined`` of the answerable questions) or
+    "precision" (the lowest threshold whose answers are right at least ``min_precision`` of the time)."""
+    max_answerable_declined: float = 0.1
+    """The share of answerable questions the "answerable_declined" target lets the threshold decline."""
     min_precision: float = 0.8
     """The precision the "precision" target asks for."""
     calibration_questions: int = 48
-    """Questions each system answers to fit its calibrator: never eval questions (train split, else
-    synthesized from the corpus), a share of them made unanswerable (``workbench.evaluation.unanswerable``)."""
+    """At most this many questions each system answers to fit its calibrator: never eval questions (train
+    split, else synthesized from the corpus), a share of them made unanswerable (``workbench.evaluation.unanswerable``)."""
+    calibration_budget: float = 0.1
+    """Calibration questions are cut to at most this share of all questions a system answers (eval plus
+    calibration), so calibration costs about this share of answering time; never below
+    2 x ``calibration_min_each``, the fewest that could pass the rule."""
+    calibration_min_each: int = 10
+    """A calibrated threshold is applied only when a system's calibration answers hold at least this many
+    right and this many wrong answers (and its gain holds under cross-validation)."""
+    calibration_folds: int = 5
+    """Folds of the cross-validation that checks a threshold's gain out of sample on the calibration set."""
     calibration_unanswerable: float = 0.33
     """Share of the calibration questions made unanswerable (an entity changed into one the corpus lacks)."""
     unanswerable_prior: float = 0.2
@@ -357,8 +401,17 @@ class EvalConfig:
     def __post_init__(self):
         if self.abstain not in {"calibrated", "model", "never"}:
             raise WorkbenchError(f"unknown abstain mode {self.abstain!r}", "use calibrated, model or never")
-        if self.abstain_target not in {"overall_f1", "precision"}:
-            raise WorkbenchError(f"unknown abstain_target {self.abstain_target!r}", "use overall_f1 or precision")
+        if self.abstain_target not in {"answerable_declined", "precision"}:
+            raise WorkbenchError(f"unknown abstain_target {self.abstain_target!r}",
+                                 "use answerable_declined or precision")
+        if not 0.0 <= self.max_answerable_declined < 1.0:
+            raise WorkbenchError(f"max_answerable_declined={self.max_answerable_declined} is outside [0, 1)",
+                                 "use e.g. 0.1")
+        if not 0.0 < self.calibration_budget < 1.0:
+            raise WorkbenchError(f"calibration_budget={self.calibration_budget} is outside (0, 1)", "use e.g. 0.1")
+        if self.calibration_min_each < 1 or self.calibration_folds < 2:
+            raise WorkbenchError("calibration_min_each must be >= 1 and calibration_folds >= 2",
+                                 "use e.g. 10 and 5")
         if not 0.0 < self.min_precision <= 1.0:
             raise WorkbenchError(f"min_precision={self.min_precision} is outside (0, 1]", "use e.g. 0.8")
         if self.calibration_questions < 8:
@@ -386,6 +439,7 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -521,7 +575,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def load_preset(name_or_path: str | Path) -> RunConfig:
-    """Load a preset by name (``configs/NAME.yaml``) or path.
+    """Load a shipped preset by name (``quick`` is ``CONFIG_DIR/quick.yaml``) or any YAML file by path.
 
     Raises:
         WorkbenchError: the preset does not exist or holds unknown keys.

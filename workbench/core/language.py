@@ -33,6 +33,8 @@ _STOP_EN = frozenset(
     "our we us you your i me my they them their he she his her has have had can could may might must shall should "
     "will would into onto about after before over under up down out off each any all some no not per also".split())
 """English function words (answer cleaning and copy starts were measured with this list on the demo)."""
+ARTICLES_EN = frozenset({"a", "an", "the"})
+"""English articles: SQuAD answer normalisation and the training leakage guard drop them."""
 
 _QUESTION_WORDS = {
     "pt": "onde aonde quais quanto quanta quantos quantas porque porquê cujo cuja cujos cujas qual quem quando "

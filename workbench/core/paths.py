@@ -21,7 +21,24 @@ ARTIFACT_DIRS = {"index": "indices", "adapter": "adapters", "run": "runs"}
 
 
 def project_root() -> Path:
-    return Path(os.environ.get("WORKBENCH_HOME") or Path.cwd()).resolve()
+    """The folder holding ``indices/``, ``adapters/`` and ``runs/``: ``WORKBENCH_HOME``, else the current one.
+
+    Raises:
+        WorkbenchError: ``WORKBENCH_HOME`` names a file (a missing folder is fine: builds create it).
+    """
+    home = os.environ.get("WORKBENCH_HOME")
+    if not home:
+        return Path.cwd().resolve()
+    root = Path(home).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise WorkbenchError(f"WORKBENCH_HOME={home} is a file, not a folder",
+                             "point WORKBENCH_HOME at the project folder (it is created when missing)")
+    return root
+
+
+def is_name(name: object) -> bool:
+    """Whether ``name`` is a plain artifact name (see ``NAME_RULE``): the one name rule."""
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_name(name: str, kind: str = "artifact") -> str:
@@ -30,7 +47,7 @@ def check_name(name: str, kind: str = "artifact") -> str:
     Raises:
         WorkbenchError: a path, ``..``, an empty or hidden name, or a character outside the rule.
     """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    if not is_name(name):
         where = f"; it always goes under the project's {ARTIFACT_DIRS[kind]}/ folder" if kind in ARTIFACT_DIRS else ""
         raise WorkbenchError(f"invalid {kind} name {name!r}: a name must be {NAME_RULE}{where}",
                              f"pass a name such as my-{kind}")
@@ -50,6 +67,20 @@ def artifact_dir(kind: str, name: str) -> Path:
         WorkbenchError: ``name`` is not a plain name.
     """
     return project_root() / ARTIFACT_DIRS[kind] / check_name(name, kind)
+
+
+def artifact_path(kind: str, name_or_dir: str | Path) -> Path:
+    """The folder of an artifact to read: a path as given (a path, never a plain name; builds never write
+    there), else ``artifact_dir(kind, name)``.
+
+    Raises:
+        WorkbenchError: neither a path nor a plain name.
+    """
+    s = str(name_or_dir)
+    p = Path(s).expanduser()
+    if p.is_absolute() or "/" in s or "\\" in s or s.startswith("~"):
+        return p
+    return artifact_dir(kind, s)
 
 
 def qa_path(corpus_dir: Path | str | None, given: Path | str | None = None) -> Path | None:

@@ -66,25 +66,39 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSON Lines file (blank lines skipped).
+    """Yield the JSON objects of a JSON Lines file (blank lines skipped): the one JSON Lines reader.
 
     Raises:
-        WorkbenchError: on a malformed line, naming the file and line number.
+        WorkbenchError: a line that is not UTF-8, not JSON or not an object, naming the file and line number.
     """
+    for _, obj in numbered_jsonl(path):
+        yield obj
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+
+def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON Lines file (a UTF-8 BOM is allowed).
+
+    Raises:
+        WorkbenchError: as ``read_jsonl``.
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise WorkbenchError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start + 1} of the line)",
+                                     "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise WorkbenchError(
-                    f"{path}:{lineno}: malformed JSON ({e.msg})", "fix or remove that line"
-                ) from None
+                raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({e.msg})", "fix or remove that line") from None
             if not isinstance(obj, dict):
                 raise WorkbenchError(f"{path}:{lineno}: expected a JSON object", "fix that line")
-            yield obj
+            yield lineno, obj
 
 
 def read_chunks(path: Path) -> list[Chunk]:

@@ -8,7 +8,7 @@ import string
 import unicodedata
 from typing import Sequence
 
-from workbench.core.language import DEFAULT_LANGUAGE, content_terms
+from workbench.core.language import ARTICLES_EN, DEFAULT_LANGUAGE, content_terms
 
 MONTHS = frozenset(
     "january february march april may june july august september october november december "
@@ -27,7 +27,7 @@ UNITS = frozenset(
 ABSTAIN = "I don't know"
 """What a model is asked to reply when the passages (or its memory) do not hold the answer."""
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ARTICLES = re.compile(r"\b(" + "|".join(sorted(ARTICLES_EN)) + r")\b")
 _ASCII_PUNCT = set(string.punctuation)
 
 

@@ -60,7 +60,8 @@ def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]
     """The documents of a corpus per the corpus contract, and the files that are not documents.
 
     Documents are files under ``corpus_dir`` (recursively) with a supported extension; hidden files and
-    folders are ignored, and ``qa.jsonl`` at the root is never a document.
+    folders are ignored, and ``qa.jsonl`` at the root is never a document. Linked folders are not followed,
+    and a linked file is read only when its target lies inside the corpus folder (both are listed as skipped).
 
     Args:
         corpus_dir: the corpus folder.
@@ -72,6 +73,7 @@ def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]
         WorkbenchError: the folder does not exist or is not a directory.
     """
     root = _check_dir(corpus_dir)
+    real_root = root.resolve()
     pdf = _pdf_available()
     docs: list[Path] = []
     skipped: list[tuple[str, str]] = []
@@ -92,6 +94,8 @@ def list_documents(corpus_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]
                 continue
             suffix = path.suffix.lower()
             problem = unreadable_reason(path)
+            if not problem and path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                problem = "linked file outside the corpus folder not followed"
             if problem:
                 skipped.append((rel, problem))
             elif suffix not in FORMATS:

@@ -1,11 +1,13 @@
 """Gold question sets (``qa.jsonl``): loading with validation, and splits."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.paths import QA_FILE
+from workbench.core.records import numbered_jsonl
 from workbench.corpus.ingest import list_documents
 
 _FIELDS = {"id", "question", "answers", "answerable", "split", "doc", "fact_id", "kind", "old_answers"}
@@ -38,8 +40,13 @@ def _item(obj: dict, where: str) -> QAItem:
     q = obj.get("question")
     if not isinstance(q, str) or not q.strip():
         raise WorkbenchError(f"{where}: missing or empty 'question'", "every line needs a question")
-    if not isinstance(obj.get("id"), str) or not obj["id"]:
+    qid = obj.get("id")
+    if qid is None or qid == "":
         raise WorkbenchError(f"{where}: missing 'id' (a non-empty string)", "give every question an id")
+    if not isinstance(qid, str):
+        raise WorkbenchError(f"{where}: 'id' is {json.dumps(qid)}, not a string (ids are strings)",
+                             f'quote it: "id": "{json.dumps(qid)}"' if isinstance(qid, (int, float)) else
+                             "use a string id")
     answers = obj.get("answers", [])
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
         raise WorkbenchError(f"{where}: 'answers' must be a list of strings", "fix that line")
@@ -77,40 +84,19 @@ def load_qa(path: Path) -> list[QAItem]:
     items: list[QAItem] = []
     seen: dict[str, int] = {}
     try:
-        data = path.read_bytes()
+        for lineno, obj in numbered_jsonl(path):
+            item = _item(obj, f"{path}:{lineno}")
+            if item.id in seen:
+                raise WorkbenchError(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})",
+                                     "ids must be unique")
+            seen[item.id] = lineno
+            items.append(item)
     except OSError as e:
         raise WorkbenchError(f"question file {path} cannot be read ({e.strerror or type(e).__name__})",
                              "check its permissions") from None
-    for lineno, obj in _numbered(path, data.removeprefix(b"\xef\xbb\xbf").split(b"\n")):
-        item = _item(obj, f"{path}:{lineno}")
-        if item.id in seen:
-            raise WorkbenchError(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})",
-                                 "ids must be unique")
-        seen[item.id] = lineno
-        items.append(item)
     if not items:
         raise WorkbenchError(f"{path} holds no questions", "add at least one question line")
     return items
-
-
-def _numbered(path: Path, lines: list[bytes]):
-    import json
-
-    for lineno, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise WorkbenchError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start + 1} of the line)",
-                                 "save the file as UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise WorkbenchError(f"{path}:{lineno}: malformed JSON ({e.msg})", "fix or remove that line") from None
-        if not isinstance(obj, dict):
-            raise WorkbenchError(f"{path}:{lineno}: expected a JSON object", "fix that line")
-        yield lineno, obj
 
 
 def split_items(items: list[QAItem], split: str) -> list[QAItem]:

@@ -2,29 +2,41 @@
 
 ``evaluate`` writes ``runs/RUN/`` (results.jsonl, summary.json, report.md, plots/*.png) atomically: the
 folder is built under a temporary name and renamed into place, so a failed run never replaces a
-previous one. ``build_results`` is the pure part (answers in, rows and summary out), tested without
-models.
+previous one. Callers that add sections of their own (``workbench run``: side effects and stage timings;
+``workbench update``: the update section) call ``score_run`` inside ``run_lock``, add them to the
+``RunResult``, and write it once with ``write_run``. ``build_results`` is the pure part (answers in, rows
+and summary out), tested without models.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import itertools
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from workbench.answering.remote import backend_cost
 from workbench.core.artifacts import atomic_dir, check_replaceable, make_manifest, recover_leftovers, write_json
 from workbench.core.config import RunConfig, to_dict
 from workbench.core.errors import WorkbenchError
 from workbench.core.locks import acquire_locks, lock_name, release_locks
+from workbench.core.measure import PeakMemory
 from workbench.core.paths import qa_path as default_qa_path
 from workbench.core.paths import runs_dir, safe_name
 from workbench.core.records import write_jsonl
+from workbench.corpus.ingest import corpus_fingerprint
 from workbench.corpus.qa import QAItem, eval_items, load_qa, warn_unknown_docs
-from workbench.evaluation.abstention import abstention_section, calibrate_runs, calibration_questions, calibration_rows
+from workbench.evaluation.abstention import (
+    abstention_section,
+    calibrate_runs,
+    calibration_questions,
+    calibration_rows,
+    index_fingerprint,
+)
 from workbench.evaluation.metrics import (
     ANSWER_METRICS,
     bootstrap_ci,
@@ -166,6 +178,29 @@ def reference_contexts(items: list[QAItem], chunks: list[Any]) -> list[list[str]
 
 # --- the harness ---------------------------------------------------------------------------------
 
+@dataclass
+class RunResult:
+    """A scored evaluation before it is written: the rows of results.jsonl, the summary, extra JSON Lines
+    files (name -> rows), and report sections a caller appends (markdown lines, given the plots folder so a
+    section may draw its own plot)."""
+
+    folder: Path
+    rows: list[dict]
+    summary: dict
+    extra: dict[str, list[dict]] = field(default_factory=dict)
+    appendix: list[Callable[[dict, Path], list[str]]] = field(default_factory=list)
+
+
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run's lock (only for a folder under ``runs/``) while it is scored and written."""
+    locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []
+    try:
+        yield
+    finally:
+        release_locks(locks)
+
+
 def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, index: str | None = None,
              adapter: str | None = None, out: Path | None = None, progress: bool = True,
              extra_cost: dict | None = None, adapters: dict[str, str] | None = None) -> Path:
@@ -179,13 +214,24 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
         adapter: adapter for the ``ft`` / ``ft_rag`` systems (default ``<corpus>-sft``).
         out: run folder (default ``runs/<corpus>-<timestamp>``).
         progress: progress bars and stage messages.
-        extra_cost: cost entries measured by the caller (``workbench run``), merged into ``cost``.
-        adapters: adapter role ("ft", "raft", "scratch") -> name or folder, overriding the defaults
+        extra_cost: cost entries measured by the caller, merged into ``cost``.
+        adapters: adapter role ("ft", "raft", "scratch", ...) -> name or folder, overriding the defaults
             (``<corpus>-sft``, ``<corpus>-raft``, ``<corpus>-scratch``); ``adapter`` overrides "ft".
 
     Returns:
         The run folder.
     """
+    folder = run_folder(Path(corpus_dir), out)
+    with run_lock(folder):
+        return write_run(score_run(corpus_dir, cfg, qa_path=qa_path, index=index, adapter=adapter, out=folder,
+                                   progress=progress, extra_cost=extra_cost, adapters=adapters))
+
+
+def score_run(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, index: str | None = None,
+              adapter: str | None = None, out: Path | None = None, progress: bool = True,
+              extra_cost: dict | None = None, adapters: dict[str, str] | None = None) -> RunResult:
+    """Answer and score like ``evaluate`` (same arguments), without writing: the caller adds its sections to
+    the result and writes it once with ``write_run`` (holding ``run_lock``)."""
 
     t_start = time.perf_counter()
     corpus_dir = Path(corpus_dir)
@@ -196,18 +242,15 @@ def evaluate(corpus_dir: Path, cfg: RunConfig, qa_path: Path | None = None, inde
         adapters["ft"] = adapter
     check_adapters(specs, adapters, corpus_dir, cfg.model)
     folder = run_folder(corpus_dir, out)
-    locks = acquire_locks([lock_name("run", folder.name)]) if folder.parent == runs_dir() else []
-    try:
-        return _evaluate_into(folder, corpus_dir, cfg, qa, items, specs, adapters, index, progress, t_start,
-                              extra_cost)
-    finally:
-        release_locks(locks)
+    with PeakMemory() as memory:
+        return _score_into(folder, corpus_dir, cfg, qa, items, specs, adapters, index, progress, t_start,
+                           extra_cost, memory)
 
 
-def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, items: list[QAItem], specs: list,
+def _score_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, items: list[QAItem], specs: list,
                    adapters: dict[str, str], index: str | None, progress: bool, t_start: float,
-                   extra_cost: dict | None) -> Path:
-    """Answer with every system, score, and write the run folder (its lock held by ``evaluate``)."""
+                extra_cost: dict | None, memory: PeakMemory) -> RunResult:
+    """Answer with every system and score (nothing written)."""
     ctx = SystemContext(cfg=cfg, adapters=adapters, progress=progress)
     cost: dict[str, Any] = {"index_build_s": None, "finetune_s": None, "finetune_tokens": None}
     cost.update(backend_cost(cfg.model, cfg.generate.copy_spans))  # where the model ran (a served model: URL, copy decoding)
@@ -217,6 +260,7 @@ def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, ite
     refs: list[list[str]] | None = None
     hits: list[list[Any]] | None = None
     chunks: list[Any] | None = None
+    fingerprints: dict[str, str | None] = {"corpus_fingerprint": None, "index_fingerprint": None}
     if any(s.retrieval and s.build is None for s in specs):
         idx, index_cost = ensure_index(corpus_dir, cfg, index, progress)
         language = {"language": idx.language, "languages": idx.manifest.get("languages") or {}}
@@ -229,6 +273,9 @@ def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, ite
         retrieval = retrieval_block(items, hits, cfg, retrieval_s)
         refs = reference_contexts(items, idx.chunks)
         chunks = idx.chunks
+        fingerprints = {"corpus_fingerprint": idx.manifest.get("corpus_fingerprint"),
+                        "index_fingerprint": index_fingerprint(idx.manifest)}
+    fingerprints["corpus_fingerprint"] = fingerprints["corpus_fingerprint"] or corpus_fingerprint(corpus_dir)
     calib = calibration_questions(qa, items, chunks if chunks is not None else corpus_chunks(corpus_dir, cfg), cfg)
     if hits is not None:
         calib_q = [q.question for q in calib.items]
@@ -245,25 +292,26 @@ def _evaluate_into(folder: Path, corpus_dir: Path, cfg: RunConfig, qa: Path, ite
         calib_runs[spec.name] = run_system(spec, ctx, calib.items)
     ctx.release()
     runs.sort(key=lambda r: [s.name for s in specs].index(r.name))  # back to the requested order
-    calibrators = calibrate_runs(runs, calib_runs, calib, cfg)
+    calibrators = calibrate_runs(runs, calib_runs, calib, cfg, folder.name)
+    # calibration's cost: the time every system spent answering its calibration questions (measured, not
+    # estimated), against the whole evaluation's wall time
     cost["calibration_s"] = round(sum(r.seconds for r in calib_runs.values()), 3)
+    cost["calibration_questions"] = len(calib.items)
 
     cost["eval_s"] = time.perf_counter() - t_start
-    cost["peak_rss_mb"] = peak_rss_mb()
+    cost["peak_rss_mb"] = memory.mb
     cost.update(extra_cost or {})
     if progress:
         log("scoring (metrics, bootstrap intervals, paired tests, ragas)")
     cost["calibration_share"] = round(cost["calibration_s"] / cost["eval_s"], 4) if cost["eval_s"] else None
     rows, summary = build_results(items, runs, cfg, corpus=str(corpus_dir), qa=str(qa), retrieval=retrieval,
                                   cost=cost, reference_contexts=refs)
-    summary["abstention"] = abstention_section(items, runs, calibrators, calib, calib_runs, cfg)
-    for name, block in summary["abstention"]["systems"].items():
-        summary["systems"][name]["f1_before_decline"] = block.pop("f1_before_decline", None)
+    summary["abstention"] = abstention_section(items, runs, calibrators, calib, calib_runs, cfg, fingerprints)
     extra = {"calibration.jsonl": calibration_rows(calib, calib_runs, calibrators)}
     summary["config"]["adapters"] = {r: adapters[r] for r in {s.adapter for s in specs if s.adapter}}
-    summary["config"]["index"] = cost.get("index")
+    summary["index"] = {"name": cost.get("index"), "fingerprint": fingerprints["index_fingerprint"]}
     summary.update(language)
-    return write_run(folder, rows, summary, extra)
+    return RunResult(folder, rows, summary, extra)
 
 
 def retrieval_block(items: list[QAItem], hits: list[list[Any]], cfg: RunConfig, seconds: float) -> dict:
@@ -274,16 +322,6 @@ def retrieval_block(items: list[QAItem], hits: list[list[Any]], cfg: RunConfig, 
     block.update(mode=cfg.retrieve.mode, k=cfg.retrieve.k, n=sum(q.answerable for q in items),
                  query_s_mean=seconds / max(1, len(items)))
     return block
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (and finished children), in MB."""
-    import resource
-
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / (1024 * 1024)  # KB on Linux, bytes on macOS
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, kids) * scale, 1)
 
 
 # --- scoring (pure) ------------------------------------------------------------------------------
@@ -459,10 +497,10 @@ def pairwise(items: list[QAItem], per_sys: dict[str, list[dict]], cfg: RunConfig
         if key in ab:
             d.update(delta_abstain=ab[key]["delta"], p_value_abstain=ab[key]["p_value"])
         out[key] = d
-    for field in ("p_value", "p_value_abstain"):  # Holm over the pairs, per measure
-        keys = [k for k, d in out.items() if d.get(field) is not None]
-        for k, adj in zip(keys, holm([out[k][field] for k in keys])):
-            out[k][field + "_holm"] = _round(adj)
+    for measure in ("p_value", "p_value_abstain"):  # Holm over the pairs, per measure
+        keys = [k for k, d in out.items() if d.get(measure) is not None]
+        for k, adj in zip(keys, holm([out[k][measure] for k in keys])):
+            out[k][measure + "_holm"] = _round(adj)
     return out
 
 
@@ -488,8 +526,7 @@ def _row(q: QAItem, system: str, answer: Any, scores: dict, ragas: dict) -> dict
         "n_new_tokens": getattr(answer, "n_new_tokens", None),
         "confidence": _round(getattr(answer, "confidence", None)),
         "confidence_features": {k: _round(v) for k, v in (getattr(answer, "features", None) or {}).items()},
-        "declined": getattr(answer, "declined", None),
-        "prediction_before_decline": getattr(answer, "text_before_decline", "") or None,
+        "declined_at_operating_point": getattr(answer, "declined_at_operating_point", None),
         "ragas": {k: _round(v) for k, v in ragas.items()},
     }
 
@@ -508,19 +545,26 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def write_run(folder: Path, rows: list[dict], summary: dict, extra: dict[str, list[dict]] | None = None) -> Path:
-    """Write results.jsonl, summary.json, report.md, plots/, the run's manifest and any ``extra`` JSON Lines
-    files (name -> rows; calibration.jsonl) into ``folder`` atomically (the caller holds the run's lock)."""
+def write_run(result: RunResult) -> Path:
+    """Write results.jsonl, summary.json, report.md (with the result's appendix sections), plots/, the run's
+    manifest and the extra JSON Lines files into ``result.folder`` atomically, once (the caller holds the
+    run's lock)."""
 
-    folder = Path(folder)
+    folder = Path(result.folder)
     recover_leftovers(folder)
     with atomic_dir(folder, kind="run") as tmp:
-        write_jsonl(tmp / "results.jsonl", rows)
-        for name, extra_rows in (extra or {}).items():
+        write_jsonl(tmp / "results.jsonl", result.rows)
+        for name, extra_rows in result.extra.items():
             write_jsonl(tmp / name, extra_rows)
-        write_json(tmp / "summary.json", summary)
-        plots = make_plots(summary, tmp / "plots")
-        (tmp / "report.md").write_text(build_report(summary, rows, [p.name for p in plots]), encoding="utf-8")
+        write_json(tmp / "summary.json", result.summary)
+        plots = make_plots(result.summary, tmp / "plots")
+        appendix = [line for section in result.appendix for line in section(result.summary, tmp / "plots")]
+        plot_names = sorted(p.name for p in (tmp / "plots").glob("*.png")) if appendix else [p.name for p in plots]
+        report = build_report(result.summary, result.rows, plot_names)
+        if appendix:
+            report = report.rstrip("\n") + "\n\n" + "\n".join(appendix).rstrip("\n") + "\n"
+        (tmp / "report.md").write_text(report, encoding="utf-8")
         write_json(tmp / "manifest.json", make_manifest("run", RUN_FORMAT_VERSION, name=folder.name,
-                                                        corpus=summary.get("corpus"), qa=summary.get("qa")))
+                                                        corpus=result.summary.get("corpus"),
+                                                        qa=result.summary.get("qa")))
     return folder

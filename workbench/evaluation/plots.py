@@ -1,4 +1,5 @@
-"""Run plots (matplotlib, Agg backend): metrics with intervals, per kind, quality vs cost, retrieval recall@k."""
+"""Run plots (matplotlib, Agg backend): metrics with intervals, per kind, quality vs cost, retrieval recall@k,
+risk against coverage, and a reliability diagram per system."""
 from __future__ import annotations
 
 import re
@@ -127,6 +128,29 @@ def plot_risk_coverage(summary: dict, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def plot_reliability(name: str, block: dict, path: Path) -> Path | None:
+    """A system's reliability diagram on the eval questions: per confidence bin, the share of answers that
+    are right against the mean confidence (on the diagonal: the confidence is a probability)."""
+    bins = block.get("reliability") or []
+    if not bins:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=name)
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), textcoords="offset points", xytext=(4, -10),
+                    fontsize=7)
+    ax.set_xlabel("confidence (bin mean)")
+    ax.set_ylabel("share of answers right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{name}: Brier {block.get('brier') or 0:.3f}, ECE {block.get('ece') or 0:.3f}")
+    return save_figure(fig, path)
+
+
 def make_plots(summary: dict, out_dir: Path) -> list[Path]:
     """Write every plot the summary has data for into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
@@ -135,4 +159,7 @@ def make_plots(summary: dict, out_dir: Path) -> list[Path]:
              plot_quality_vs_cost(summary, out_dir / "quality_vs_cost.png"),
              plot_retrieval(summary, out_dir / "retrieval_recall.png"),
              plot_risk_coverage(summary, out_dir / "risk_coverage.png")]
+    for name, block in ((summary.get("abstention") or {}).get("systems") or {}).items():
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        paths.append(plot_reliability(name, block, out_dir / f"reliability_{safe}.png"))
     return [p for p in paths if p is not None]

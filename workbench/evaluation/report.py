@@ -90,8 +90,9 @@ def setup_cost_s(summary: dict, name: str) -> float:
 # --- the verdict ---------------------------------------------------------------------------------
 
 def verdict(summary: dict) -> list[str]:
-    """Plain sentences, computed from the numbers: who wins overall and per kind, by how much, whether
-    the difference is significant, what it costs, and who answers questions it should decline."""
+    """Plain sentences, computed from the numbers: who wins overall and per kind (every system answering
+    every answerable question), by how much, whether the difference is significant, what it costs; then the
+    abstention axis on its own (``abstention_report.abstention_sentences``)."""
     systems = summary["systems"]
     names = list(systems)
     lines: list[str] = []
@@ -120,7 +121,7 @@ def verdict(summary: dict) -> list[str]:
                              f"could be noise.")
         lines.append(_cost_sentence(summary, best))
     lines += _kind_sentences(summary)
-    lines += abstention_sentences(summary) if summary.get("abstention") else _abstention_sentences(summary)
+    lines += abstention_sentences(summary)
     return lines
 
 
@@ -186,36 +187,35 @@ def _kind_sentences(summary: dict) -> list[str]:
     return out
 
 
-def _abstention_sentences(summary: dict) -> list[str]:
-    systems = summary["systems"]
-    vals = {n: s["abstain_unanswerable"] for n, s in systems.items() if s.get("abstain_unanswerable") is not None}
-    if not vals:
-        return []
-    n_u = next(iter(systems.values())).get("n_unanswerable", "?")
-    best = max(vals, key=vals.get)
-    worst = min(vals, key=vals.get)
-    out = ["", f"On the {_n(n_u, 'question')} the corpus cannot answer, **{best}** declines most often "
-               f"({_pct(vals[best])})."]
-    if worst != best:
-        out[-1] += f" {worst} answers {_pct(1 - vals[worst])} of them anyway (made-up answers)."
-    return out
-
-
 # --- tables --------------------------------------------------------------------------------------
 
-def _systems_table(summary: dict) -> str:
+SUMMARY_COLUMNS = ["system", "weights", "F1 [95% CI]", "EM", "contains", "ROUGE-L", "declines unanswerable",
+                   "declines answerable", "latency p50", "p95", "tokens/s"]
+"""The columns of the summary table."""
+
+
+def summary_table(summary: dict) -> list[list[str]]:
+    """The summary table, one row of plain text per system (``SUMMARY_COLUMNS``): answer metrics with F1's
+    95% interval, declines, latency, throughput. The one table the report, ``workbench eval`` / ``run`` and
+    the app's results page show."""
     rows = []
     for name, s in summary["systems"].items():
         ci = s.get("ci95", {}).get("f1")
         f1 = f"{_f(s.get('f1'))} [{_f(ci[0])}–{_f(ci[1])}]" if ci else _f(s.get("f1"))
-        rows.append([name, _cell(s.get("weights", "")), f1, _f(s.get("em")), _f(s.get("contains")),
+        rows.append([name, " ".join(str(s.get("weights", "")).split()), f1, _f(s.get("em")), _f(s.get("contains")),
                      _f(s.get("rouge_l")), _pct(s.get("abstain_unanswerable")), _pct(s.get("abstain_answerable")),
                      _s(s.get("latency_p50_s")), _s(s.get("latency_p95_s")), _f(s.get("tokens_per_s"), 1)])
-    return _table(["system", "weights", "F1 [95% CI]", "EM", "contains", "ROUGE-L", "declines unanswerable",
-                   "declines answerable", "latency p50", "p95", "tokens/s"], rows)
+    return rows
 
 
-def _kind_table(summary: dict) -> str:
+def _systems_table(summary: dict) -> str:
+    return _table(SUMMARY_COLUMNS, [[_cell(c) for c in row] for row in summary_table(summary)])
+
+
+def kind_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per kind of question (with its count), each system's F1 (answerable kinds) or share declined
+    (unanswerable ones), as columns and rows of plain text: the one kind table the report, the terminal and
+    the app show."""
     systems = summary["systems"]
     kinds = sorted({k for s in systems.values() for k in s.get("by_kind", {})})
     rows = []
@@ -227,7 +227,12 @@ def _kind_table(summary: dict) -> str:
             row.append(f"F1 {_f(c['f1'])}" if c.get("f1") is not None
                        else (f"declines {_pct(c.get('abstain'))}" if c else "–"))
         rows.append(row)
-    return _table(["kind (n)"] + list(systems), rows)
+    return ["kind (n)", *systems], rows
+
+
+def _kind_table(summary: dict) -> str:
+    columns, rows = kind_table(summary)
+    return _table([_cell(c) for c in columns], [[_cell(c) for c in row] for row in rows])
 
 
 def _pairwise_table(summary: dict) -> str:
@@ -324,6 +329,34 @@ def _failure_md(r: dict) -> str:
     return "\n".join(lines)
 
 
+def side_effects_section(summary: dict) -> list[str]:
+    """The "Side effects on general ability" section (markdown lines); empty without a ``side_effects`` block."""
+    se = summary.get("side_effects")
+    if not se:
+        return []
+    out = ["## Side effects on general ability", "",
+           f"The base model answers {se.get('n_kept', 0)} of the {se.get('n_questions', 0)} general-knowledge probe "
+           f"questions right; perplexity on a general text sample ({se.get('text_tokens', 0):,} tokens): base "
+           f"{_f((se.get('base') or {}).get('perplexity'), 1)}.", ""]
+    rows = []
+    for label, a in (se.get("adapters") or {}).items():
+        rows.append([label, f"`{a.get('adapter', '?')}`",
+                     f"{_pct(a.get('still_right'))} ({a.get('kept_right', 0)} of {se.get('n_kept', 0)})",
+                     _f(a.get("perplexity"), 1), f"{100 * a['perplexity_change']:+.0f}%"
+                     if a.get("perplexity_change") is not None else "–"])
+    if rows:
+        out += [_table(["system", "adapter", "still answers right", "perplexity", "change vs base"], rows), ""]
+        worst = max(se["adapters"].items(), key=lambda kv: (1 - (kv[1].get("still_right") or 1),
+                                                            kv[1].get("perplexity_change") or 0))
+        sr = worst[1].get("still_right")
+        if sr is not None and sr < 1:
+            out += [f"**{worst[0]}** lost most: it still answers {_pct(sr)} of the probe questions the base model "
+                    f"knew, and its perplexity changed by {100 * (worst[1].get('perplexity_change') or 0):+.0f}%.", ""]
+        elif sr is not None:
+            out += ["Every adapter still answers all the probe questions the base model knew.", ""]
+    return out
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 def build_report(summary: dict, rows: list[dict], plots: list[str] | None = None) -> str:
@@ -349,6 +382,7 @@ def build_report(summary: dict, rows: list[dict], plots: list[str] | None = None
     out += ["## Cost", "", _cost_table(summary), ""]
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{p})" for p in plots] + [""]
+    out += side_effects_section(summary)
     out += ["## Worst failures", ""]
     for name in summary["systems"]:
         fails = worst_failures(rows, name)

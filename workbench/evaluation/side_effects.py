@@ -10,7 +10,6 @@ judged right as in the update measures (contains a gold answer, or token F1 >= 0
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.records import numbered_jsonl
 from workbench.corpus.qa import QAItem
 from workbench.evaluation.metrics import is_right
 from workbench.evaluation.systems import SystemContext, SystemSpec, run_system
@@ -52,14 +52,11 @@ def load_probe(probe_file: Path | None = None, text_file: Path | None = None) ->
             raise WorkbenchError(f"the general-ability probe file {f} is missing",
                                  "reinstall workbench (the probe ships as package data)")
     items = []
-    for lineno, line in enumerate(Path(probe_file).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, obj in numbered_jsonl(probe_file):
         try:
-            obj = json.loads(line)
             items.append(QAItem(id=str(obj["id"]), question=str(obj["question"]),
                                 answers=[str(a) for a in obj["answers"]]))
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise WorkbenchError(f"{probe_file}:{lineno}: not a probe line", "expected {id, question, answers}") from None
     return Probe(items, Path(text_file).read_text(encoding="utf-8"), str(probe_file))
 

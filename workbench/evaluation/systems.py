@@ -2,8 +2,8 @@
 
 Every built-in system answers through the same batched path (``workbench.answering.answer.answer_questions``);
 they differ only in the weights (the base model or an adapter) and in whether passages are retrieved.
-A new system is one ``register(SystemSpec(...))`` call; ``build`` lets it answer some other way
-(a remote endpoint, or a fake in tests).
+Every system is declared in ``SYSTEMS`` here, those ``workbench update`` trains included; ``register``
+adds one that answers some other way through ``build`` (a remote endpoint, or a fake in tests).
 """
 from __future__ import annotations
 
@@ -14,23 +14,24 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from workbench.answering.answer import Answer, answer_questions, check_question
-from workbench.answering.generate import Generator
-from workbench.answering.models import load_base_model, prepare_for_inference
-from workbench.answering.remote import RemoteGenerator, check_backend, served_name
+from workbench.answering.loader import adapter_dir, load_generator
+from workbench.answering.remote import check_backend
 from workbench.core.config import ModelConfig, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.corpus.qa import QAItem
 from workbench.retrieval.index import build_index, load_index
 from workbench.retrieval.retrieve import Retriever
-from workbench.training.adapters import adapter_dir, default_adapter_name, load_finetuned
+from workbench.training.adapters import default_adapter_name
 
 ADAPTER_MODES = {"ft": "sft", "raft": "raft", "scratch": "scratch"}
 """Adapter role -> the fine-tuning mode that builds it by default (``workbench finetune --mode``)."""
 
 
 def default_adapters(corpus_dir: Path) -> dict[str, str]:
-    """Adapter role -> the name ``workbench finetune`` gives it by default (``<corpus>-<mode>``)."""
-    return {role: default_adapter_name(corpus_dir, mode) for role, mode in ADAPTER_MODES.items()}
+    """Adapter role -> the name its adapter gets by default: ``<corpus>-<mode>`` from ``workbench finetune``,
+    ``<corpus>-update-<strategy>`` from ``workbench update`` (roles in ``UPDATE_ROLES``)."""
+    return {**{role: default_adapter_name(corpus_dir, mode) for role, mode in ADAPTER_MODES.items()},
+            **{role: default_adapter_name(corpus_dir, f"update-{s}") for role, s in UPDATE_ROLES.items()}}
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,39 @@ class SystemSpec:
     build: Callable[["SystemContext"], Callable[[list[QAItem]], list[Any]]] | None = None
 
 
-SYSTEMS: dict[str, SystemSpec] = {}
+UPDATE_ROLES = {"ft_continue": "continue", "ft_replay": "replay", "ft_retrain": "retrain"}
+"""Adapter role of a system ``workbench update`` brings up to date -> the update strategy that trains its
+adapter (``adapters/RUN-<strategy>``; by default RUN is ``<corpus>-update``)."""
+
+
+def _update_systems() -> list[SystemSpec]:
+    specs = []
+    for role, strategy in UPDATE_ROLES.items():
+        specs.append(SystemSpec(role, f"old adapter after update strategy {strategy}, closed book",
+                                retrieval=False, adapter=role))
+        specs.append(SystemSpec(f"{role}_rag", f"old adapter after update strategy {strategy} + retrieved "
+                                "passages (updated index)", retrieval=True, adapter=role))
+    return specs
+
+
+SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in [
+    SystemSpec("base", "base model, closed book", retrieval=False),
+    SystemSpec("rag", "base model + retrieved passages", retrieval=True),
+    SystemSpec("ft", "fine-tuned adapter, closed book", retrieval=False, adapter="ft"),
+    SystemSpec("ft_rag", "fine-tuned adapter + retrieved passages", retrieval=True, adapter="ft"),
+    SystemSpec("raft", "RAFT adapter (trained to read passages) + retrieved passages", retrieval=True,
+               adapter="raft"),
+    SystemSpec("scratch", "model trained from scratch on the corpus, closed book", retrieval=False,
+               adapter="scratch"),
+    *_update_systems(),
+]}
+"""Every system, declared here: name -> how it answers."""
 
 
 def register(spec: SystemSpec) -> SystemSpec:
-    """Add (or replace) a system in the registry."""
+    """Add (or replace) a system in the registry (a system answering some other way, through ``build``)."""
     SYSTEMS[spec.name] = spec
     return spec
-
-
-register(SystemSpec("base", "base model, closed book", retrieval=False))
-register(SystemSpec("rag", "base model + retrieved passages", retrieval=True))
-register(SystemSpec("ft", "fine-tuned adapter, closed book", retrieval=False, adapter="ft"))
-register(SystemSpec("ft_rag", "fine-tuned adapter + retrieved passages", retrieval=True, adapter="ft"))
-register(SystemSpec("raft", "RAFT adapter (trained to read passages) + retrieved passages", retrieval=True,
-                    adapter="raft"))
-register(SystemSpec("scratch", "model trained from scratch on the corpus, closed book", retrieval=False,
-                    adapter="scratch"))
 
 
 def resolve_systems(names: Sequence[str]) -> list[SystemSpec]:
@@ -111,8 +128,16 @@ def check_adapters(specs: list[SystemSpec], adapters: dict[str, str], corpus_dir
         if not (adapter_dir(name) / "manifest.json").exists():
             raise WorkbenchError(
                 f"system {spec.name!r} needs adapter {name!r}, which is not built ({adapter_dir(name)} missing)",
-                f"build it with `workbench finetune {corpus_dir} --mode {ADAPTER_MODES[spec.adapter]} "
-                f"--name {name}`, or run `workbench run {corpus_dir}`")
+                _build_hint(spec.adapter, name, corpus_dir))
+
+
+def _build_hint(role: str, name: str, corpus_dir: Path) -> str:
+    """The command that builds the adapter ``name`` of ``role``."""
+    if role in UPDATE_ROLES:
+        how = "continue --replay SHARE" if role == "ft_replay" else UPDATE_ROLES[role]
+        return f"build it with `workbench update {corpus_dir} UPDATE_DIR --strategies {how}`"
+    return (f"build it with `workbench finetune {corpus_dir} --mode {ADAPTER_MODES[role]} --name {name}`, or run "
+            f"`workbench run {corpus_dir}`")
 
 
 class CachedRetriever:
@@ -167,16 +192,7 @@ class SystemContext:
             return self._loaded[1]
         self.release()
 
-        if self.cfg.model.backend == "openai":  # a served model: prompts are built here, replies come back
-            adapter = None if role is None else self.adapters[role]
-            gen = RemoteGenerator(self.cfg.model, self.cfg.generate, served_name(self.cfg.model, adapter))
-            self._loaded = (role, gen)
-            return gen
-        if role is None:
-            model, tokenizer = load_base_model(self.cfg.model)
-        else:
-            model, tokenizer, _ = load_finetuned(str(adapter_dir(self.adapters[role])), self.cfg.model)
-        gen = Generator(prepare_for_inference(model, self.cfg.model), tokenizer, self.cfg.generate)
+        gen = load_generator(self.cfg.model, self.cfg.generate, None if role is None else self.adapters[role])
         self._loaded = (role, gen)
         return gen
 

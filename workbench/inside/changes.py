@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from workbench.answering.answer import check_question
-from workbench.answering.models import load_base_model
+from workbench.answering.loader import adapter_dir, load_generator, read_adapter_manifest
 from workbench.answering.prompt import build_messages
 from workbench.core.config import ModelConfig
 from workbench.core.errors import WorkbenchError
@@ -26,7 +26,6 @@ from workbench.corpus.qa import eval_items, load_qa
 from workbench.inside.nexttoken import NextToken, cache_argument, top_tokens
 from workbench.inside.prompt import model_window
 from workbench.inside.text import format_table, show_token, visible
-from workbench.training.adapters import adapter_dir, load_finetuned, read_adapter_manifest
 from workbench.training.train_data import Example, tokenize_example
 
 
@@ -185,8 +184,8 @@ def load_pair(adapter: str, base_model: str | None = None, device: str = "auto"
         raise WorkbenchError(f"no adapter {adapter!r} at {folder}", "build one with `workbench finetune CORPUS_DIR`")
     trained_on = read_adapter_manifest(folder).get("base_model")
     cfg = ModelConfig(base_model=base_model or trained_on or ModelConfig().base_model, device=device)
-    model, tok, _ = load_finetuned(folder, cfg)
-    return load_base_model(cfg), (model, tok)
+    base, tuned = load_generator(cfg), load_generator(cfg, adapter=folder)
+    return (base.model, base.tokenizer), (tuned.model, tuned.tokenizer)
 
 
 def adapter_questions(adapter: str) -> Any:

@@ -9,12 +9,12 @@ and says so in ``notes``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from workbench.answering.answer import check_question
 from workbench.answering.generate import Generator, render_prompt
-from workbench.answering.models import load_base_model
+from workbench.answering.loader import load_generator
 from workbench.answering.prompt import build_prompt
 from workbench.core.config import ModelConfig
 from workbench.core.errors import WorkbenchError
@@ -145,17 +145,23 @@ def question_prompt(question: str, model: Any, tokenizer: Any, retriever: Any = 
     return prompt
 
 
-def load_question_prompt(question: str, base_model: str | None = None, index: str | None = None, k: int = 2
-                         ) -> tuple[Any, Any, Prompt]:
-    """Load a base model (default: the embedded one) and, with ``index``, a retriever over it, and build the
+def load_question_prompt(question: str, base_model: str | None = None, index: str | None = None, k: int = 2,
+                         model_cfg: ModelConfig | None = None) -> tuple[Any, Any, Prompt]:
+    """Load a base model through the one loader and, with ``index``, a retriever over it, and build the
     question's prompt (what ``workbench inspect next`` and ``attention`` read).
+
+    Args:
+        base_model: the base model (default: ``model_cfg``'s, the embedded one).
+        model_cfg: device, dtype and CPU answering settings (default: the built-in ones).
 
     Returns:
         (model, tokenizer, prompt).
     """
 
     retriever = Retriever(load_index(index)) if index else None
-    model, tokenizer = load_base_model(ModelConfig(**({"base_model": base_model} if base_model else {})))
+    cfg = model_cfg or ModelConfig()
+    generator = load_generator(replace(cfg, base_model=base_model or cfg.base_model))
+    model, tokenizer = generator.model, generator.tokenizer
     return model, tokenizer, question_prompt(question, model, tokenizer, retriever, k=k)
 
 

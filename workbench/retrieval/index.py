@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.core import catalogue
 from workbench.core.artifacts import (
     MANIFEST,
     atomic_dir,
@@ -23,13 +24,14 @@ from workbench.core.artifacts import (
     make_manifest,
     read_manifest,
     recover_leftovers,
+    restore_interrupted_build,
     write_json,
 )
 from workbench.core.config import IndexConfig, IngestConfig, to_dict
 from workbench.core.errors import WorkbenchError
 from workbench.core.language import DEFAULT_LANGUAGE, TermAnalyzer, analyzer_for
 from workbench.core.locks import artifact_lock
-from workbench.core.paths import check_name, indices_dir, safe_name
+from workbench.core.paths import artifact_path, check_name, indices_dir, safe_name
 from workbench.core.records import Chunk, read_chunks, write_jsonl
 from workbench.corpus.chunking import CHUNKER_VERSION, doc_title
 from workbench.corpus.ingest import corpus_fingerprint, ingest_corpus
@@ -305,11 +307,7 @@ def resolve_index_dir(name_or_dir: str | Path) -> Path:
     Raises:
         WorkbenchError: a name that is not a plain folder name.
     """
-    s = str(name_or_dir)
-    p = Path(s).expanduser()
-    if p.is_absolute() or "/" in s or "\\" in s or s.startswith("~"):
-        return p  # a folder to read from (a path, never a plain name); builds never write there
-    return indices_dir() / check_name(s, "index")
+    return artifact_path("index", name_or_dir)
 
 
 def default_index_name(corpus_dir: Path) -> str:
@@ -317,14 +315,8 @@ def default_index_name(corpus_dir: Path) -> str:
     return safe_name(Path(corpus_dir).resolve().name, fallback="index")
 
 
-def list_index_names() -> list[str]:
-    """Names of the indices under ``indices/`` (folders with a manifest)."""
-    root = indices_dir()
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).exists()) if root.is_dir() else []
-
-
 def _missing_error(name_or_dir: str | Path, folder: Path) -> WorkbenchError:
-    known = list_index_names()
+    known = catalogue.names("index")
     where = f"no index named {str(name_or_dir)!r} ({folder} has no {MANIFEST})"
     if known:
         where += f"; known: {', '.join(known)}"
@@ -596,6 +588,7 @@ def load_index(name_or_dir: str | Path, corpus_dir: Path | None = None, check_co
     import faiss
 
     folder = resolve_index_dir(name_or_dir)
+    restore_interrupted_build(folder, "index")
     if not (folder / MANIFEST).exists():
         raise _missing_error(name_or_dir, folder)
     m = read_manifest(folder, "index", FORMAT_VERSION)
@@ -613,9 +606,9 @@ def load_index(name_or_dir: str | Path, corpus_dir: Path | None = None, check_co
         raise WorkbenchError(f"index {folder.name!r} is incomplete (missing {', '.join(lost)})",
                              "rebuild it with `workbench index CORPUS_DIR --rebuild`")
     chunks = read_chunks(folder / CHUNKS)
-    embeddings = np.load(folder / EMBEDDINGS, mmap_mode="r")
-    fidx = faiss.read_index(str(folder / FAISS))
-    bm25 = bm25s.BM25.load(str(folder / BM25_DIR), show_progress=False)
+    embeddings = _read_part(folder, EMBEDDINGS, lambda p: np.load(p, mmap_mode="r"))
+    fidx = _read_part(folder, FAISS, lambda p: faiss.read_index(str(p)))
+    bm25 = _read_part(folder, BM25_DIR, lambda p: bm25s.BM25.load(str(p), show_progress=False))
     n, dim = int(m.get("n_chunks", -1)), int(m.get("dim", -1))
     if not (len(chunks) == embeddings.shape[0] == fidx.ntotal == n and embeddings.shape[1] == fidx.d == dim):
         raise WorkbenchError(
@@ -623,6 +616,20 @@ def load_index(name_or_dir: str | Path, corpus_dir: Path | None = None, check_co
             f"FAISS {fidx.ntotal}x{fidx.d}, manifest {n}x{dim}", "rebuild it with --rebuild")
     set_search_params(fidx, m.get("faiss_kind", "flat"), m.get("faiss_params") or {})
     return Index(folder, chunks, embeddings, fidx, bm25, m)
+
+
+def _read_part(folder: Path, part: str, read: Any) -> Any:
+    """``read(folder / part)``, a damaged file (cut short, garbled) turned into one line naming it.
+
+    Raises:
+        WorkbenchError: the part cannot be read.
+    """
+    try:
+        return read(folder / part)
+    except (RuntimeError, ValueError, OSError, EOFError, KeyError) as e:  # faiss raises RuntimeError
+        raise WorkbenchError(
+            f"index {folder.name!r} is damaged: {part} cannot be read ({str(e).strip().splitlines()[0][:120]})",
+            f"rebuild it with `workbench index CORPUS_DIR --name {folder.name} --rebuild`") from None
 
 
 def index_from_chunks(chunks: list[Chunk], embeddings: np.ndarray, kind: str = "auto",

@@ -2,6 +2,9 @@
 
 Tools (typed arguments, structured results; a problem is returned as a tool error, never a crash):
 
+Every tool only reads: indices and adapters are named (never a path), must already be built in the project,
+and nothing is built or written (tools carry the ``readOnlyHint`` annotation).
+
 - ``search(query, index, k)``: the index's top-k passages.
 - ``ask(question, system, index, adapter)``: one system's answer with its sources.
 - ``compare(question, index, adapter)``: every system the project can run, side by side.
@@ -13,22 +16,36 @@ path evaluation scores. Models load on first use and stay loaded; tool calls are
 """
 from __future__ import annotations
 
-import json
 import threading
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from workbench.core import catalogue
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
-from workbench.core.paths import artifact_dir, runs_dir
-from workbench.serving.pool import ModelPool, Route, bind, built_adapters, built_indices, route_for
+from workbench.serving.pool import (
+    SYSTEM_NAMES,
+    ModelPool,
+    Route,
+    bind,
+    built_adapters,
+    built_artifact,
+    built_indices,
+    route_for,
+)
 
 INSTRUCTIONS = ("Search a document corpus and ask questions of the systems built from it: the base model "
                 "(closed book), rag (base model + retrieved passages), ft (a fine-tuned adapter) and ft_rag "
                 "(adapter + passages). Use compare to see them side by side, list_artifacts for what exists.")
+MAX_K = 50
+System = Literal[SYSTEM_NAMES]  # an enum in the tool schema
+K = Annotated[int, Field(ge=1, le=MAX_K, description=f"passages to return (1-{MAX_K})")]
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+"""Every tool: reads the project's built artifacts, writes nothing, reaches nothing outside the project."""
 
 
 class Passage(BaseModel):
@@ -103,13 +120,6 @@ def _passages(hits: list[Any]) -> list[Passage]:
                     chunk_id=h.chunk.id, text=h.chunk.text) for n, h in enumerate(hits, 1)]
 
 
-def _manifest(folder: Any) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def _only(names: list[str], given: str | None, kind: str) -> str:
     """``given``, else the project's only (or first) built index / adapter."""
     if given:
@@ -124,13 +134,13 @@ class Tools:
     """The tools' logic over one model pool (tested directly and through the SDK)."""
 
     def __init__(self, cfg: RunConfig):
-        self.pool = ModelPool(cfg, open_any=True)
+        self.pool = ModelPool(cfg, any_built=True)
         self._lock = threading.Lock()
 
     def search(self, query: str, index: str | None = None, k: int = 5) -> SearchResult:
         name = _only(built_indices(), index, "index")
-        if not 1 <= k <= 50:
-            raise WorkbenchError(f"k={k}", "ask for 1 to 50 passages")
+        if not 1 <= k <= MAX_K:
+            raise WorkbenchError(f"k={k}", f"ask for 1 to {MAX_K} passages")
         with self._lock:
             retriever = self.pool.retriever(name)
             hits = retriever.search(retriever.check_query(query), k=k)
@@ -154,38 +164,27 @@ class Tools:
         indices, adapters = built_indices(), built_adapters()
         index = index or (indices[0] if indices else None)
         adapter = adapter or (adapters[0] if adapters else None)
+        for kind, name in (("index", index), ("adapter", adapter)):  # refused before any system answers
+            if name is not None:
+                built_artifact(kind, name)
         routes = [Route(a, i) for a in dict.fromkeys([None, adapter]) for i in dict.fromkeys([None, index])]
         return Comparison(question=question, answers=[self._answer(question, r) for r in routes])
 
     def list_artifacts(self) -> Artifacts:
-        indices = []
-        for name in built_indices():
-            m = _manifest(artifact_dir("index", name))
-            indices.append(IndexInfo(name=name, corpus=m.get("corpus"), chunks=m.get("n_chunks"),
-                                     embedder=m.get("embedder"), created=m.get("created")))
-        adapters = []
-        for name in built_adapters():
-            m = _manifest(artifact_dir("adapter", name))
-            adapters.append(AdapterInfo(name=name, mode=m.get("mode"), base_model=m.get("base_model"),
-                                        created=m.get("created")))
-        runs = []
-        for folder in sorted(runs_dir().iterdir()) if runs_dir().is_dir() else []:
-            summary = folder / "summary.json"
-            if summary.is_file():
-                s = json.loads(summary.read_text(encoding="utf-8"))
-                runs.append(RunInfo(name=folder.name, created=s.get("created"), systems=list(s.get("systems", {}))))
+        indices = [IndexInfo(name=a.name, corpus=a.info.get("corpus"), chunks=a.info.get("n_chunks"),
+                             embedder=a.info.get("embedder"), created=a.info.get("created"))
+                   for a in catalogue.list_indices()]
+        adapters = [AdapterInfo(name=a.name, mode=a.info.get("mode"), base_model=a.info.get("base_model"),
+                                created=a.info.get("created")) for a in catalogue.list_adapters()]
+        runs = [RunInfo(name=a.name, created=a.info.get("created"), systems=list(a.info["systems"]))
+                for a in catalogue.list_runs()]
         return Artifacts(indices=indices, adapters=adapters, runs=runs)
 
     def report(self, run: str | None = None) -> RunReport:
-        if run is None:
-            runs = self.list_artifacts().runs
-            if not runs:
-                raise WorkbenchError("no run in this project", "score the systems with `workbench eval CORPUS`")
-            run = max(runs, key=lambda r: r.created or "").name
-        folder = artifact_dir("run", run)
-        if not (folder / "summary.json").is_file():
-            raise WorkbenchError(f"no run {run!r} at {folder}", "list_artifacts shows the runs")
-        s = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        found = catalogue.resolve("run", run) if run is not None else catalogue.newest_run()
+        if found is None:
+            raise WorkbenchError("no run in this project", "score the systems with `workbench eval CORPUS`")
+        run, folder, s = found.name, found.path, found.info
         report = (folder / "report.md").read_text(encoding="utf-8") if (folder / "report.md").is_file() else ""
         keys = ("f1", "em", "contains", "abstain_unanswerable", "latency_p50_s")
         scores = {name: {k: b.get(k) for k in keys} for name, b in s.get("systems", {}).items()}
@@ -205,19 +204,19 @@ def build_server(cfg: RunConfig) -> MCPServer:
     tools = Tools(cfg)
     server = MCPServer("workbench", instructions=INSTRUCTIONS, log_level="WARNING")
 
-    @server.tool()
-    def search(query: str, index: str | None = None, k: int = 5) -> SearchResult:
+    @server.tool(annotations=READ_ONLY)
+    def search(query: str, index: str | None = None, k: K = 5) -> SearchResult:
         """Search a corpus index (hybrid BM25 + dense) and return the top-k passages with scores.
 
         Args:
             query: the question or keywords.
-            index: index name (default: the project's first index; list_artifacts shows them).
+            index: name of a built index, never a path (default: the project's first; list_artifacts shows them).
             k: passages to return (1-50).
         """
         return _tool_errors(lambda: tools.search(query, index, k))
 
-    @server.tool()
-    def ask(question: str, system: str = "rag", index: str | None = None, adapter: str | None = None
+    @server.tool(annotations=READ_ONLY)
+    def ask(question: str, system: System = "rag", index: str | None = None, adapter: str | None = None
             ) -> SystemAnswer:
         """Answer a question with one system: base (closed book), rag (retrieved passages), ft (fine-tuned
         adapter) or ft_rag (adapter + passages). Returns the answer, its sources and which it cites.
@@ -225,29 +224,29 @@ def build_server(cfg: RunConfig) -> MCPServer:
         Args:
             question: the question.
             system: base, rag, ft or ft_rag.
-            index: index for rag / ft_rag (default: the project's first).
-            adapter: adapter for ft / ft_rag (default: the project's first).
+            index: name of a built index for rag / ft_rag (default: the project's first).
+            adapter: name of a built adapter for ft / ft_rag (default: the project's first).
         """
         return _tool_errors(lambda: tools.ask(question, system, index, adapter))
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def compare(question: str, index: str | None = None, adapter: str | None = None) -> Comparison:
         """Answer a question with every system the project can run (base; rag with an index; ft and ft_rag
         with an adapter), side by side, each with its sources.
 
         Args:
             question: the question.
-            index: index for the retrieval systems (default: the project's first).
-            adapter: adapter for the fine-tuned systems (default: the project's first).
+            index: name of a built index for the retrieval systems (default: the project's first).
+            adapter: name of a built adapter for the fine-tuned systems (default: the project's first).
         """
         return _tool_errors(lambda: tools.compare(question, index, adapter))
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def list_artifacts() -> Artifacts:
         """The project's built indices (corpus, chunks, embedder), adapters (mode, base model) and runs."""
         return _tool_errors(tools.list_artifacts)
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def report(run: str | None = None) -> RunReport:
         """A scored run's report (markdown: verdict, scores with 95% intervals, cost) and per-system scores.
 

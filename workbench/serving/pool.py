@@ -18,15 +18,16 @@ import errno
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from workbench.answering.answer import Answer, answer_questions, check_question
 from workbench.answering.generate import Generator
+from workbench.answering.loader import load_generator
+from workbench.core import catalogue
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
-from workbench.core.paths import adapters_dir, indices_dir
-from workbench.evaluation.systems import SystemContext, open_retriever
-from workbench.training.adapters import adapter_dir
+from workbench.evaluation.systems import open_retriever
 
 SYSTEM_NAMES = ("base", "rag", "ft", "ft_rag")
 
@@ -88,17 +89,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def built_names(folder: Any) -> list[str]:
-    """Names of the artifacts under ``indices/`` or ``adapters/`` (folders holding a manifest)."""
-    return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file()) if folder.is_dir() else []
-
-
 def built_indices() -> list[str]:
-    return built_names(indices_dir())
+    return catalogue.names("index")
 
 
 def built_adapters() -> list[str]:
-    return built_names(adapters_dir())
+    return catalogue.names("adapter")
+
+
+def built_artifact(kind: str, name: str) -> Path:
+    """The folder of the index or adapter ``name`` built in this project: what the served faces open.
+
+    Only a plain name is accepted (never a path, ``..`` or an absolute path), and only an artifact the
+    catalogue lists as built (its manifest says it is a ``kind``): a face never builds or writes one.
+
+    Raises:
+        WorkbenchError: not a plain name, or no such artifact is built.
+    """
+    return catalogue.resolve(kind, name).path
 
 
 class ModelPool:
@@ -106,34 +114,44 @@ class ModelPool:
 
     Args:
         cfg: model, generation, prompt and retrieval settings.
-        indices: indices served by name (``rag:INDEX``); others load on first use when ``open_any``.
-        adapters: adapters served by name (``ft:ADAPTER``); the same.
-        open_any: load any built index or adapter asked for (the MCP tools), not only those listed.
+        indices: index names served (``rag:INDEX``); others load on first use when ``any_built``.
+        adapters: adapter names served (``ft:ADAPTER``); the same.
+        any_built: serve every index and adapter built in the project (the MCP tools), not only those listed.
+
+    Every name must be a built artifact of the project (``built_artifact``): paths are refused and nothing is
+    ever built or written.
     """
 
-    def __init__(self, cfg: RunConfig, indices: list[str] = (), adapters: list[str] = (), open_any: bool = False):
+    def __init__(self, cfg: RunConfig, indices: list[str] = (), adapters: list[str] = (), any_built: bool = False):
         if cfg.model.backend != "local":
             raise WorkbenchError("workbench serve and mcp run the model here (model.backend local)",
                                  "use a preset with model.backend: local")
         self.cfg = cfg
         self.indices = list(dict.fromkeys(indices))
         self.adapters = list(dict.fromkeys(adapters))
-        self.open_any = open_any
+        self.any_built = any_built
         self._generators: dict[str | None, Generator] = {}
         self._retrievers: dict[str, Any] = {}
         self._lock = threading.RLock()
 
     def load(self) -> None:
-        """Load everything listed now (a serve start fails here, before binding, on a missing artifact)."""
+        """Load everything listed now (a serve start fails here on a name that is not a built artifact,
+        before any model loads)."""
+        for kind, names in (("adapter", self.adapters), ("index", self.indices)):
+            for name in names:
+                built_artifact(kind, name)
         self.generator(None)
         for a in self.adapters:
             self.generator(a)
         for i in self.indices:
             self.retriever(i)
 
-    def _check(self, name: str, listed: list[str], kind: str) -> None:
-        if name not in listed and not self.open_any:
+    def _check(self, name: str, listed: list[str], kind: str) -> Path:
+        """The built artifact's folder, when ``name`` names one this pool serves."""
+        folder = built_artifact(kind, name)
+        if name not in listed and not self.any_built:
             raise WorkbenchError(f"{kind} {name!r} is not served", f"served: {', '.join(listed) or 'none'}")
+        return folder
 
     def generator(self, adapter: str | None) -> Generator:
         """The Generator over the base model or an adapter (LoRA merged into a copy of the base)."""
@@ -141,21 +159,17 @@ class ModelPool:
             if adapter not in self._generators:
                 if adapter is not None:
                     self._check(adapter, self.adapters, "adapter")
-                    if not (adapter_dir(adapter) / "manifest.json").is_file():
-                        raise WorkbenchError(f"no adapter {adapter!r} at {adapter_dir(adapter)}",
-                                             "build it with `workbench finetune CORPUS_DIR --name NAME`, or list "
-                                             "the adapters under adapters/")
-                # loaded as evaluation loads it (same dtype and CPU preparation): one context per weights
-                ctx = SystemContext(cfg=self.cfg, adapters={} if adapter is None else {"ft": adapter})
-                self._generators[adapter] = ctx.generator(None if adapter is None else "ft")
+                # the one loader evaluation uses (same dtype and CPU preparation)
+                self._generators[adapter] = load_generator(self.cfg.model, self.cfg.generate, adapter)
             return self._generators[adapter]
 
     def retriever(self, index: str) -> Any:
-        """The Retriever over an index (name or folder)."""
+        """The Retriever over a built index, by name."""
         with self._lock:
             if index not in self._retrievers:
-                self._check(index, self.indices, "index")
-                self._retrievers[index] = open_retriever(index, self.cfg, progress=False)
+                folder = self._check(index, self.indices, "index")
+                # the folder, not the name: a same-named folder in the working directory is never indexed
+                self._retrievers[index] = open_retriever(str(folder), self.cfg, progress=False)
             return self._retrievers[index]
 
     def model_ids(self) -> list[str]:

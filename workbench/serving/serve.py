@@ -1,7 +1,8 @@
 """``workbench serve``: an OpenAI-compatible HTTP API over the base model, adapters and their RAG variants.
 
-Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (``stream`` true or false), ``POST
-/v1/embeddings`` (the index's embedder). Model names are those of ``workbench.serving.pool`` (``base``,
+Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions`` (``stream`` true or
+false, ``stream_options.include_usage``, ``logprobs`` / ``top_logprobs``), ``POST /v1/embeddings`` (the index's
+embedder), and ``GET /health`` (no key needed). Model names are those of ``workbench.serving.pool`` (``base``,
 ``ft:ADAPTER``, ``rag:INDEX``, ``ft_rag:ADAPTER:INDEX``); a retrieval model's reply carries its passages in
 the extra field ``workbench`` (``sources``, ``citations``, ``raw``).
 
@@ -10,12 +11,17 @@ thread (``Batcher``) that waits ``batch_wait_s`` after the first request for oth
 ones (same weights, reply budget, temperature, stop strings) and makes one ``Generator.generate`` call per
 group. A streamed plain-model reply is generated alone with ``Generator.stream``, piece by piece; a
 retrieval model's answer, cleaned after generation, is batched and then sent word by word. At most ``max_queue`` requests wait or run at once; the next is answered 503. A bad request gets a
-4xx with an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``.
+4xx with an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``; a body over
+``max_body_mb`` is a 413 before it is parsed. A prompt longer than the model's context (beside the reply
+budget) is cut from its start: the reply says so in the ``X-Workbench-Prompt-Truncated`` header (tokens cut)
+and the server logs a line. A streamed reply whose client goes away stops generating at the next token.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import hmac
 import json
 import os
 import queue
@@ -32,11 +38,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from workbench.answering.generate import Generation
+from workbench.answering.generate import Generation, fit_prompt
 from workbench.core.errors import WorkbenchError
 from workbench.serving.pool import ModelPool, Route, bind
 
 MAX_STOP = 4
+MAX_TOP_LOGPROBS = 20
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+"""Message roles taken, and the role each is given (OpenAI's ``developer`` is the system prompt)."""
+PUBLIC_PATHS = {"/health"}
+"""Paths answered without the API key."""
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -58,14 +69,34 @@ class ServeConfig:
     max_tokens_limit: int = 2048
     """Largest reply budget a request may ask for."""
     api_key_env: str = "WORKBENCH_API_KEY"
-    """Environment variable holding the API key clients must send (``Authorization: Bearer KEY``); unset or
-    empty: no key needed."""
+    """Environment variable holding the API key clients must send (``Authorization: Bearer KEY``); unset: no
+    key needed; set but empty: the server refuses to start."""
+    max_body_mb: float = 1.0
+    """Largest request body in megabytes (10^6 bytes); a larger one is answered 413 before it is parsed."""
 
     def __post_init__(self):
         if not 0 <= self.port < 65536:
             raise WorkbenchError(f"port {self.port} is out of range", "use 1-65535, or 0 for any free port")
         if self.max_queue < 1 or self.batch_wait_s < 0 or self.max_tokens < 1:
             raise WorkbenchError("max_queue and max_tokens must be >= 1 and batch_wait_s >= 0", "fix the options")
+        if not self.max_body_mb > 0:
+            raise WorkbenchError(f"max_body_mb={self.max_body_mb}", "give a body limit above 0 megabytes")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1_000_000)
+
+    def api_key(self) -> str | None:
+        """The key clients must send, or None when ``api_key_env`` is unset.
+
+        Raises:
+            WorkbenchError: the variable is set but empty (auth would silently be off).
+        """
+        key = os.environ.get(self.api_key_env)
+        if key is not None and not key.strip():
+            raise WorkbenchError(f"${self.api_key_env} is set but empty",
+                                 "set it to the key clients must send, or unset it to serve without a key")
+        return key
 
 
 class ApiError(Exception):
@@ -95,6 +126,8 @@ class Job:
     future: Future = field(default_factory=Future)
     pieces: queue.Queue | None = None
     """For a streamed plain-model reply: the text pieces as they are generated, then None."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set when the streamed reply's client went away: generation stops at the next token (or never starts)."""
 
     def group(self) -> tuple:
         return (self.adapter, self.max_tokens, self.temperature, self.stop, self.sources is None)
@@ -120,6 +153,11 @@ class Batcher:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="workbench-batcher", daemon=True)
         self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting or generating."""
+        return self._pending
 
     def submit(self, job: Job) -> Future:
         with self._lock:
@@ -155,28 +193,41 @@ class Batcher:
             for jobs in groups.values():
                 streamed = [j for j in jobs if j.pieces is not None]
                 for j in streamed:  # token by token holds the model for one reply: these go one at a time
-                    self._stream(j)
+                    if j.cancel.is_set():  # its client left while it waited
+                        j.future.set_result(Generation("", 0, 0, 0.0))
+                        j.pieces.put(None)
+                    else:
+                        self._stream(j)
                 if len(streamed) < len(jobs):
                     self._run([j for j in jobs if j.pieces is None])
             with self._lock:
                 self._pending -= len(batch)
 
     def _stream(self, job: Job) -> None:
-        """Generate one reply with ``Generator.stream``, handing each piece to the waiting request."""
+        """Generate one reply with ``Generator.stream``, handing each piece to the waiting request, until
+        the reply ends or ``job.cancel`` is set (checked between tokens)."""
         t0 = time.perf_counter()
         try:
             gen = self.pool.generator(job.adapter)
             base_cfg = gen.cfg
             gen.cfg = dataclasses.replace(base_cfg, max_new_tokens=job.max_tokens, temperature=job.temperature)
-            text = ""
+            text, n_prompt, stats = "", len(gen.encode(job.messages)), {}
             try:
-                for piece in gen.stream(job.messages, stop=job.stop):
-                    text += piece
-                    job.pieces.put(piece)
+                # closing the stream early stops its generation at the next token
+                with contextlib.closing(gen.stream(job.messages, stop=job.stop, stats=stats,
+                                                   cancel=job.cancel)) as pieces:
+                    for piece in pieces:
+                        if job.cancel.is_set():
+                            break
+                        text += piece
+                        job.pieces.put(piece)
             finally:
                 gen.cfg = base_cfg
-            n_new = len(gen.tokenizer(text, add_special_tokens=False)["input_ids"])
-            job.future.set_result(Generation(text, 0, n_new, time.perf_counter() - t0))
+            n_new = len(stats.get("logprobs", []))  # one per token generated, as Generator.generate counts them
+            if job.cancel.is_set():
+                print(f"stopped a streamed reply ({job.adapter or 'base model'}) after {n_new} of {job.max_tokens} "
+                      "tokens: its client went away", file=sys.stderr, flush=True)
+            job.future.set_result(Generation(text, n_prompt, n_new, time.perf_counter() - t0))
         except BaseException as e:  # noqa: BLE001 - handed to the waiting request
             job.future.set_exception(e)
         finally:
@@ -211,9 +262,12 @@ class BatchedGenerator:
         gen = batcher.pool.generator(adapter)
         self.tokenizer = gen.tokenizer
         self.cfg = dataclasses.replace(gen.cfg, max_new_tokens=max_tokens, temperature=temperature)
+        self.conversations: list[list[dict[str, str]]] = []
+        """What was generated from: the conversations as ``answer_questions`` built them."""
 
     def generate(self, conversations: list[list[dict[str, str]]], progress: bool = False,
                  stop: Sequence[str] = (), sources: Any = None) -> list[Generation]:
+        self.conversations += conversations
         jobs = [Job(self.adapter, c, tuple(stop), self.cfg.max_new_tokens, self.cfg.temperature,
                     None if sources is None else sources[i]) for i, c in enumerate(conversations)]
         return [self.batcher.submit(j).result() for j in jobs]
@@ -232,6 +286,9 @@ class ChatRequest:
     stop: tuple[str, ...]
     stream: bool
     logprobs: bool = False
+    top_logprobs: int = 0
+    include_usage: bool = False
+    """``stream_options.include_usage``: a last chunk (empty ``choices``) carries the usage."""
 
 
 def _content(m: Any, i: int) -> str:
@@ -261,9 +318,9 @@ def parse_chat(body: Any, limit: int) -> ChatRequest:
         raise ApiError(400, "'messages' must be a non-empty list", param="messages")
     messages = []
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise ApiError(400, f"messages[{i}] needs a role of system, user or assistant", param="messages")
-        messages.append({"role": m["role"], "content": _content(m, i)})
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise ApiError(400, f"messages[{i}] needs a role of {', '.join(ROLES)}", param="messages")
+        messages.append({"role": ROLES[m["role"]], "content": _content(m, i)})
     if not body.get("continue_final_message", True) and messages[-1]["role"] == "assistant":
         raise ApiError(400, "a conversation ending with an assistant message is continued", param="messages")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -281,13 +338,49 @@ def parse_chat(body: Any, limit: int) -> ChatRequest:
         raise ApiError(400, f"'stop' must be a string or a list of at most {MAX_STOP} strings", param="stop")
     if body.get("n", 1) != 1:
         raise ApiError(400, "only n=1 is supported", param="n")
+    _refuse_unsupported(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", param="stream")
     logprobs = body.get("logprobs", False)
+    if logprobs is None:
+        logprobs = False
     if not isinstance(logprobs, bool):
         raise ApiError(400, "'logprobs' must be true or false", param="logprobs")
-    return ChatRequest(model, messages, max_tokens, float(temperature), tuple(stop), stream, logprobs)
+    top = body.get("top_logprobs")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise ApiError(400, f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    if top is not None and not logprobs:
+        raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+    return ChatRequest(model, messages, max_tokens, float(temperature), tuple(stop), stream, logprobs, top or 0,
+                       _include_usage(body.get("stream_options"), stream))
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    """400 for what the served models cannot do (tool calls, JSON modes), rather than silently ignoring it."""
+    for key in ("tools", "functions"):
+        if body.get(key) is not None:
+            raise ApiError(400, f"'{key}' is not supported: the served models reply in plain text, without tool "
+                                "calls", param=key)
+    for key in ("tool_choice", "function_call"):
+        if body.get(key) not in (None, "none"):
+            raise ApiError(400, f"'{key}' is not supported (only \"none\"): the served models make no tool calls",
+                           param=key)
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise ApiError(400, "only 'response_format' {\"type\": \"text\"} is supported (no JSON mode or schema)",
+                       param="response_format")
+
+
+def _include_usage(options: Any, stream: bool) -> bool:
+    if options is None:
+        return False
+    if not stream:
+        raise ApiError(400, "'stream_options' is only allowed with 'stream': true", param="stream_options")
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise ApiError(400, "'stream_options' must be an object with 'include_usage': true or false",
+                       param="stream_options")
+    return options.get("include_usage", False)
 
 
 def _sources(answer: Any) -> dict[str, Any]:
@@ -302,13 +395,71 @@ def _sources(answer: Any) -> dict[str, Any]:
 
 @dataclass
 class Reply:
-    """What a chat completion returns: text, token counts, why it stopped, and the retrieval extra."""
+    """What a chat completion returns: text, token counts, why it stopped, the retrieval extra, the token
+    log-probabilities (OpenAI's ``logprobs.content``, when asked for) and how many prompt tokens were cut."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
     extra: dict[str, Any] | None = None
+    logprobs: list[dict[str, Any]] | None = None
+    prompt_cut: int = 0
+
+
+@dataclass
+class Prompt:
+    """A prompt as the model is fed it: the token ids (the end of the rendered conversation that fits the
+    context beside the reply budget, as ``Generator.encode`` keeps it) and how many were cut from its start."""
+
+    ids: list[int]
+    cut: int
+
+
+def fit(gen: Any, messages: list[dict[str, str]], max_tokens: int) -> Prompt:
+    """The prompt ``gen`` feeds the model for ``messages`` with a reply budget of ``max_tokens``."""
+    whole = gen.prompt_ids(messages)
+    ids = fit_prompt(whole, gen.window(), max_tokens)
+    return Prompt(ids, len(whole) - len(ids))
+
+
+def token_logprobs(gen: Any, prompt_ids: list[int], text: str, top: int = 0) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs.content`` for ``text`` as the reply to a prompt, from one forward pass.
+
+    Per token of the text: its piece of the text (the pieces join to the text), its log-probability under
+    the model given the prompt and the tokens before it, its UTF-8 bytes, and the ``top`` likeliest tokens
+    at that step with theirs.
+    """
+    import inspect
+
+    import torch
+
+    tok = gen.tokenizer
+    reply = tok(text, add_special_tokens=False)["input_ids"]
+    if not reply or not prompt_ids:
+        return []
+    # only the reply's logits: a long prompt's (prompt_len, vocab) logits would not fit in memory
+    keep = "logits_to_keep" in inspect.signature(gen.model.forward).parameters
+    kw = {"logits_to_keep": len(reply) + 1} if keep else {}
+    with torch.inference_mode():
+        ids = torch.tensor([list(prompt_ids) + reply], device=gen.model.device)
+        logits = gen.model(input_ids=ids, **kw).logits[0, -len(reply) - 1:-1]  # (n_reply, vocab): row t predicts t
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logp.gather(1, torch.tensor(reply, device=logp.device)[:, None]).squeeze(1).tolist()
+    best = logp.topk(top, dim=-1) if top else None
+
+    def entry(piece: str, lp: float) -> dict[str, Any]:
+        return {"token": piece, "logprob": lp, "bytes": list(piece.encode("utf-8"))}
+
+    out, before = [], ""
+    for i, (t, lp) in enumerate(zip(reply, chosen)):
+        upto = tok.decode(reply[:i + 1])  # decoded with what precedes it, as the text shows it
+        piece = upto[len(before):] if upto.startswith(before) else tok.decode([t])
+        before = upto
+        alts = [] if best is None else [entry(tok.decode([a]), v) for a, v in
+                                        zip(best.indices[i].tolist(), best.values[i].tolist())]
+        out.append({**entry(piece, lp), "top_logprobs": alts})
+    return out
 
 
 class Server:
@@ -317,6 +468,7 @@ class Server:
     def __init__(self, pool: ModelPool, cfg: ServeConfig):
         self.pool, self.cfg = pool, cfg
         self.batcher = Batcher(pool, cfg.max_queue, cfg.batch_wait_s)
+        self.started = int(time.time())
 
     def route(self, model: str) -> Route:
         try:
@@ -328,38 +480,56 @@ class Server:
         """One chat completion (blocking: call it from a worker thread)."""
         route = self.route(req.model)
         try:
-            if route.index is None:  # a plain model: the caller's conversation as is
-                max_tokens = req.max_tokens or self.cfg.max_tokens
-                g = self.batcher.submit(Job(route.adapter, req.messages, req.stop, max_tokens,
-                                            req.temperature)).result()
-                # asked for, the reply's token log-probabilities go in the extra field (what the remote
-                # backend reads for the confidence of an answer)
-                extra = {"logprobs": g.logprobs, "abstain_logprob": g.abstain_logprob} if req.logprobs else None
-                return Reply(g.text, g.n_prompt_tokens, g.n_new_tokens, _finish(g.n_new_tokens, max_tokens), extra)
-            question = next((m["content"] for m in reversed(req.messages) if m["role"] == "user"), "")
-            max_tokens = req.max_tokens or self.pool.cfg.generate.max_new_tokens
-            gen = BatchedGenerator(self.batcher, route.adapter, max_tokens, req.temperature)
-            answer = self.pool.answer(question, route, gen)
-            return Reply(answer.text, 0, answer.n_new_tokens, _finish(answer.n_new_tokens, max_tokens),
-                         _sources(answer))
+            return self._plain(req, route) if route.index is None else self._retrieval(req, route)
         except QueueFull:
             raise self._busy() from None
         except WorkbenchError as e:
             raise ApiError(400, str(e)) from None
 
-    def stream_job(self, req: ChatRequest, route: Route) -> Job:
-        """Queue a plain model's reply to be streamed as it is generated (``Job.pieces``).
+    def _plain(self, req: ChatRequest, route: Route) -> Reply:
+        """A plain model's reply: the caller's conversation as is."""
+        max_tokens = req.max_tokens or self.cfg.max_tokens
+        prompt = self.prompt(route, req.messages, max_tokens)
+        g = self.batcher.submit(Job(route.adapter, req.messages, req.stop, max_tokens, req.temperature)).result()
+        # asked for, the log-probabilities the reply was generated with also go in the extra field (what the
+        # remote backend reads for the confidence of an answer)
+        extra = {"logprobs": g.logprobs, "abstain_logprob": g.abstain_logprob} if req.logprobs else None
+        return Reply(g.text, len(prompt.ids), g.n_new_tokens, _finish(g.n_new_tokens, max_tokens), extra,
+                     self.logprobs(req, route, prompt, g.text), prompt.cut)
+
+    def _retrieval(self, req: ChatRequest, route: Route) -> Reply:
+        """A retrieval model's answer to the last user message, through ``ModelPool.answer``."""
+        question = next((m["content"] for m in reversed(req.messages) if m["role"] == "user"), "")
+        max_tokens = req.max_tokens or self.pool.cfg.generate.max_new_tokens
+        gen = BatchedGenerator(self.batcher, route.adapter, max_tokens, req.temperature)
+        answer = self.pool.answer(question, route, gen)
+        prompt = self.prompt(route, gen.conversations[0], max_tokens)  # the prompt built around the passages
+        return Reply(answer.text, len(prompt.ids), answer.n_new_tokens, _finish(answer.n_new_tokens, max_tokens),
+                     _sources(answer), self.logprobs(req, route, prompt, answer.text), prompt.cut)
+
+    def prompt(self, route: Route, messages: list[dict[str, str]], max_tokens: int) -> Prompt:
+        return fit(self.pool.generator(route.adapter), messages, max_tokens)
+
+    def logprobs(self, req: ChatRequest, route: Route, prompt: Prompt, text: str) -> list[dict[str, Any]] | None:
+        """The reply's ``logprobs.content`` when the request asked for it, else None."""
+        if not req.logprobs:
+            return None
+        return token_logprobs(self.pool.generator(route.adapter), prompt.ids, text, req.top_logprobs)
+
+    def stream_job(self, req: ChatRequest, route: Route) -> tuple[Job, Prompt]:
+        """Queue a plain model's reply to be streamed as it is generated (``Job.pieces``), with its prompt.
 
         Raises:
             ApiError: 503 when the queue is full.
         """
-        job = Job(route.adapter, req.messages, req.stop, req.max_tokens or self.cfg.max_tokens, req.temperature,
-                  pieces=queue.Queue())
+        max_tokens = req.max_tokens or self.cfg.max_tokens
+        prompt = self.prompt(route, req.messages, max_tokens)
+        job = Job(route.adapter, req.messages, req.stop, max_tokens, req.temperature, pieces=queue.Queue())
         try:
             self.batcher.submit(job)
         except QueueFull:
             raise self._busy() from None
-        return job
+        return job, prompt
 
     def _busy(self) -> ApiError:
         return ApiError(503, f"the server is busy ({self.cfg.max_queue} requests queued); retry later",
@@ -389,15 +559,41 @@ class Server:
                 "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
 
     def models(self) -> dict[str, Any]:
-        now = int(time.time())
         # bare adapter names too: vLLM lists its LoRA modules so, and the remote backend asks for them
         ids = self.pool.model_ids() + self.pool.adapters + [f"embed:{i}" for i in self.pool.indices]
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "workbench"}
-                                           for m in ids]}
+        return {"object": "list", "data": [self._model(m) for m in ids]}
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        """``GET /v1/models/{id}``: one served model.
+
+        Raises:
+            ApiError: 404 when no such model is served.
+        """
+        if model_id not in [m["id"] for m in self.models()["data"]]:
+            raise ApiError(404, f"the model {model_id!r} does not exist (GET /v1/models lists them)",
+                           param="model", code="model_not_found")
+        return self._model(model_id)
+
+    def _model(self, model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": self.started, "owned_by": "workbench"}
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``: the server is up and its models are loaded; how many requests wait or run."""
+        return {"status": "ok", "queued": self.batcher.pending, "max_queue": self.cfg.max_queue}
 
 
 def _finish(n_new: int, max_tokens: int) -> str:
     return "length" if n_new >= max_tokens else "stop"
+
+
+def usage(reply: Reply) -> dict[str, int]:
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+
+def _logprobs(reply: Reply) -> dict[str, Any] | None:
+    """``choices[0].logprobs`` as OpenAI writes it (null unless asked for)."""
+    return None if reply.logprobs is None else {"content": reply.logprobs, "refusal": None}
 
 
 def completion(req: ChatRequest, reply: Reply) -> dict[str, Any]:
@@ -405,40 +601,56 @@ def completion(req: ChatRequest, reply: Reply) -> dict[str, Any]:
     out = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
            "model": req.model,
            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                        "finish_reason": reply.finish_reason}],
-           "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                     "total_tokens": reply.prompt_tokens + reply.completion_tokens}}
+                        "logprobs": _logprobs(reply), "finish_reason": reply.finish_reason}],
+           "usage": usage(reply)}
     if reply.extra is not None:
         out["workbench"] = reply.extra
     return out
 
 
+DONE = "data: [DONE]\n\n"
+
+
+def _event(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
 class Events:
     """Server-sent events of one streamed chat completion (``chat.completion.chunk`` objects)."""
 
-    def __init__(self, model: str):
+    def __init__(self, req: ChatRequest):
         self.head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
-                     "created": int(time.time()), "model": model}
+                     "created": int(time.time()), "model": req.model}
+        self.include_usage = req.include_usage
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
-        body = {**self.head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None,
+              **more: Any) -> str:
+        body = {**self.head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+                **more}
+        if self.include_usage:  # as OpenAI sends it: null on every chunk but the usage one
+            body["usage"] = None
+        return _event(body)
 
     def start(self) -> str:
         return self.chunk({"role": "assistant", "content": ""})
 
-    def end(self, finish: str, extra: dict[str, Any] | None = None) -> list[str]:
-        more = {"workbench": extra} if extra is not None else {}
-        return [self.chunk({}, finish, **more), "data: [DONE]\n\n"]
+    def end(self, reply: Reply) -> list[str]:
+        """The finish chunk (with the log-probabilities of the whole reply when asked for, and the retrieval
+        extra), the usage chunk (empty ``choices``) when asked for, then ``[DONE]``."""
+        more = {"workbench": reply.extra} if reply.extra is not None else {}
+        out = [self.chunk({}, reply.finish_reason, _logprobs(reply), **more)]
+        if self.include_usage:
+            out.append(_event({**self.head, "choices": [], "usage": usage(reply)}))
+        return out + [DONE]
 
 
 def stream_chunks(req: ChatRequest, reply: Reply) -> list[str]:
     """The events of a finished reply (a retrieval model's, whose text is cleaned after generation): the
     role, the text word by word, the finish with the ``workbench`` extra, then ``[DONE]``. The deltas join
     to the non-streamed text."""
-    ev = Events(req.model)
+    ev = Events(req)
     pieces = [reply.text[i:j] for i, j in _word_cuts(reply.text)]
-    return [ev.start()] + [ev.chunk({"content": p}) for p in pieces] + ev.end(reply.finish_reason, reply.extra)
+    return [ev.start()] + [ev.chunk({"content": p}) for p in pieces] + ev.end(reply)
 
 
 def _word_cuts(text: str) -> list[tuple[int, int]]:
@@ -447,12 +659,49 @@ def _word_cuts(text: str) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [len(text)])) if text else []
 
 
+TRUNCATED_HEADER = "X-Workbench-Prompt-Truncated"
+"""Response header: how many tokens were cut from the start of the prompt (absent when none were)."""
+
+
+def prompt_notice(model: str, prompt_tokens: int, cut: int) -> dict[str, str]:
+    """Headers saying a prompt was cut to the model's context (none when it was not), and a log line."""
+    if not cut:
+        return {}
+    print(f"warning: a request to {model}: the prompt ({prompt_tokens + cut} tokens) was cut to its last "
+          f"{prompt_tokens} tokens to fit the model's context beside the reply", file=sys.stderr, flush=True)
+    return {TRUNCATED_HEADER: str(cut)}
+
+
 # --- HTTP ---------------------------------------------------------------------------------------
+
+def _key_matches(request: Request, key: str) -> bool:
+    sent = request.headers.get("authorization", "").encode("latin-1")  # the header's bytes as sent
+    return hmac.compare_digest(sent, f"Bearer {key}".encode())  # constant time: no timing oracle
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is over {limit:,} bytes (the server's --max-body-mb)",
+                    code="request_too_large")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over ``limit`` bytes (by its declared
+    length, else while it arrives): an oversized body is never parsed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
 
 def create_app(server: Server) -> Any:
     """The FastAPI application over a ``Server``."""
     app = FastAPI(title="workbench", description="OpenAI-compatible API over the workbench systems")
-    key = os.environ.get(server.cfg.api_key_env) or None
+    key = server.cfg.api_key()
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -465,36 +714,49 @@ def create_app(server: Server) -> Any:
 
     @app.middleware("http")
     async def check_key(request: Request, call_next: Any) -> Any:
-        if key and request.headers.get("authorization", "") != f"Bearer {key}":
+        if key is not None and request.url.path not in PUBLIC_PATHS and not _key_matches(request, key):
             return JSONResponse(ApiError(401, "a valid API key is required (Authorization: Bearer KEY)",
                                          code="invalid_api_key").body(), status_code=401)
         return await call_next(request)
 
     async def json_body(request: Request) -> Any:
+        body = await read_body(request, server.cfg.max_body_bytes)
         try:
-            return json.loads(await request.body())
+            return json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"the body is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return server.health()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return server.models()
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str) -> dict[str, Any]:
+        return server.model(model_id)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         req = parse_chat(await json_body(request), server.cfg.max_tokens_limit)
         route = server.route(req.model)  # an unknown model is a 404 before anything else
         if req.stream and route.index is None:  # a plain model streams as it generates
-            return StreamingResponse(live_events(req, server.stream_job(req, route)), media_type="text/event-stream")
+            job, prompt = await run_in_threadpool(server.stream_job, req, route)
+            return StreamingResponse(live_events(server, req, route, job, prompt, request),
+                                     media_type="text/event-stream",
+                                     headers=prompt_notice(req.model, len(prompt.ids), prompt.cut))
         reply = await run_in_threadpool(server.chat, req)
+        headers = prompt_notice(req.model, reply.prompt_tokens, reply.prompt_cut)
         if not req.stream:
-            return completion(req, reply)
+            return JSONResponse(completion(req, reply), headers=headers)
 
         async def events() -> Any:
             for e in stream_chunks(req, reply):
                 yield e
                 await asyncio.sleep(0)
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> dict[str, Any]:
@@ -504,33 +766,62 @@ def create_app(server: Server) -> Any:
     return app
 
 
-async def live_events(req: ChatRequest, job: Job) -> Any:
-    """The events of a plain model's reply, each piece sent as soon as it is generated."""
-    ev = Events(req.model)
-    yield ev.start()
-    while (piece := await run_in_threadpool(job.pieces.get)) is not None:
-        yield ev.chunk({"content": piece})
+POLL_S = 0.25
+"""How often a streamed reply waiting for its next piece checks that its client is still there."""
+
+
+async def _next_piece(job: Job, request: Request) -> str | None:
+    """The job's next piece, or None at the reply's end or once the client has gone (the job is cancelled:
+    generation stops at the next token, or never starts if the job still waits)."""
+    while True:
+        if await request.is_disconnected():
+            job.cancel.set()
+            return None
+        try:
+            return await run_in_threadpool(job.pieces.get, True, POLL_S)
+        except queue.Empty:
+            continue
+
+
+async def live_events(server: Server, req: ChatRequest, route: Route, job: Job, prompt: Prompt,
+                      request: Request) -> Any:
+    """The events of a plain model's reply, each piece sent as soon as it is generated; the client leaving
+    (seen between pieces, or as a failed send) stops the generation."""
+    ev = Events(req)
     try:
-        g = job.future.result()
-    except Exception as e:  # noqa: BLE001 - the status line is sent: report it in the stream
-        yield f"data: {json.dumps(ApiError(500, str(e)[:300], kind='server_error').body())}\n\n"
-        yield "data: [DONE]\n\n"
-        return
-    for e in ev.end(_finish(g.n_new_tokens, job.max_tokens)):
-        yield e
+        yield ev.start()
+        while (piece := await _next_piece(job, request)) is not None:
+            yield ev.chunk({"content": piece})
+        if job.cancel.is_set():
+            return
+        try:
+            g = job.future.result()
+        except Exception as e:  # noqa: BLE001 - the status line is sent: report it in the stream
+            yield _event(ApiError(500, str(e)[:300], kind="server_error").body())
+            yield DONE
+            return
+        lp = await run_in_threadpool(server.logprobs, req, route, prompt, g.text)
+        reply = Reply(g.text, len(prompt.ids), g.n_new_tokens, _finish(g.n_new_tokens, job.max_tokens),
+                      logprobs=lp, prompt_cut=prompt.cut)
+        for e in ev.end(reply):
+            yield e
+    finally:  # the reply ended, or the client went away mid-stream: stop generating
+        job.cancel.set()
 
 
 def serve(pool: ModelPool, cfg: ServeConfig) -> None:
     """Bind, load the models (failing fast on a missing adapter or index), and serve until Ctrl-C.
 
     Raises:
-        WorkbenchError: the port is in use, or a model, adapter or index cannot be loaded.
+        WorkbenchError: the API key variable is set but empty, the port is in use, or a model, adapter or
+            index cannot be loaded.
     """
     import uvicorn
 
+    key = cfg.api_key()  # before anything binds or loads
     sock = bind(cfg.host, cfg.port)
     try:
-        if cfg.host not in LOOPBACK and not os.environ.get(cfg.api_key_env):
+        if cfg.host not in LOOPBACK and key is None:
             print(f"warning: listening on {cfg.host} without an API key: anyone who reaches this machine can use "
                   f"it (set ${cfg.api_key_env})", file=sys.stderr, flush=True)
         pool.load()

@@ -1,42 +1,25 @@
-"""Fine-tuned artifacts in ``adapters/``: naming, staleness, and loading onto the base model."""
+"""Fine-tuned artifacts in ``adapters/``: naming and staleness (``workbench.answering.loader`` loads them)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from workbench.answering.models import load_base_model, model_fingerprint, pick_device, pick_dtype
-from workbench.core.artifacts import hash_file, read_manifest
+from workbench.answering.loader import (  # noqa: F401 - an adapter's folder, manifest and loading live with the loader
+    adapter_dir,
+    load_finetuned,
+    read_adapter_manifest,
+)
+from workbench.answering.models import model_fingerprint
+from workbench.core.artifacts import hash_file
 from workbench.core.config import FinetuneConfig, ModelConfig, PromptConfig, RunConfig, to_dict
 from workbench.core.errors import WorkbenchError
-from workbench.core.paths import adapters_dir, check_name, safe_name
 from workbench.core.paths import qa_path as default_qa_path
+from workbench.core.paths import safe_name
 from workbench.corpus.ingest import corpus_fingerprint
-
-KIND = "adapter"
-FORMAT_VERSION = 1
 
 
 def default_adapter_name(corpus_dir: Path, mode: str) -> str:
     """``<corpus folder name>-<mode>``, e.g. ``demo-sft`` (made a plain name)."""
     return safe_name(f"{Path(corpus_dir).resolve().name}-{mode}", fallback=f"corpus-{mode}")
-
-
-def adapter_dir(name_or_dir: str | Path) -> Path:
-    """The folder of an adapter to read, given its name (under ``adapters/``) or a path to it.
-
-    Raises:
-        WorkbenchError: neither a folder nor a plain name.
-    """
-    s = str(name_or_dir)
-    p = Path(s).expanduser()
-    if p.is_absolute() or "/" in s or "\\" in s or s.startswith("~"):
-        return p  # a folder to read from (a path, never a plain name); fine-tuning never writes there
-    return adapters_dir() / check_name(s, "adapter")
-
-
-def read_adapter_manifest(folder: Path) -> dict[str, Any]:
-    """The adapter's manifest, checked for kind and format version."""
-    return read_manifest(folder, KIND, FORMAT_VERSION)
 
 
 def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | None = None,
@@ -79,61 +62,10 @@ def adapter_status(name: str | Path, corpus_dir: Path, cfg: FinetuneConfig | Non
     reads_chunks = m.get("mode") in ("cpt", "raft", "scratch") or "synth" in str(m.get("data_source", ""))
     if run_cfg is not None and reads_chunks and m.get("ingest") not in (None, to_dict(run_cfg.ingest)):
         return "stale: chunking settings changed (it was trained on other chunks)"
+    synthesized = "synth" in str(m.get("data_source", ""))
+    if run_cfg is not None and synthesized and m.get("synth") not in (None, to_dict(run_cfg.synth)):
+        return "stale: synth settings changed (it was trained on other synthesized questions)"
     if model_cfg is not None and m.get("mode") != "scratch":
         if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
             return f"stale: trained on base model {m.get('base_model')}, not {model_cfg.base_model}"
     return "current"
-
-
-def load_finetuned(name_or_dir: str | Path, model_cfg: ModelConfig, merge: bool = True
-                   ) -> tuple[Any, Any, dict[str, Any]]:
-    """Load a fine-tuned model: the LoRA adapter on its base model, or a from-scratch model.
-
-    Args:
-        name_or_dir: adapter name (under ``adapters/``) or folder.
-        model_cfg: the base model to load the adapter onto (and device/dtype); it must be the base the
-            adapter was trained on.
-        merge: fold the LoRA weights into the base for faster generation.
-
-    Returns:
-        (model in eval mode, tokenizer with left padding, manifest).
-
-    Raises:
-        WorkbenchError: missing adapter, or an adapter trained on another base model.
-    """
-    folder = adapter_dir(name_or_dir)
-    if not (folder / "manifest.json").exists():
-        raise WorkbenchError(f"no adapter {str(name_or_dir)!r} at {folder}",
-                             "build it with `workbench finetune CORPUS_DIR --mode sft`")
-    m = read_adapter_manifest(folder)
-    if m.get("mode") == "scratch":
-        return (*_load_full(folder, model_cfg), m)
-    from peft import PeftModel
-
-
-    if m.get("base_model_hash") != model_fingerprint(model_cfg.base_model):
-        raise WorkbenchError(
-            f"adapter {folder.name} was trained on base model {m.get('base_model')!r}, "
-            f"not {model_cfg.base_model!r}",
-            f"load it with --base {m.get('base_model')} or retrain it on this base")
-    base, tokenizer = load_base_model(model_cfg)
-    model = PeftModel.from_pretrained(base, str(folder))
-    if merge:
-        model = model.merge_and_unload()
-    model.eval()
-    return model, tokenizer, m
-
-
-def _load_full(folder: Path, model_cfg: ModelConfig) -> tuple[Any, Any]:
-    """A from-scratch model folder, on the configured device, tokenizer padded on the left."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-
-    device = pick_device(model_cfg.device)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(model_cfg.dtype, device)).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer

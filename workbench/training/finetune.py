@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.answering.models import load_base_model, model_fingerprint, pick_device, pick_dtype
+from workbench.answering.loader import ADAPTER_FORMAT, ADAPTER_KIND, load_finetuned
+from workbench.answering.models import (
+    load_base_model,
+    model_fingerprint,
+    pick_device,
+    pick_dtype,
+    portable_base_name,
+)
 from workbench.core.artifacts import (
     atomic_dir,
     check_replaceable,
@@ -42,8 +49,8 @@ from workbench.training.train_data import require_enough, sft_examples, tokenize
 from workbench.training.trainer import Trained, train_model, write_curve
 from workbench.training.trainset import TrainingData, build_training_data
 
-FORMAT_VERSION = 1
-KIND = "adapter"
+FORMAT_VERSION = ADAPTER_FORMAT
+KIND = ADAPTER_KIND
 
 
 @dataclass
@@ -248,6 +255,11 @@ def _write_adapter(final: Path, trained: Trained, cfg: FinetuneConfig, model_cfg
     examples and the manifest (``fields``: what it was built from)."""
     model, tokenizer, data, outcome = trained.model, trained.tokenizer, trained.data, trained.outcome
     tokenizer.padding_side = "left"  # as generation wants it (training may have padded on the right)
+    if fields.get("base_model") and fields.get("mode") != "scratch":
+        # adapter_config.json names the base for PeftModel.from_pretrained on any machine (the manifest keeps
+        # the exact base: its name as given and its fingerprint)
+        for peft_cfg in model.peft_config.values():
+            peft_cfg.base_model_name_or_path = portable_base_name(fields["base_model"])
     with atomic_dir(final, kind=KIND) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -262,7 +274,8 @@ def _write_adapter(final: Path, trained: Trained, cfg: FinetuneConfig, model_cfg
             KIND, FORMAT_VERSION, **fields,
             data_source=data.source, data_hash=data.digest(), n_train_examples=len(data.train),
             n_heldout_examples=len(data.heldout), n_pretrain_examples=len(data.pretrain),
-            n_leakage_dropped=data.n_leakage_dropped, hyperparameters=to_dict(cfg), prompt=to_dict(run_cfg.prompt),
+            n_leakage_dropped=data.n_leakage_dropped, training_data=data.counts(), synth=to_dict(run_cfg.synth),
+            hyperparameters=to_dict(cfg), prompt=to_dict(run_cfg.prompt),
             ingest=to_dict(run_cfg.ingest),
             tokens_seen=outcome.tokens_seen, global_step=outcome.global_step,
             resumed_from_step=outcome.resumed_from_step, train_seconds=round(outcome.train_seconds, 2),
@@ -298,8 +311,6 @@ def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model
         WorkbenchError: an invalid name, a folder that is not an adapter there, an adapter that is not a
             LoRA adapter of this base model, or too little training data.
     """
-    from peft import PeftModel
-
     t_start = time.perf_counter()
     name = check_name(name, "adapter")
     final = adapters_dir() / name
@@ -329,13 +340,12 @@ def continue_finetune(adapter: str, corpus_dir: Path, cfg: FinetuneConfig, model
                                       done.get("train_loss"), done.get("heldout_loss"), done.get("data_source", "?"),
                                       cfg.mode, done.get("n_train_examples", 0))
         device = pick_device(model_cfg.device)
-        base, tokenizer = load_base_model(model_cfg)
+        model, tokenizer, _ = load_finetuned(old, model_cfg, trainable=True)
         data = build_training_data(corpus_dir, cfg, tokenizer, qa_path, run_cfg, progress=progress, chunks=chunks)
         data.train += sft_examples(list(replay or []), tokenizer, source="replay", prompt=run_cfg.prompt)
         train_rows = tokenize_examples(data.train, tokenizer, cfg.max_seq_len)
         held_rows = tokenize_examples(data.heldout, tokenizer, cfg.max_seq_len)
         require_enough(len(train_rows), "training examples")
-        model = PeftModel.from_pretrained(base, str(old), is_trainable=True)
         work = final.with_name(f".{name}.work")
         _prepare_work(work, {"continue": str(old), "finetune": to_dict(cfg)}, False, False)
         outcome = train_model(model, tokenizer, train_rows, held_rows, cfg, work, epochs=cfg.epochs,
@@ -384,7 +394,8 @@ def _train_lora(corpus_dir: Path, cfg: FinetuneConfig, model_cfg: ModelConfig, w
     if progress:
         n_tok = sum(len(r["input_ids"]) for r in train_rows)
         print(f"training data: {len(train_rows)} examples ({data.source}), {n_tok:,} tokens per epoch, "
-              f"{len(held_rows)} held out, {data.n_leakage_dropped} dropped by the leakage guard")
+              f"{len(held_rows)} held out, {data.n_leakage_dropped} dropped by the leakage guard; "
+              f"{data.counts()['n_facts']} facts in {data.counts()['n_wordings']} wordings")
     model = _lora_model(model, cfg)
     outcome = train_model(model, tokenizer, train_rows, held_rows, cfg, work, epochs=cfg.epochs,
                           learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, resume=resume,

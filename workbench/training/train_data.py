@@ -20,6 +20,7 @@ from workbench.answering.generate import render_prompt as _render
 from workbench.answering.prompt import build_messages
 from workbench.core.config import PromptConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.language import ARTICLES_EN
 from workbench.core.records import Chunk, Hit
 from workbench.corpus.qa import QAItem
 
@@ -27,7 +28,6 @@ IGNORE_INDEX = -100
 MIN_EXAMPLES = 4
 """Fewer training examples than this is refused as "corpus too small"."""
 NEAR_DUPLICATE_JACCARD = 0.8
-_STOP = {"a", "an", "the"}
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Example:
 def question_tokens(text: str) -> frozenset[str]:
     """Normalised word set of a question: NFKC, lower case, punctuation and articles dropped."""
     text = unicodedata.normalize("NFKC", text).lower()
-    return frozenset(t for t in re.findall(r"\w+", text) if t not in _STOP)
+    return frozenset(t for t in re.findall(r"\w+", text) if t not in ARTICLES_EN)
 
 
 def is_near_duplicate(a: frozenset[str], b: frozenset[str], threshold: float = NEAR_DUPLICATE_JACCARD) -> bool:

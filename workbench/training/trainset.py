@@ -5,13 +5,12 @@ scratch."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.answering.models import load_base_model
-from workbench.core.artifacts import hash_bytes
+from workbench.core.artifacts import atomic_path, hash_bytes
 from workbench.core.config import FinetuneConfig, RunConfig
 from workbench.core.errors import WorkbenchError
 from workbench.core.paths import qa_path as default_qa_path
@@ -41,6 +40,20 @@ class TrainingData:
     n_leakage_dropped: int = 0
     pretrain: list[Example] = field(default_factory=list)
     """Scratch mode: plain-text pre-training examples (the corpus chunks)."""
+    synthesis: dict[str, Any] | None = None
+    """What synthesized questions were made with, and how many (``Synthesis.summary``); None without."""
+
+    def counts(self) -> dict[str, Any]:
+        """Facts and wordings the question examples hold (a fact: one ``fact_id``, else one question), and
+        the synthesis summary: the adapter manifest's ``training_data``."""
+        asked = [e for e in self.train + self.heldout if e.question]
+        facts = {e.fact_id or e.question for e in asked}
+        by_source: dict[str, int] = {}
+        for e in asked:
+            by_source[e.source] = by_source.get(e.source, 0) + 1
+        return {"n_facts": len(facts), "n_wordings": len(asked), "wordings_per_fact":
+                round(len(asked) / len(facts), 2) if facts else 0.0, "by_source": by_source,
+                "synthesis": self.synthesis}
 
     def digest(self) -> str:
         """Content hash of the examples (the manifest's data hash)."""
@@ -85,16 +98,18 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
                              "set finetune.synthesize to auto or always, or add train questions to qa.jsonl")
     qa = list(gold)
     origin = {it.id: "gold" for it in gold}  # -> Example.source (held-out picks non-gold first)
-    if use_synth:
-        qa += [QAItem(id=f"synth{i}", question=s.question, answers=[s.answer], split="train", doc=s.doc,
-                      fact_id=s.fact_id, kind=f"synth-{s.style}")
-               for i, s in enumerate(_synthesize(chunks, cfg, run_cfg, progress))]
-    if cfg.anchor_questions > 0 and gold:
-        qa += _anchor_questions(gold, chunks, cfg, run_cfg)
-    origin.update({it.id: "synth" for it in qa if it.id not in origin})
+    # gold questions get rule paraphrases; synthesized facts come with their own wordings (synth.wordings)
     qa += [QAItem(id=f"{it.id}~p{j}", question=p, answers=it.answers, split="train", doc=it.doc,
                   fact_id=it.fact_id or it.id, kind="paraphrase")
-           for it in list(qa) for j, p in enumerate(synth.paraphrase_question(it.question, cfg.paraphrases, cfg.seed))]
+           for it in gold for j, p in enumerate(synth.paraphrase_question(it.question, cfg.paraphrases, cfg.seed))]
+    made = None
+    if use_synth:
+        made = _synthesize(chunks, cfg, run_cfg, progress)
+        qa += [QAItem(id=f"synth{i}", question=s.question, answers=[s.answer], split="train", doc=s.doc,
+                      fact_id=s.fact_id, kind=f"synth-{s.style}") for i, s in enumerate(made.items)]
+    if cfg.anchor_questions > 0 and gold:
+        qa += _anchor_questions(gold, chunks, cfg, run_cfg)
+    origin.update({it.id: "synth" for it in qa if it.id not in origin and it.kind != "paraphrase"})
     before = len(qa)
     qa = _leak_free(qa, eval_questions)
     n_dropped = before - len(qa)
@@ -112,7 +127,7 @@ def build_training_data(corpus_dir: Path, cfg: FinetuneConfig, tokenizer: Any, q
                                                       prompt=run_cfg.prompt)]
     tr, held = train_data.split_heldout(examples, cfg.heldout_fraction, cfg.seed)
     pretrain = train_data.cpt_examples(chunks) if cfg.mode == "scratch" else []
-    return TrainingData(tr, held, source, n_dropped, pretrain)
+    return TrainingData(tr, held, source, n_dropped, pretrain, made.summary() if made else None)
 
 
 def _leak_free(qa: list, eval_questions: list[str]) -> list:
@@ -135,16 +150,41 @@ def corpus_chunks(corpus_dir: Path, run_cfg: RunConfig, progress: bool = False) 
     return ingest_corpus(Path(corpus_dir), run_cfg.ingest, progress=progress).chunks
 
 
-def _synthesize(chunks: list, cfg: FinetuneConfig, run_cfg: RunConfig, progress: bool) -> list:
-    if cfg.synth_generator == "rules":
-        return synth.synthesize_rules(chunks, run_cfg.ingest.language, cfg.synth_per_chunk, cfg.seed, progress)
-    if cfg.synth_endpoint:
-        complete = synth.endpoint_completer(cfg.synth_endpoint, cfg.synth_model or "default",
-                                            os.environ.get("OPENAI_API_KEY"))
-    else:
+def _synthesize(chunks: list, cfg: FinetuneConfig, run_cfg: RunConfig, progress: bool) -> synth.Synthesis:
+    """Questions from the chunks with the run's ``synth`` settings (the base model loaded only for backend
+    model)."""
+    complete, name = None, ""
+    if run_cfg.synth.backend == "model":
         model, tok = load_base_model(run_cfg.model)
-        complete = synth.model_completer(model, tok)
-    return synth.synthesize_llm(chunks, complete, cfg.synth_per_chunk, progress)
+        complete, name = synth.model_completer(model, tok), run_cfg.model.base_model
+    return synth.synthesize(chunks, run_cfg.synth, run_cfg.ingest.language, cfg.seed, progress, complete, name)
+
+
+def synthesize_corpus(corpus_dir: Path, run_cfg: RunConfig, out: Path | None = None,
+                      progress: bool = False) -> synth.Synthesis:
+    """The questions fine-tuning would synthesize from a corpus (``workbench synth``, the app's sample).
+
+    Args:
+        corpus_dir: the corpus folder (its chunks are read as a fine-tuning run reads them).
+        run_cfg: settings (``synth``, ``ingest``, ``finetune.seed``; ``model`` for backend model).
+        out: JSONL file to write atomically, one question a line with its answer, source sentence, document
+            and fact id; None writes nothing.
+        progress: show progress bars.
+
+    Raises:
+        WorkbenchError: the corpus folder does not exist, or nothing could be synthesized from it.
+    """
+    if not Path(corpus_dir).is_dir():
+        raise WorkbenchError(f"corpus folder {corpus_dir} does not exist", "give the folder holding the documents")
+    made = _synthesize(corpus_chunks(Path(corpus_dir), run_cfg, progress), run_cfg.finetune, run_cfg, progress)
+    if not made.items:
+        raise WorkbenchError(f"no question could be synthesized from {corpus_dir} ({made.pipeline})",
+                             "add documents with full sentences, or use synth.backend openai")
+    if out is not None:
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_text("".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in made.items),
+                           encoding="utf-8")
+    return made
 
 
 def _anchor_questions(gold: list, chunks: list, cfg: FinetuneConfig, run_cfg: RunConfig) -> list:
@@ -158,7 +198,8 @@ def _anchor_questions(gold: list, chunks: list, cfg: FinetuneConfig, run_cfg: Ru
             where[c.id] = c
     if not where:
         return []
-    made = synth.synthesize_rules(list(where.values()), run_cfg.ingest.language, max_per_chunk=50, seed=cfg.seed)
+    made = synth.synthesize_rules(list(where.values()), run_cfg.ingest.language, max_per_chunk=50, seed=cfg.seed,
+                                  max_words=run_cfg.synth.max_words)
     out, seen = [], set()
     for s in made:
         for it in by_chunk.get(s.chunk_id, []):

@@ -1,8 +1,8 @@
-"""report.md sections for summary.json's ``update`` and ``side_effects`` blocks: a table, verdict sentences
+"""report.md's "After the update" section for summary.json's ``update`` block: a table, verdict sentences
 computed from the numbers, and a plot of quality on each question set against update cost.
 
-Pure functions of the summary (``update_section``, ``side_effects_section``), so the app shows the same text
-and tests build them from constructed summaries; ``append_*`` add them to a run folder's report.md.
+``update_section`` is a pure function of the summary, so the app shows the same text and tests build it from
+constructed summaries; ``update_appendix`` is the section ``workbench update`` hands to ``write_run``.
 """
 from __future__ import annotations
 
@@ -138,34 +138,6 @@ def update_section(summary: dict, plot: str | None = UPDATE_PLOT) -> list[str]:
     return out
 
 
-def side_effects_section(summary: dict) -> list[str]:
-    """The "Side effects on general ability" section (markdown lines); empty without a ``side_effects`` block."""
-    se = summary.get("side_effects")
-    if not se:
-        return []
-    out = ["## Side effects on general ability", "",
-           f"The base model answers {se.get('n_kept', 0)} of the {se.get('n_questions', 0)} general-knowledge probe "
-           f"questions right; perplexity on a general text sample ({se.get('text_tokens', 0):,} tokens): base "
-           f"{_f((se.get('base') or {}).get('perplexity'), 1)}.", ""]
-    rows = []
-    for label, a in (se.get("adapters") or {}).items():
-        rows.append([label, f"`{a.get('adapter', '?')}`",
-                     f"{_pct(a.get('still_right'))} ({a.get('kept_right', 0)} of {se.get('n_kept', 0)})",
-                     _f(a.get("perplexity"), 1), f"{100 * a['perplexity_change']:+.0f}%"
-                     if a.get("perplexity_change") is not None else "–"])
-    if rows:
-        out += _table(["system", "adapter", "still answers right", "perplexity", "change vs base"], rows) + [""]
-        worst = max(se["adapters"].items(), key=lambda kv: (1 - (kv[1].get("still_right") or 1),
-                                                            kv[1].get("perplexity_change") or 0))
-        sr = worst[1].get("still_right")
-        if sr is not None and sr < 1:
-            out += [f"**{worst[0]}** lost most: it still answers {_pct(sr)} of the probe questions the base model "
-                    f"knew, and its perplexity changed by {100 * (worst[1].get('perplexity_change') or 0):+.0f}%.", ""]
-        elif sr is not None:
-            out += ["Every adapter still answers all the probe questions the base model knew.", ""]
-    return out
-
-
 def plot_update(summary: dict, path: Path) -> Path | None:
     """F1 on each question set against the system's update cost (one panel per set)."""
     u = summary.get("update") or {}
@@ -192,20 +164,8 @@ def plot_update(summary: dict, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def _append(folder: Path, lines: list[str]) -> None:
-    path = Path(folder) / "report.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-
-
-def append_update_report(folder: Path, summary: dict) -> None:
-    """Add the update plot and the "After the update" (and side-effects) sections to a run folder's report."""
-    plot = plot_update(summary, Path(folder) / "plots" / UPDATE_PLOT)
-    _append(folder, update_section(summary, plot.name if plot else None) + side_effects_section(summary))
-
-
-def append_side_effects_report(folder: Path, summary: dict) -> None:
-    """Add the side-effects section to a run folder's report (``workbench run``)."""
-    lines = side_effects_section(summary)
-    if lines:
-        _append(folder, lines)
+def update_appendix(summary: dict, plots_dir: Path) -> list[str]:
+    """The "After the update" section with its plot drawn into ``plots_dir``: a report appendix for
+    ``write_run``."""
+    plot = plot_update(summary, Path(plots_dir) / UPDATE_PLOT)
+    return update_section(summary, plot.name if plot else None)

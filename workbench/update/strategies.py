@@ -23,42 +23,33 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import threading
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from workbench.core.artifacts import atomic_dir, check_replaceable, write_json
+from workbench.core.artifacts import check_replaceable
 from workbench.core.config import RunConfig
 from workbench.core.console import Stages, stage_console
 from workbench.core.errors import WorkbenchError
 from workbench.core.locks import acquire_locks, lock_name, release_locks
+from workbench.core.measure import measured
 from workbench.core.paths import QA_FILE, adapters_dir, check_name, indices_dir, runs_dir, safe_name, state_dir
 from workbench.core.records import read_chunks, read_jsonl, write_jsonl
 from workbench.core.text import normalize_answer
 from workbench.corpus.ingest import decode_bytes, ingest_corpus, list_documents
 from workbench.corpus.qa import QAItem, load_qa
-from workbench.evaluation.evaluate import evaluate
+from workbench.evaluation.evaluate import score_run, write_run
 from workbench.evaluation.side_effects import side_effects as general_probe
-from workbench.evaluation.systems import SystemSpec, adapter_plan, register
+from workbench.evaluation.systems import UPDATE_ROLES, adapter_plan
 from workbench.retrieval.index import CHUNKS, build_index, default_index_name, load_index, resolve_index_dir
 from workbench.retrieval.retrieve import Retriever
 from workbench.training.adapters import adapter_dir, default_adapter_name
 from workbench.training.finetune import FinetuneResult, continue_finetune, finetune
 from workbench.update.folder import QuestionSets, UpdatePlan, question_sets, read_update, write_updated_corpus
 from workbench.update.measures import system_update
-from workbench.update.report import append_update_report
+from workbench.update.report import update_appendix
 
 STRATEGIES = ("reindex", "continue", "retrain")
-UPDATE_ROLES = {"ft_continue": "continue", "ft_replay": "replay", "ft_retrain": "retrain"}
-"""Adapter role of an updated system -> the strategy (and adapter name suffix) that builds it."""
-for _role in UPDATE_ROLES:
-    register(SystemSpec(_role, f"old adapter after update strategy {UPDATE_ROLES[_role]}, closed book",
-                        retrieval=False, adapter=_role))
-    register(SystemSpec(f"{_role}_rag", f"old adapter after update strategy {UPDATE_ROLES[_role]} + retrieved "
-                        "passages (updated index)", retrieval=True, adapter=_role))
 
 
 @dataclass
@@ -84,32 +75,6 @@ class UpdateConfig:
             raise WorkbenchError(f"--replay {self.replay} is not a share", "use a fraction between 0 and 1")
         if self.invariant_limit is not None and self.invariant_limit < 1:
             raise WorkbenchError(f"invariant limit {self.invariant_limit} leaves no questions", "use a positive limit")
-
-
-# --- cost of a stage ---------------------------------------------------------------------------------
-
-def measured(fn: Callable[[], Any]) -> tuple[Any, dict]:
-    """Run ``fn`` and return its result with ``{"seconds", "peak_rss_mb"}``: wall time, and the highest
-    resident memory of this process while it ran (sampled every 50 ms)."""
-    import psutil
-
-    proc, peak, done = psutil.Process(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            done.wait(0.05)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t0 = time.perf_counter()
-    t.start()
-    try:
-        result = fn()
-    finally:
-        done.set()
-        t.join()
-    peak[0] = max(peak[0], proc.memory_info().rss)
-    return result, {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak[0] / 2**20, 1)}
 
 
 # --- what the strategies train on ----------------------------------------------------------------------
@@ -208,10 +173,10 @@ def _write_qa(path: Path, items: list[QAItem]) -> Path:
     return path
 
 
-def _predictions(run_folder: Path) -> dict[str, dict[str, str]]:
-    """system -> question id -> prediction, from a run folder's results.jsonl."""
+def _predictions(rows: list[dict]) -> dict[str, dict[str, str]]:
+    """system -> question id -> prediction, from a scored run's results rows."""
     out: dict[str, dict[str, str]] = {}
-    for r in read_jsonl(run_folder / "results.jsonl"):
+    for r in rows:
         out.setdefault(r["system"], {})[r["id"]] = r.get("prediction") or ""
     return out
 
@@ -334,12 +299,10 @@ def _update_locked(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: Upd
         # train questions ride along (never scored): the harness calibrates on a file's train split
         train = sets.new_train + sets.old_train
         eval_qa = _write_qa(names.work / "eval-qa.jsonl", sets.eval + train)
-        after = names.work / "after"
-        _clear(after)
         ecfg = replace(cfg, eval=replace(cfg.eval, systems=systems, limit=None))
-        evaluate(names.corpus, ecfg, qa_path=eval_qa, index=names.index_new if rag else None, out=after,
-                 progress=progress, adapters=adapters,
-                 extra_cost={"update_strategies": strategy_cost})
+        after = score_run(names.corpus, ecfg, qa_path=eval_qa, index=names.index_new if rag else None,
+                          out=runs_dir() / names.run, progress=progress, adapters=adapters,
+                          extra_cost={"update_strategies": strategy_cost})
         scored["after"] = after
         before_systems = [s for s in ("rag", "ft_rag") if s in systems]
         scored["before"] = {}
@@ -355,13 +318,11 @@ def _update_locked(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: Upd
             before_qa = _write_qa(names.work / "before-qa.jsonl",
                                   [replace(q, doc=q.doc if q.doc in base_docs else None) for q in todo]
                                   + [q for q in base_items if q.split == "train"])
-            before = names.work / "before"
-            _clear(before)
-            evaluate(corpus_dir, replace(cfg, eval=replace(cfg.eval, systems=before_systems, limit=None)),
-                     qa_path=before_qa, index=names.index_old, out=before, progress=progress,
-                     adapters={"ft": names.adapter_old})
-            scored["before"] = _predictions(before)
-        after_preds = _predictions(after)
+            before = score_run(corpus_dir, replace(cfg, eval=replace(cfg.eval, systems=before_systems, limit=None)),
+                               qa_path=before_qa, index=names.index_old, out=names.work / "before",
+                               progress=progress, adapters={"ft": names.adapter_old})
+            scored["before"] = _predictions(before.rows)
+        after_preds = _predictions(after.rows)
         for s in before_systems:
             scored["before"][s] = {**{q: after_preds[s][q] for q in same}, **scored["before"].get(s, {})}
     stages.run("evaluate (after and before the update)", eval_stage)
@@ -372,8 +333,8 @@ def _update_locked(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: Upd
         stages.run("side effects (general-ability probe)", probe_stage)
 
     def report_stage() -> None:
-        folder = scored["after"]
-        after = _predictions(folder)
+        result = scored["after"]
+        after = _predictions(result.rows)
         before = {s: scored["before"].get(s) or after[_predecessor(s)] for s in ("rag", "ft_rag") if s in after}
         by_set = sets.by_set()
         block = {"version": 1, "update_dir": str(update_dir.resolve()), "corpus": str(corpus_dir.resolve()),
@@ -389,27 +350,14 @@ def _update_locked(corpus_dir: Path, update_dir: Path, cfg: RunConfig, ucfg: Upd
             block["systems"][s] = {"predecessor": pred, "strategies": _strategies_of(s),
                                    "update_cost_s": _cost_of(s, strategy_cost),
                                    **system_update(after[s], prior, by_set)}
-        summary_path = folder / "summary.json"
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        summary["update"] = block
+        result.summary["update"] = block
         if "side_effects" in scored:
-            summary["side_effects"] = scored["side_effects"]
-        write_json(summary_path, summary)
-        append_update_report(folder, summary)
-        final = runs_dir() / names.run
-        with atomic_dir(final, kind="run") as tmp:
-            shutil.copytree(folder, tmp, dirs_exist_ok=True)
-        scored["final"] = final
-        con.print(f"report: {final / 'report.md'}")
+            result.summary["side_effects"] = scored["side_effects"]
+        result.appendix.append(update_appendix)
+        scored["final"] = write_run(result)
+        con.print(f"report: {scored['final'] / 'report.md'}")
     stages.run("report", report_stage)
     return scored["final"]
-
-
-def _clear(folder: Path) -> None:
-    """Remove a scratch run folder this command wrote earlier (only a run folder: evaluate checks)."""
-    if folder.is_dir():
-        check_replaceable(folder, "run")
-        shutil.rmtree(folder)
 
 
 def _touched_chunks(names: _Names, plan: UpdatePlan) -> list:
