@@ -182,24 +182,32 @@ def _synth(text, lang):
     return synthesize_rules(make_chunks([text]), lang, max_per_chunk=10)
 
 
-def test_portuguese_synthesis_templates():
+def _no_english_or_cloze(questions):
+    for q in questions:
+        assert not re.search(r"\b(how many|when|who|what|where)\b", q, re.I), q
+        assert "Fill in" not in q and "Complete a lacuna" not in q, q
+
+
+def test_portuguese_synthesis_fronts_quando_quantos_and_por_quem():
     qa = _synth("A Universidade de Varsóvia foi fundada em 1816 pelo rei. A cidade tem 1.700.000 habitantes "
                 "nos dias de hoje. O Jardim Krasiński foi remodelado por Franciszek Szanior no século XIX.", "pt")
     questions = {q.question: q.answer for q in qa if q.style == "question"}
     assert questions["Quando a Universidade de Varsóvia foi fundada pelo rei?"] == "1816"
-    assert questions["A cidade tem quantos habitantes nos dias de hoje?"] == "1.700.000"
-    assert questions["O Jardim Krasiński foi remodelado por quem no século XIX?"] == "Franciszek Szanior"
-    clozes = [q for q in qa if q.style == "cloze"]
-    assert clozes and all(q.question.startswith("Complete a lacuna: ") for q in clozes)
-    assert not any(w in q for q in questions for w in ("how many", "when", "who", "Fill in"))
+    assert questions["Quantos habitantes a cidade tem nos dias de hoje?"] == "1.700.000"
+    assert questions["Por quem o Jardim Krasiński foi remodelado no século XIX?"] == "Franciszek Szanior"
+    assert questions["Quando o Jardim Krasiński foi remodelado por Franciszek Szanior?"] == "século XIX"
+    assert all(q.answer not in q.question for q in qa)
+    _no_english_or_cloze(q.question for q in qa)
 
 
 def test_portuguese_dates_open_with_quando_and_counts_agree_in_gender():
     qa = _synth("Em 1946, a Polonia venceu o campeonato nacional de futebol. Ocorreram aproximadamente 80 "
                 "avulsões nos últimos séculos da história do delta.", "auto")  # auto: detected as pt
-    questions = {q.question for q in qa if q.style == "question"}
-    assert "Quando a Polonia venceu o campeonato nacional de futebol?" in questions
-    assert "Ocorreram aproximadamente quantas avulsões nos últimos séculos da história do delta?" in questions
+    questions = {q.question: q.answer for q in qa if q.style == "question"}
+    assert questions["Quando a Polonia venceu o campeonato nacional de futebol?"] == "1946"
+    assert questions["Quantas avulsões ocorreram nos últimos séculos da história do delta?"] == "80"
+    assert all(q.answer not in q.question for q in qa)
+    _no_english_or_cloze(q.question for q in qa)
 
 
 def test_english_synthesis_keeps_english_templates():

@@ -42,6 +42,8 @@ class Answer:
         declined: why the reply was replaced by the abstention phrase (low retrieval score, low answer
             confidence), or None.
         text_before_decline: the answer a decline replaced ("" when none was).
+        calibration: how replies of this system are declined where it was answered (which run calibrated
+            it, or why nothing is declined by threshold); "" where no one asked.
     """
 
     question: str
@@ -55,6 +57,7 @@ class Answer:
     confidence: float | None = None
     declined: str | None = None
     text_before_decline: str = ""
+    calibration: str = ""
 
 
 @dataclass

@@ -74,6 +74,10 @@ class SystemAnswer(BaseModel):
     sources: list[Passage] = Field(description="passages in the prompt ([n] is sources[n-1]); empty closed book")
     cited: list[int] = Field(description="numbers of the sources the answer cites or contains")
     latency_s: float
+    confidence: float | None = Field(description="probability that the answer is right (calibrated where a run "
+                                                 "on this corpus and index calibrated the system)")
+    declined: str | None = Field(description="why the answer was replaced by \"I don't know\", or null")
+    calibration: str = Field(description="how this system's answers are declined here, and which run says so")
 
 
 class Comparison(BaseModel):
@@ -150,7 +154,8 @@ class Tools:
         with self._lock:
             a = self.pool.answer(question, route)
         return SystemAnswer(system=route.system, model=route.model_id, answer=a.text, sources=_passages(a.hits),
-                            cited=sorted({c.n for c in a.citations}), latency_s=round(a.latency_s, 3))
+                            cited=sorted({c.n for c in a.citations}), latency_s=round(a.latency_s, 3),
+                            confidence=a.confidence, declined=a.declined, calibration=a.calibration)
 
     def ask(self, question: str, system: str = "rag", index: str | None = None,
             adapter: str | None = None) -> SystemAnswer:

@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from workbench.answering.answer import Answer, answer_questions, check_question
+from workbench.answering.confidence import apply_calibrator
 from workbench.answering.generate import Generator
 from workbench.answering.loader import load_generator
 from workbench.core import catalogue
 from workbench.core.config import RunConfig
 from workbench.core.errors import WorkbenchError
+from workbench.core.paths import runs_dir
+from workbench.evaluation.abstention import Calibration, calibrators_for
 from workbench.evaluation.systems import open_retriever
 
 SYSTEM_NAMES = ("base", "rag", "ft", "ft_rag")
@@ -66,6 +69,14 @@ def route_for(system: str, adapter: str | None = None, index: str | None = None)
     if system.endswith("rag") and not index:
         raise WorkbenchError(f"system {system} needs an index", "name one (list_artifacts shows them)")
     return Route(adapter if system.startswith("ft") else None, index if system.endswith("rag") else None)
+
+
+def _mtime(folder: Path) -> float:
+    """A folder's modification time (0 when it does not exist): it changes when a run is added or removed."""
+    try:
+        return folder.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -132,6 +143,7 @@ class ModelPool:
         self.any_built = any_built
         self._generators: dict[str | None, Generator] = {}
         self._retrievers: dict[str, Any] = {}
+        self._calibration: dict[tuple[str | None, float], Calibration] = {}
         self._lock = threading.RLock()
 
     def load(self) -> None:
@@ -210,4 +222,16 @@ class ModelPool:
             retriever.check_query(question)
         gen = generator if generator is not None else self.generator(route.adapter)
         k = self.cfg.retrieve.k if retriever is not None else None
-        return answer_questions([question], gen, retriever=retriever, k=k, prompt=self.cfg.prompt)[0]
+        answer = answer_questions([question], gen, retriever=retriever, k=k, prompt=self.cfg.prompt)[0]
+        found = self.calibration(route.index)
+        apply_calibrator([answer], found.calibrators.get(route.system))  # the rule ask and the chat decline by
+        answer.calibration = found.note(route.system)
+        return answer
+
+    def calibration(self, index: str | None) -> Calibration:
+        """The calibrators ``ask`` would decline with over ``index`` (``calibrators_for``: the newest run on the
+        same corpus and index content), looked up again whenever a run is added or removed."""
+        key = (index, _mtime(runs_dir()))
+        if key not in self._calibration:
+            self._calibration = {key: calibrators_for(built_artifact("index", index) if index else None)}
+        return self._calibration[key]

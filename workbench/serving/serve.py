@@ -385,12 +385,14 @@ def _include_usage(options: Any, stream: bool) -> bool:
 
 def _sources(answer: Any) -> dict[str, Any]:
     """The extra ``workbench`` field of a retrieval model's reply: passages in prompt order ([n] is
-    ``sources[n-1]``), the ones the answer cites or contains, and the reply before cleaning."""
+    ``sources[n-1]``), the ones the answer cites or contains, the reply before cleaning, its confidence, why it
+    was declined (None when it was not) and how this system's replies are declined here."""
     return {"sources": [{"n": n, "id": h.chunk.id, "doc": h.chunk.doc, "heading": h.chunk.heading,
                          "score": round(float(h.score), 4), "text": h.chunk.text}
                         for n, h in enumerate(answer.hits, 1)],
             "citations": [dataclasses.asdict(c) for c in answer.citations],
-            "raw": answer.raw}
+            "raw": answer.raw, "confidence": answer.confidence, "declined": answer.declined,
+            "calibration": answer.calibration}
 
 
 @dataclass

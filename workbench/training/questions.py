@@ -385,7 +385,8 @@ def _name_kind(sentence_toks: list[_Tok], a: int, b: int, label: str) -> str:
     caps = all(t.text[:1].isupper() for t in sentence_toks[a:b])
     personal = 2 <= b - a <= 3 and caps and words[0] not in _NOT_PERSON_FIRST and all(
         w.isalpha() for w in words) and not (a > 0 and sentence_toks[a - 1].low == "the")
-    passive_agent = a > 1 and sentence_toks[a - 1].low == "by" and sentence_toks[a - 2].low in _PERSON_VERBS
+    passive_agent = a > 1 and ((sentence_toks[a - 1].low == "by" and sentence_toks[a - 2].low in _PERSON_VERBS) or (
+        sentence_toks[a - 1].low == "por" and re.search(r"[ai]d[oa]s?$", sentence_toks[a - 2].low) is not None))
     if personal and (after in _PERSON_VERBS or passive_agent):
         return "PERSON"
     return "THING"
@@ -541,6 +542,8 @@ def _question_en(sentence: str, start: int, end: int, label: str, max_words: int
         verb = _find_verb(body, len(body))
         return _assemble_en(wh, body, verb, len(body), len(body), "", max_words) if verb else None
     toks, a, b = clause.toks, clause.a, clause.b
+    if label == "COUNT" and (a == 0 or (a == 1 and toks[0].low in _APPROXIMATELY)):
+        return _count_subject_en(toks, b, max_words)
     if label == "DATE" and a == 1 and b < len(toks) and toks[0].low in {"in", "on", "during"} and \
             toks[b].text[:1].isupper():  # "In 1932 the encyclopedia stated ..." (no comma after the date)
         body = _first_lower(toks[b:], _DETERMINERS)
@@ -589,6 +592,20 @@ def _question_en(sentence: str, start: int, end: int, label: str, max_words: int
         q = _text([_Tok(wh, 0, 0), toks[verb.at]] + subject)
         return _checked(q, _text([_Tok(wh.lower(), 0, 0)] + subject + [toks[verb.at]]), wh, max_words)
     return _assemble_en(wh, toks, verb, first, last, stranded, max_words)
+
+
+def _count_subject_en(toks: list[_Tok], b: int, max_words: int) -> Phrased | None:
+    """"How many + noun + verb ...?" for a count opening the subject ("Around 80 avulsions occurred in ..." ->
+    "How many avulsions occurred in ...?"); None unless one to three lower-case words lead to a finite verb."""
+    verb = next((i for i in range(b + 1, min(b + 4, len(toks))) if _opens_with_verb(toks[i:], "en")), None)
+    if verb is None or any(not t.text.isalpha() or not t.text.islower() or t.low in _PREPOSITIONS | _CUT_AFTER
+                           for t in toks[b:verb]):
+        return None
+    rest = toks[b:]
+    if rest[-1].low in _PREPOSITIONS | _DETERMINERS | {"and", "or"} or toks[verb].low in {"has", "is", "was"}:
+        return None
+    return _checked(_text([_Tok("How many", 0, 0)] + rest), _text([_Tok("how many", 0, 0)] + rest), "How many",
+                    max_words)
 
 
 def _assemble_en(wh: str, toks: list[_Tok], verb: _Verb, first: int, last: int, stranded: str,
@@ -675,14 +692,23 @@ _FEMININE_PT = {"bases", "fases", "partes", "redes", "classes", "pontes", "fonte
                 "toneladas", "libras", "polegadas", "milhas", "horas", "semanas", "pol", "mil"}
 
 
+_AGENT_VERBS_PT = set(
+    "venceu venceram ganhou ganharam derrotou derrotaram conquistou conquistaram fundou fundaram escreveu "
+    "descobriu descobriram assinou assinaram governou liderou comandou declarou disse afirmou compôs pintou "
+    "projetou inventou".split())
+"""Verbs whose subject is asked about with "Quem" even when it is a country or a team ("Quem venceu ...?")."""
+_NOUNS_IN_EU_PT = {"museu", "europeu", "liceu", "apogeu", "jubileu", "ateneu", "coliseu", "hebreu", "plebeu",
+                   "pigmeu", "judeu", "camafeu", "perigeu", "himeneu", "mausoleu", "pireneu"}
+
+
 def _is_verb_pt(word: str) -> bool:
     """A finite Portuguese verb, by lexicon or by an ending nouns rarely have (chegou, chegaram, formava,
     partiu, formam)."""
     w = word.casefold()
     if w in _VERBS_PT:
         return True
-    return len(w) > 4 and w.isalpha() and w.endswith(("ou", "aram", "eram", "iram", "ava", "avam", "iu", "iam",
-                                                      "am", "ará", "erá", "irá"))
+    return len(w) > 4 and w.isalpha() and w not in _NOUNS_IN_EU_PT and w.endswith(
+        ("ou", "eu", "aram", "eram", "iram", "ava", "avam", "iu", "iam", "am", "ará", "erá", "irá"))
 
 
 def _feminine_pt(noun: str) -> bool:
@@ -710,6 +736,8 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         body = clause.toks
         return _assemble_pt("Quando", body, 0, 0, max_words) if _clause_ok_pt(body) else None
     toks, a, b = clause.toks, clause.a, clause.b
+    if label == "COUNT" and _hedge_start_pt(toks, a) <= 1:
+        return _count_subject_pt(toks, a, b, max_words)
     verb = next((i for i, t in enumerate(toks) if i > 0 and _is_verb_pt(t.text) and not t.text[0].isupper()), None)
     if verb is None:
         return None
@@ -737,7 +765,7 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         else:
             if any(re.search(r"(ada|ida|adas|idas|ta|sa|ma)$", t.low) for t in toks[verb + 1:verb + 5]):
                 return None  # a feminine participle or pronoun would not agree with "O que"
-            wh = "Quem" if kind == "PERSON" else "O que"
+            wh = "Quem" if kind == "PERSON" or toks[verb].low in _AGENT_VERBS_PT else "O que"
         return _checked_pt(_text([_Tok(wh, 0, 0)] + toks[verb:]), _text([_Tok(wh.lower(), 0, 0)] + toks[verb:]),
                            wh, max_words)
     first = a - 1 if prev in _PREPOSITIONS_PT else a
@@ -749,15 +777,10 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         return _assemble_pt("Quando", toks, first, b, max_words)
     if label in {"COUNT", "QUANTITY"}:
         if label == "COUNT":
-            if b >= len(toks) or not toks[b].text.isalpha() or not toks[b].text.islower() or \
-                    toks[b].low in _PREPOSITIONS_PT:
+            counted = _counted_noun_pt(toks, b)
+            if counted is None:
                 return None
-            last = b + 1
-            while last < len(toks) and last - b < 3 and toks[last].text.isalpha() and toks[last].text.islower() and \
-                    toks[last].low not in _PREPOSITIONS_PT | _DETERMINERS_PT | _SUBORDINATORS_PT | {"também"} and \
-                    not _is_verb_pt(toks[last].text):
-                last += 1  # "duas formações geomorfológicas principais"
-            noun_toks = toks[b:last]
+            noun_toks, last = counted
         else:
             unit = toks[b - 1].low
             word = _UNIT_WORDS_PT.get(unit, unit if unit.isalpha() and len(unit) > 3 else "")
@@ -793,6 +816,53 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         wh = "Quem" if kind == "PERSON" else "O que"
         return _assemble_pt(wh, toks, a, b, max_words)
     return None
+
+
+def _counted_noun_pt(toks: list[_Tok], b: int) -> tuple[list[_Tok], int] | None:
+    """(the counted noun after a number ending at ``b``, the index after it): "duas formações geomorfológicas
+    principais" gives "formações geomorfológicas principais"; None when no lower-case noun follows."""
+    if b >= len(toks) or not toks[b].text.isalpha() or not toks[b].text.islower() or toks[b].low in _PREPOSITIONS_PT:
+        return None
+    last = b + 1
+    while last < len(toks) and last - b < 3 and toks[last].text.isalpha() and toks[last].text.islower() and \
+            toks[last].low not in _PREPOSITIONS_PT | _DETERMINERS_PT | _SUBORDINATORS_PT | {"também"} and \
+            not _is_verb_pt(toks[last].text):
+        last += 1
+    return toks[b:last], last
+
+
+_HEDGES_PT = ({"aproximadamente"}, {"quase"}, {"cerca", "de"}, {"por", "volta", "de"})
+_EXISTENTIAL_PT = {"há", "havia", "houve", "existem", "existiam", "existiram"}
+
+
+def _hedge_start_pt(toks: list[_Tok], a: int) -> int:
+    """Where a number at ``a`` begins with its hedge ("cerca de 80", "aproximadamente 80")."""
+    for hedge in _HEDGES_PT:
+        n = len(hedge)
+        if a >= n and {t.low for t in toks[a - n:a]} == hedge:
+            return a - n
+    return a
+
+
+def _count_subject_pt(toks: list[_Tok], a: int, b: int, max_words: int) -> Phrased | None:
+    """"Quantas|Quantos + noun + verb ...?" for a count in the subject, before its verb ("Cerca de 80 avulsões
+    ocorreram ...") or after a verb that opens the sentence ("Ocorreram aproximadamente 80 avulsões ...")."""
+    counted = _counted_noun_pt(toks, b)
+    if counted is None:
+        return None
+    noun, last = counted
+    wh = "Quantas" if _feminine_pt(noun[0].text) else "Quantos"
+    opens = _hedge_start_pt(toks, a)
+    if opens == 0 and last < len(toks) and _is_verb_pt(toks[last].text):
+        rest = toks[last:]
+    elif opens == 1 and (_is_verb_pt(toks[0].text) or toks[0].low in _EXISTENTIAL_PT) and last < len(toks):
+        rest = [_Tok(toks[0].low, 0, 0)] + toks[last:]
+    else:
+        return None
+    if rest[-1].low in _PREPOSITIONS_PT | _DETERMINERS_PT | {"e", "ou"}:
+        return None
+    return _checked_pt(_text([_Tok(wh, 0, 0)] + noun + rest), _text([_Tok(wh.lower(), 0, 0)] + noun + rest),
+                       wh, max_words)
 
 
 def _clause_ok_pt(toks: list[_Tok]) -> bool:
@@ -846,8 +916,9 @@ def _span_ok(toks: list[_Tok], start: int, end: int, label: str, lang: str) -> b
     nxt = toks[b] if b < len(toks) else None
     after = toks[b + 1] if b + 1 < len(toks) else None
     prev = toks[a - 1] if a > 0 else None
-    if nxt is not None and nxt.text == "," and after is not None and after.text[:1].isupper():
-        return False
+    leading_date = label == "DATE" and a in {1, 2} and toks[0].low in {"in", "on", "during", "em", "no", "na"}
+    if nxt is not None and nxt.text == "," and after is not None and after.text[:1].isupper() and not leading_date:
+        return False  # "Cologne, Germany"; "In 1946, Poland won ..." is a leading phrase
     if prev is not None and prev.text == "," and a > 1 and toks[a - 2].text[:1].isupper() and \
             toks[a - 2].low not in _PREPOSITIONS:
         return False

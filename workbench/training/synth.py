@@ -186,6 +186,12 @@ def pipeline_name(nlp: Any) -> str:
     return nlp.meta.get("workbench_pipeline", nlp.meta.get("name", "?"))
 
 
+_NOT_COUNTED_PT = {"anos", "milhões", "mil", "bilhões", "pelo", "pela", "pelos", "pelas", "para", "sobre", "entre",
+                   "desde", "durante", "após", "antes", "depois", "contra", "como", "quando", "onde", "quais", "estes",
+                   "estas", "esses", "essas", "cada", "todos", "todas"}
+"""Words after a number that are no counted noun ("em 1816 pelo rei")."""
+
+
 def _rule_patterns_pt() -> list[dict]:
     """Portuguese span patterns: dates ("12 de maio de 1946", "maio de 1946", "em 1946", "século XVI"), numbers
     with units ("1.230 km"), counts ("1.700.000 habitantes", "três corpos") and names ("Universidade de
@@ -198,7 +204,7 @@ def _rule_patterns_pt() -> list[dict]:
     scale = {"LOWER": {"IN": ["mil", "milhão", "milhões", "bilhão", "bilhões"]}, "OP": "?"}
     unit = {"LOWER": {"IN": sorted(_UNITS_PT)}}
     noun = {"IS_ALPHA": True, "IS_LOWER": True, "LENGTH": {">": 3},
-            "LOWER": {"NOT_IN": sorted(set(_UNITS_PT) | {"anos", "milhões", "mil", "bilhões"})}}
+            "LOWER": {"NOT_IN": sorted(set(_UNITS_PT) | _NOT_COUNTED_PT)}}
     title = {"IS_TITLE": True, "IS_SENT_START": False, "LENGTH": {">": 1}}
     return [
         {"label": "DATE", "pattern": [day, de, month, de, year]},
