@@ -63,6 +63,11 @@ def _ask(sentence: str, answer: str, label: str, lang: str = "en") -> str | None
      "What does the Middle Rhine flow through?"),
     ("The Rhine, which rises in the Alps, flows into the North Sea.", "North Sea", "NAME",
      "What does the Rhine flow into?"),
+    ("In 1946, Poland won the national football championship.", "1946", "DATE",
+     "When did Poland win the national football championship?"),
+    ("Around 80 avulsions occurred in the last centuries of the delta's history.", "80", "COUNT",
+     "How many avulsions occurred in the last centuries of the delta's history?"),
+    ("Three rivers drain the plateau.", "Three", "COUNT", "How many rivers drain the plateau?"),
 ])
 def test_english_questions_are_fronted_with_the_right_wh_word(sentence, answer, label, question):
     assert _ask(sentence, answer, label) == question
@@ -78,6 +83,17 @@ def test_english_questions_are_fronted_with_the_right_wh_word(sentence, answer, 
     ("A maior cidade do rio Reno é Colônia.", "Colônia", "NAME", "Qual é a maior cidade do rio Reno?"),
     ("Varsóvia é a maior cidade da Polônia.", "Varsóvia", "NAME", "Qual é a maior cidade da Polônia?"),
     ("O rio deságua em Roterdã.", "Roterdã", "NAME", "Onde o rio deságua?"),
+    ("Em 1946, a Polonia venceu o campeonato nacional de futebol.", "1946", "DATE",
+     "Quando a Polonia venceu o campeonato nacional de futebol?"),
+    ("Em 1946, a Polonia venceu o campeonato nacional de futebol.", "Polonia", "NAME",
+     "Quem venceu o campeonato nacional de futebol?"),
+    ("O Jardim Krasiński foi remodelado por Franciszek Szanior no século XIX.", "Franciszek Szanior", "NAME",
+     "Por quem o Jardim Krasiński foi remodelado no século XIX?"),
+    ("Ocorreram aproximadamente 80 avulsões nos últimos séculos da história do delta.", "80", "COUNT",
+     "Quantas avulsões ocorreram nos últimos séculos da história do delta?"),
+    ("Cerca de 80 avulsões ocorreram nos últimos séculos.", "80", "COUNT",
+     "Quantas avulsões ocorreram nos últimos séculos?"),
+    ("Existem 12 distritos na cidade.", "12", "COUNT", "Quantos distritos existem na cidade?"),
 ])
 def test_portuguese_questions_front_the_wh_word_without_inversion(sentence, answer, label, question):
     assert _ask(sentence, answer, label, "pt") == question
@@ -92,6 +108,9 @@ def test_portuguese_questions_front_the_wh_word_without_inversion(sentence, answ
     ("Germanic tribes crossed the Rhine in the Migration period.", "Migration", "NAME", "en"),  # a modifier
     ("Ele foi fundado em 1816.", "1816", "DATE", "pt"),                                   # pronoun subject
     ("O rio passa por Basileia, Estrasburgo e Mainz.", "Estrasburgo", "NAME", "pt"),      # one item of a list
+    ("The city lies near Cologne, Germany.", "Cologne", "NAME", "en"),                     # an apposition
+    ("Around 80 of them occurred.", "80", "COUNT", "en"),                                 # no counted noun
+    ("Os 80 soldados morreram.", "80", "COUNT", "pt"),                                    # a count after an article
 ])
 def test_a_candidate_no_rule_phrases_well_is_dropped(sentence, answer, label, lang):
     assert _ask(sentence, answer, label, lang) is None
@@ -121,6 +140,15 @@ def test_a_subject_pronoun_stands_for_its_antecedent(sentence, answer, label, la
 def test_a_pronoun_that_does_not_agree_is_not_resolved(sentence, answer, label, lang, antecedent):
     at = sentence.index(answer)
     assert phrase_question(sentence, at, at + len(answer), label, lang, antecedent=antecedent) is None
+
+
+def test_rules_find_fronted_dates_passive_agents_and_subject_counts_in_portuguese():
+    qa = synthesize_rules([_chunk("A Universidade de Varsóvia foi fundada em 1816 pelo rei. O Jardim Krasiński foi "
+                                  "remodelado por Franciszek Szanior no século XIX.")], "pt", max_per_chunk=10)
+    questions = {q.question: q.answer for q in qa}
+    assert questions["Quando a Universidade de Varsóvia foi fundada pelo rei?"] == "1816"  # not a count "1816 pelo"
+    assert questions["Por quem o Jardim Krasiński foi remodelado no século XIX?"] == "Franciszek Szanior"
+    assert all(q.answer not in q.question and looks_like_question(q.question, "pt") for q in qa)
 
 
 def test_subject_of_a_sentence():

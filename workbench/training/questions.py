@@ -597,7 +597,8 @@ def _question_en(sentence: str, start: int, end: int, label: str, max_words: int
 def _count_subject_en(toks: list[_Tok], b: int, max_words: int) -> Phrased | None:
     """"How many + noun + verb ...?" for a count opening the subject ("Around 80 avulsions occurred in ..." ->
     "How many avulsions occurred in ...?"); None unless one to three lower-case words lead to a finite verb."""
-    verb = next((i for i in range(b + 1, min(b + 4, len(toks))) if _opens_with_verb(toks[i:], "en")), None)
+    verb = next((i for i in range(b + 1, min(b + 4, len(toks)))
+                 if _opens_with_verb(toks[i:], "en") or toks[i].low in _VERB_STEMS), None)  # "Three rivers drain"
     if verb is None or any(not t.text.isalpha() or not t.text.islower() or t.low in _PREPOSITIONS | _CUT_AFTER
                            for t in toks[b:verb]):
         return None
@@ -758,7 +759,8 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         if toks[verb].low in _COPULAS_PT:
             # "Varsóvia é a maior cidade" -> "Qual é a maior cidade?"; a participle or adjective after the
             # copula would need the subject's gender ("O que foi ocupada")
-            if after not in _DETERMINERS_PT or toks[verb].low not in {"é", "foi", "era", "será"}:
+            if after not in _DETERMINERS_PT or toks[verb].low not in {"é", "foi", "era", "será"} or \
+                    not _definite_pt(toks[verb + 1:]):
                 return None
             people = any(t.low in _PERSON_NOUNS_PT for t in toks[verb + 1:verb + 5])
             wh = "Quem" if kind == "PERSON" or people else "Qual"
@@ -793,8 +795,8 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         if prev in _PREPOSITIONS_PT and first == a - 1:
             base = {"do": "de", "da": "de", "dos": "de", "das": "de", "no": "em", "na": "em", "nos": "em",
                     "nas": "em", "pelo": "por", "pela": "por", "ao": "a", "à": "a", "aos": "a", "às": "a"}.get(prev, prev)
-            if base not in {"em", "por", "para", "com", "durante", "após"}:
-                return None
+            if base not in {"em", "por", "para", "com", "durante", "após"} or (base == "em" and label == "QUANTITY"):
+                return None  # "Em quantos quilômetros ...?" reads as a place, not a measure
             wh = f"{base.capitalize()} {'quantas' if _feminine_pt(noun_toks[0].text) else 'quantos'}"
         else:
             wh = "Quantas" if _feminine_pt(noun_toks[0].text) else "Quantos"
@@ -807,8 +809,9 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
         return _assemble_pt("Por quem", toks, first, b, max_words)
     if a == verb + 1 and b == len(toks) and toks[verb].low in _COPULAS_PT:
         subject = _first_lower(toks[:verb], _DETERMINERS_PT | _PREPOSITIONS_PT, english=False)
-        wh = "Quem" if kind == "PERSON" else "Qual"
-        if subject[0].low in _PRONOUNS_PT:
+        people = any(t.low in _PERSON_NOUNS_PT for t in subject)
+        wh = "Quem" if kind == "PERSON" or people else "Qual"
+        if subject[0].low in _PRONOUNS_PT or not _definite_pt(subject):
             return None
         return _checked_pt(_text([_Tok(wh, 0, 0), toks[verb]] + subject),
                            _text([_Tok(wh.lower(), 0, 0), toks[verb]] + subject), wh, max_words)
@@ -844,6 +847,17 @@ def _hedge_start_pt(toks: list[_Tok], a: int) -> int:
     return a
 
 
+def _definite_pt(phrase: list[_Tok]) -> bool:
+    """Whether a noun phrase after "Qual é" names one thing: not a bare indefinite ("uma sereia": "Qual era uma
+    sereia?" asks nothing), and "uma das maiores ..." names its noun ("... e mais importantes da Europa" does
+    not)."""
+    words = [t.low for t in phrase]
+    if words[:1] in (["um"], ["uma"]) and words[1:2] not in (["dos"], ["das"]):
+        return False
+    return not any(w in {"maiores", "melhores", "piores", "principais", "mais"} and nxt in
+                   {"e", "de", "da", "do", "das", "dos"} for w, nxt in zip(words, words[1:]))
+
+
 def _count_subject_pt(toks: list[_Tok], a: int, b: int, max_words: int) -> Phrased | None:
     """"Quantas|Quantos + noun + verb ...?" for a count in the subject, before its verb ("Cerca de 80 avulsões
     ocorreram ...") or after a verb that opens the sentence ("Ocorreram aproximadamente 80 avulsões ...")."""
@@ -855,7 +869,8 @@ def _count_subject_pt(toks: list[_Tok], a: int, b: int, max_words: int) -> Phras
     opens = _hedge_start_pt(toks, a)
     if opens == 0 and last < len(toks) and _is_verb_pt(toks[last].text):
         rest = toks[last:]
-    elif opens == 1 and (_is_verb_pt(toks[0].text) or toks[0].low in _EXISTENTIAL_PT) and last < len(toks):
+    elif opens == 1 and (_is_verb_pt(toks[0].text) or toks[0].low in _EXISTENTIAL_PT) and last < len(toks) and \
+            not toks[last].text[:1].isupper():  # "Ocorreram seis grandes Eras do Gelo": the noun goes on
         rest = [_Tok(toks[0].low, 0, 0)] + toks[last:]
     else:
         return None
@@ -890,8 +905,8 @@ def _assemble_pt(wh: str, toks: list[_Tok], first: int, last: int, max_words: in
 def _checked_pt(question: str, embedded: str, wh: str, max_words: int) -> Phrased | None:
     q = _finish(question)
     n = len(q.split())
-    if not MIN_QUESTION_WORDS <= n <= max_words or re.search(r"\s[,;:]", q):
-        return None
+    if not MIN_QUESTION_WORDS <= n <= max_words or re.search(r"\s[,;:]|\s-\s", q):
+        return None  # a stray comma, or a spaced dash opening an aside
     if re.search(r"\b(ele|ela|eles|elas|isso|isto|dele|dela|deles|delas|nele|nela|seu|sua|seus|suas)\b",
                  q[len(wh):], re.I):
         return None
