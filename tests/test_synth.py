@@ -94,6 +94,7 @@ def test_english_questions_are_fronted_with_the_right_wh_word(sentence, answer, 
     ("Cerca de 80 avulsões ocorreram nos últimos séculos.", "80", "COUNT",
      "Quantas avulsões ocorreram nos últimos séculos?"),
     ("Existem 12 distritos na cidade.", "12", "COUNT", "Quantos distritos existem na cidade?"),
+    ("Existem três tipos principais de rocha.", "três", "COUNT", "Quantos tipos principais de rocha existem?"),
 ])
 def test_portuguese_questions_front_the_wh_word_without_inversion(sentence, answer, label, question):
     assert _ask(sentence, answer, label, "pt") == question
@@ -111,6 +112,8 @@ def test_portuguese_questions_front_the_wh_word_without_inversion(sentence, answ
     ("The city lies near Cologne, Germany.", "Cologne", "NAME", "en"),                     # an apposition
     ("Around 80 of them occurred.", "80", "COUNT", "en"),                                 # no counted noun
     ("Os 80 soldados morreram.", "80", "COUNT", "pt"),                                    # a count after an article
+    ("A seção está em um prédio com 700 leitos.", "700", "COUNT", "pt"),                  # "com N" describes a noun
+    ("Os exemplos são o Castelo Real e a Igreja na Cidade Velha.", "Cidade Velha", "NAME", "pt"),  # nominal predicate
 ])
 def test_a_candidate_no_rule_phrases_well_is_dropped(sentence, answer, label, lang):
     assert _ask(sentence, answer, label, lang) is None

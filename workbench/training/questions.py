@@ -789,14 +789,14 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
             if not word:
                 return None
             noun_toks, last = [_Tok(word, 0, 0)], b
-        if last < len(toks) and toks[last].low == "de" and last + 1 < len(toks) and toks[last + 1].text.islower() \
-                and toks[last + 1].low not in _DETERMINERS_PT | _PREPOSITIONS_PT:
-            noun_toks, last = noun_toks + toks[last:last + 2], last + 2
+        noun_toks, last = _with_de_complement(toks, noun_toks, last)
         if prev in _PREPOSITIONS_PT and first == a - 1:
             base = {"do": "de", "da": "de", "dos": "de", "das": "de", "no": "em", "na": "em", "nos": "em",
                     "nas": "em", "pelo": "por", "pela": "por", "ao": "a", "à": "a", "aos": "a", "às": "a"}.get(prev, prev)
-            if base not in {"em", "por", "para", "com", "durante", "após"} or (base == "em" and label == "QUANTITY"):
-                return None  # "Em quantos quilômetros ...?" reads as a place, not a measure
+            if base not in {"em", "por", "para", "durante", "após"} or (base == "em" and label == "QUANTITY"):
+                # "Em quantos quilômetros ...?" reads as a place, not a measure; "com 700 leitos" describes a
+                # noun ("um prédio ... com 700 leitos"), rarely the verb
+                return None
             wh = f"{base.capitalize()} {'quantas' if _feminine_pt(noun_toks[0].text) else 'quantos'}"
         else:
             wh = "Quantas" if _feminine_pt(noun_toks[0].text) else "Quantos"
@@ -804,6 +804,8 @@ def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int
     if label not in {"PERSON", "NAME", "CODE", "NP", "PERSON_SURE"}:
         return None
     if prev in {"em", "no", "na", "nos", "nas"} and kind != "PERSON":
+        if toks[verb].low in _COPULAS_PT and verb + 1 < len(toks) and toks[verb + 1].low in _DETERMINERS_PT:
+            return None  # "X são o Castelo Real ... na Cidade Velha": "Onde X são o Castelo Real?" asks nothing
         return _assemble_pt("Onde", toks, first, b, max_words)
     if prev in {"por", "pelo", "pela"} and kind == "PERSON":
         return _assemble_pt("Por quem", toks, first, b, max_words)
@@ -832,6 +834,15 @@ def _counted_noun_pt(toks: list[_Tok], b: int) -> tuple[list[_Tok], int] | None:
             not _is_verb_pt(toks[last].text):
         last += 1
     return toks[b:last], last
+
+
+def _with_de_complement(toks: list[_Tok], noun: list[_Tok], last: int) -> tuple[list[_Tok], int]:
+    """The counted noun with its "de + noun" complement ("tipos principais de rocha"), so the question keeps
+    them together ("Quantos tipos principais de rocha existem?", not "... existem de rocha?")."""
+    if last + 1 < len(toks) and toks[last].low == "de" and toks[last + 1].text.islower() and \
+            toks[last + 1].low not in _DETERMINERS_PT | _PREPOSITIONS_PT:
+        return noun + toks[last:last + 2], last + 2
+    return noun, last
 
 
 _HEDGES_PT = ({"aproximadamente"}, {"quase"}, {"cerca", "de"}, {"por", "volta", "de"})
@@ -864,13 +875,13 @@ def _count_subject_pt(toks: list[_Tok], a: int, b: int, max_words: int) -> Phras
     counted = _counted_noun_pt(toks, b)
     if counted is None:
         return None
-    noun, last = counted
+    noun, last = _with_de_complement(toks, *counted)
     wh = "Quantas" if _feminine_pt(noun[0].text) else "Quantos"
     opens = _hedge_start_pt(toks, a)
     if opens == 0 and last < len(toks) and _is_verb_pt(toks[last].text):
         rest = toks[last:]
-    elif opens == 1 and (_is_verb_pt(toks[0].text) or toks[0].low in _EXISTENTIAL_PT) and last < len(toks) and \
-            not toks[last].text[:1].isupper():  # "Ocorreram seis grandes Eras do Gelo": the noun goes on
+    elif opens == 1 and (_is_verb_pt(toks[0].text) or toks[0].low in _EXISTENTIAL_PT) and \
+            (last == len(toks) or not toks[last].text[:1].isupper()):  # "Ocorreram seis grandes Eras do Gelo"
         rest = [_Tok(toks[0].low, 0, 0)] + toks[last:]
     else:
         return None
