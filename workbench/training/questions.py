@@ -516,14 +516,23 @@ def _wh_en(clause: _Clause, label: str, kind: str, sent_toks: list[_Tok],
     return None
 
 
-def _question_en(sentence: str, start: int, end: int, label: str, max_words: int) -> Phrased | None:
-    clause = _carve(sentence, start, end, "en")
+def _located(sentence: str, start: int, end: int, label: str, lang: str) -> tuple[_Clause, list[_Tok], str] | None:
+    """The clause around the answer span, the sentence's tokens and the answer's kind of name (None when no
+    clause can be carved around it)."""
+    clause = _carve(sentence, start, end, lang)
     if clause is None:
         return None
     sent_toks = _tokens(sentence)
     sa = next(i for i, t in enumerate(sent_toks) if t.start == start)
     sb = next(i for i, t in enumerate(sent_toks) if t.end == end) + 1
-    kind = _name_kind(sent_toks, sa, sb, label)
+    return clause, sent_toks, _name_kind(sent_toks, sa, sb, label)
+
+
+def _question_en(sentence: str, start: int, end: int, label: str, max_words: int) -> Phrased | None:
+    located = _located(sentence, start, end, label, "en")
+    if located is None:
+        return None
+    clause, sent_toks, kind = located
     if clause.leading:  # "In 1911, the Normans reached Normandy."
         lead = clause.leading
         la = next((i for i, t in enumerate(lead) if t.start == start), None)
@@ -721,13 +730,10 @@ def _feminine_pt(noun: str) -> bool:
 
 
 def _question_pt(sentence: str, start: int, end: int, label: str, max_words: int) -> Phrased | None:
-    clause = _carve(sentence, start, end, "pt")
-    if clause is None:
+    located = _located(sentence, start, end, label, "pt")
+    if located is None:
         return None
-    sent_toks = _tokens(sentence)
-    sa = next(i for i, t in enumerate(sent_toks) if t.start == start)
-    sb = next(i for i, t in enumerate(sent_toks) if t.end == end) + 1
-    kind = _name_kind(sent_toks, sa, sb, label)
+    clause, sent_toks, kind = located
     if clause.leading:
         lead = clause.leading
         la = next((i for i, t in enumerate(lead) if t.start == start), None)
