@@ -156,16 +156,16 @@ def _kind_sentences(summary: dict) -> list[str]:
     out = ["", "By kind of question:"]
     for kind in kinds:
         cells = {n: systems[n]["by_kind"].get(kind) for n in names if kind in systems[n].get("by_kind", {})}
-        answerable = any(c.get("f1") is not None for c in cells.values())
-        metric = "f1" if answerable else "abstain"
+        if not any(c.get("f1") is not None for c in cells.values()):
+            continue  # a kind of unanswerable questions: declines are the abstention axis, judged on both sets
+        metric = "f1"
         vals = {n: c[metric] for n, c in cells.items() if c.get(metric) is not None}
         if not vals:
             continue
         n_q = next(iter(cells.values()))["n"]
         ranked = sorted(vals, key=lambda n: -vals[n])
         first = ranked[0]
-        label = "F1" if metric == "f1" else "declined"
-        fmt = _f if metric == "f1" else _pct
+        label, fmt = "F1", _f
         if vals[first] == 0:
             out.append(f"- *{kind}* ({_n(n_q, 'question')}): no system gets any right ({label} 0 for all).")
             continue
