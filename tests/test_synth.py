@@ -112,6 +112,7 @@ def test_portuguese_questions_front_the_wh_word_without_inversion(sentence, answ
     ("The city lies near Cologne, Germany.", "Cologne", "NAME", "en"),                     # an apposition
     ("Around 80 of them occurred.", "80", "COUNT", "en"),                                 # no counted noun
     ("Os 80 soldados morreram.", "80", "COUNT", "pt"),                                    # a count after an article
+    ("Partners may travel with you at their own cost.", "their own cost", "NP", "en"),  # "at" + a common noun
     ("A seção está em um prédio com 700 leitos.", "700", "COUNT", "pt"),                  # "com N" describes a noun
     ("Os exemplos são o Castelo Real e a Igreja na Cidade Velha.", "Cidade Velha", "NAME", "pt"),  # nominal predicate
 ])

@@ -498,7 +498,9 @@ def _wh_en(clause: _Clause, label: str, kind: str, sent_toks: list[_Tok],
     if first == a or (first == a - 1 and prev in {"the", "a", "an"}):
         return (kind_wh, first, b, "") if _is_object(toks, first, verb) else None
     if prev in {"in", "at", "near", "within"}:
-        return ("Where", first, b, "") if kind != "PERSON" else None
+        if kind == "PERSON" or (label == "NP" and (prev == "at" or toks[a].low in _POSSESSIVES)):
+            return None  # "at their own cost", "in its valley": a common noun phrase there is seldom a place
+        return "Where", first, b, ""
     if b != len(toks):
         return None  # a stranded preposition reads well only at the end
     between = toks[verb.at + 1:first]
@@ -514,6 +516,9 @@ def _wh_en(clause: _Clause, label: str, kind: str, sent_toks: list[_Tok],
             prev == "by" and passive):
         return kind_wh, first + 1, b, prev
     return None
+
+
+_POSSESSIVES = {"its", "their", "his", "her", "our", "your", "my"}
 
 
 def _located(sentence: str, start: int, end: int, label: str, lang: str) -> tuple[_Clause, list[_Tok], str] | None:

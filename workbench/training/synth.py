@@ -282,7 +282,9 @@ def _candidates(sent: Any, lang: str, trained: bool) -> list[tuple[int, int, str
     return out
 
 
-_FINAL_NP = re.compile(r"(?<=\s)(?:a|an|the|its|their)\s+(?:[\w-]+\s+){0,3}[a-z][a-z-]+(?=\s*[.!?]?\s*$)")
+_FINAL_NP = re.compile(r"(?<=\s)(?:a|an|the|its|their)[^\S\n]+(?:[\w-]+[^\S\n]+){0,3}[a-z][a-z-]+(?=\s*[.!?]?\s*$)")
+"""A determiner, up to three modifiers and a common noun ending the sentence, on one line (a phrase wrapped
+across lines would not read back verbatim from the sentence)."""
 _NOT_IN_NP = {"and", "or", "but", "than", "that", "which", "who", "of", "in", "on", "at", "by", "for", "from", "to",
               "with", "is", "are", "was", "were", "be", "been", "has", "have", "had", "not", "as", "into", "such"}
 
