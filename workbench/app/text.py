@@ -75,9 +75,3 @@ def highlight_overlap(passage: str, answer: str, max_chars: int | None = None) -
             spans.append((chunk, False))
             i += 1
     return "".join(f":orange-background[{escape_markdown(c)}]" if hit else escape_markdown(c) for c, hit in spans)
-
-
-def overlap_ratio(passage: str, answer: str) -> float:
-    """Share of the answer's content words that appear in the passage (0 when the answer has none)."""
-    a = content_words(answer)
-    return len(a & content_words(passage)) / len(a) if a else 0.0
